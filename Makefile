@@ -1,0 +1,33 @@
+# The two commands a newcomer needs:  make demo   and   make test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint typecheck unit bench clean setup
+
+demo:            ## set up, then run a local fleet demo (Ctrl-C stops it)
+	@scripts/bootstrap.sh runtime
+	$(VENV)/bin/edge-agent demo
+
+test:            ## set up (apt packages when root), then lint, type-check and run every test
+	@scripts/bootstrap.sh test
+	$(MAKE) --no-print-directory lint typecheck unit
+
+setup:
+	@scripts/bootstrap.sh test
+
+lint:
+	$(VENV)/bin/ruff check agent tests bench
+	$(VENV)/bin/ruff format --check agent tests bench
+
+typecheck:
+	$(VENV)/bin/mypy
+
+unit:
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench:           ## print the figures (see bench/)
+	@scripts/bootstrap.sh test
+	$(PY) bench/checks.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

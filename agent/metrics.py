@@ -1,0 +1,93 @@
+"""Prometheus metrics for the whole agent, in one registry that /metrics serves.
+
+One object owns every metric so that parts record into it without importing
+each other, and tests can build a fresh, isolated registry per agent.
+Per-origin series are gauges only; histograms are labelled by kind, not origin,
+so 10,000 origins do not become 10,000 x buckets series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from agent import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("edge_agent_build", "Version of this agent.", registry=r).info(
+            {"version": __version__}
+        )
+        self.checks = Counter(
+            "edge_agent_checks",
+            "Probes run, by origin kind and result (ok or fail).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.check_latency = Histogram(
+            "edge_agent_check_latency_seconds",
+            "Probe latency, by origin kind.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.transitions = Counter(
+            "edge_agent_origin_transitions",
+            "Origin status transitions seen by this node's checks, by new status.",
+            ["status"],
+            registry=r,
+        )
+        self.origins_by_verdict = Gauge(
+            "edge_agent_origins", "Origins by current verdict.", ["verdict"], registry=r
+        )
+        self.origin_up = Gauge(
+            "edge_agent_origin_up",
+            "1 if the origin is up, 0 if down, -1 while unknown.",
+            ["origin"],
+            registry=r,
+        )
+        self.tls_expiry_days = Gauge(
+            "edge_agent_origin_tls_expiry_days",
+            "Days until the origin's TLS certificate expires.",
+            ["origin"],
+            registry=r,
+        )
+        self.checks_in_flight = Gauge(
+            "edge_agent_checks_in_flight", "Probes running right now.", registry=r
+        )
+        self.check_lag = Histogram(
+            "edge_agent_check_start_lag_seconds",
+            "How late probes started versus their schedule (concurrency bound or a busy loop).",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+            registry=r,
+        )
+        self.bad_input = Counter(
+            "edge_agent_bad_input",
+            "Rejected input, by source (api, config, packet, stream, file) and kind.",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.task_restarts = Counter(
+            "edge_agent_task_restarts",
+            "Background tasks that crashed and were restarted, by task.",
+            ["task"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "edge_agent_config_reloads", "SIGHUP reloads, by result.", ["result"], registry=r
+        )
+        self.health = Gauge(
+            "edge_agent_health",
+            "1 for the node's current health status, 0 for the others.",
+            ["status"],
+            registry=r,
+        )
