@@ -1,0 +1,396 @@
+"""agent.systemd against real AF_UNIX datagram sockets standing in for systemd's notify socket."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import systemd as sd
+from agent.systemd import (
+    Notifier,
+    Watchdog,
+    log_destination,
+    run_watchdog,
+    setup_logging,
+    watchdog_interval,
+)
+
+
+class Receiver:
+    """Plays systemd: receives notify datagrams on a thread and stamps their arrival."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name  # what goes in $NOTIFY_SOCKET
+        self.messages: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        sock.settimeout(0.02)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            with self._cond:
+                self.messages.append((time.monotonic(), data.decode()))
+                self._cond.notify_all()
+
+    def texts(self) -> list[str]:
+        with self._cond:
+            return [m for _, m in self.messages]
+
+    def times(self, text: str) -> list[float]:
+        with self._cond:
+            return [t for t, m in self.messages if m == text]
+
+    def wait_for(self, pred: Callable[[list[str]], bool], timeout: float = 3.0) -> list[str]:
+        """Block (a thread, not the event loop) until pred(messages) holds or time runs out."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: pred([m for _, m in self.messages]), timeout)
+            assert ok, f"timed out; received {self.messages}"
+            return [m for _, m in self.messages]
+
+    async def async_wait_for(
+        self, pred: Callable[[list[str]], bool], timeout: float = 3.0
+    ) -> list[str]:
+        """The same from a coroutine, letting the event loop run meanwhile."""
+        return await asyncio.to_thread(self.wait_for, pred, timeout)
+
+    async def async_wait_until(self, pred: Callable[[], bool], timeout: float = 3.0) -> None:
+        """Wait for a condition on the receiver itself (e.g. on arrival times)."""
+        await self.async_wait_for(lambda _: pred(), timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    path = tmp_path / "notify"
+    assert len(str(path)) < 100, "AF_UNIX paths are limited to 108 bytes"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    r = Receiver(s, str(path))
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def abstract_receiver() -> Iterator[Receiver]:
+    name = f"edge-agent-test-{uuid.uuid4().hex}"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind("\0" + name)
+    r = Receiver(s, "@" + name)
+    yield r
+    r.close()
+
+
+# --- Notifier ------------------------------------------------------------------------------
+
+
+def test_without_notify_socket_every_call_is_a_no_op() -> None:
+    n = Notifier.from_env({})
+    assert not n.enabled
+    assert n.ready("up") is False
+    assert n.watchdog() is False
+    assert n.stopping() is False
+
+
+def test_messages_reach_the_socket(receiver: Receiver) -> None:
+    n = Notifier.from_env({"NOTIFY_SOCKET": receiver.name})
+    assert n.enabled
+    assert n.ready("serving 3 origins")
+    assert n.status("serving 4 origins")
+    assert n.watchdog()
+    assert n.stopping()
+    got = receiver.wait_for(lambda m: len(m) >= 4)
+    assert got == [
+        "READY=1\nSTATUS=serving 3 origins",
+        "STATUS=serving 4 origins",
+        "WATCHDOG=1",
+        "STOPPING=1",
+    ]
+    n.close()
+
+
+def test_abstract_socket(abstract_receiver: Receiver) -> None:
+    n = Notifier.from_env({"NOTIFY_SOCKET": abstract_receiver.name})
+    assert n.ready()
+    assert abstract_receiver.wait_for(lambda m: len(m) >= 1) == ["READY=1"]
+    n.close()
+
+
+def test_status_is_sent_only_when_it_changes(receiver: Receiver) -> None:
+    n = Notifier(receiver.name)
+    n.ready("a")
+    assert n.status("a") is False  # ready() already said "a"
+    assert n.status("b") is True
+    assert n.status("b") is False
+    assert n.status("a") is True
+    n.watchdog()  # a marker: everything before it has arrived once it has
+    got = receiver.wait_for(lambda m: "WATCHDOG=1" in m)
+    assert got == ["READY=1\nSTATUS=a", "STATUS=b", "STATUS=a", "WATCHDOG=1"]
+
+
+def test_reloading_then_ready(receiver: Receiver) -> None:
+    n = Notifier(receiver.name)
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    n.reloading()
+    n.ready()
+    reloading, ready = receiver.wait_for(lambda m: len(m) >= 2)
+    fields = dict(line.split("=", 1) for line in reloading.split("\n"))
+    assert fields["RELOADING"] == "1"
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert before <= int(fields["MONOTONIC_USEC"]) <= after
+    assert ready == "READY=1"
+
+
+def test_extend_timeout(receiver: Receiver) -> None:
+    Notifier(receiver.name).extend_timeout(2.5)
+    assert receiver.wait_for(lambda m: len(m) >= 1) == ["EXTEND_TIMEOUT_USEC=2500000"]
+
+
+def test_send_errors_are_logged_once_and_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = Notifier(str(tmp_path / "nobody-listens"))
+    with caplog.at_level(logging.WARNING, logger="agent.systemd"):
+        assert n.ready() is False
+        assert n.watchdog() is False
+    warnings = [r for r in caplog.records if "cannot notify systemd" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# --- the watchdog --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "200000"}, 0.1),
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}, 0.1),
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid() + 1)}, None),
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "x"}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
+    assert watchdog_interval(env) == expected
+
+
+async def test_watchdog_pings_at_half_of_watchdog_usec(receiver: Receiver) -> None:
+    notifier = Notifier(receiver.name)
+    wd = Watchdog.from_env(notifier, {"WATCHDOG_USEC": "200000"})
+    assert wd.interval == pytest.approx(0.1)
+    wd.start()
+    assert wd.running
+    await receiver.async_wait_for(lambda m: m.count("WATCHDOG=1") >= 8)
+    wd.stop()
+    times = receiver.times("WATCHDOG=1")
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    median = gaps[len(gaps) // 2]
+    assert 0.08 <= median <= 0.2, gaps
+    # After stop() no more pings: wait three intervals and count again.
+    count = len(receiver.times("WATCHDOG=1"))
+    await asyncio.sleep(0.3)
+    assert len(receiver.times("WATCHDOG=1")) == count
+    assert not wd.running
+
+
+async def test_a_blocked_event_loop_stops_the_pings(receiver: Receiver) -> None:
+    """The whole point of pinging from the loop: a stuck loop must look dead to systemd."""
+    notifier = Notifier(receiver.name)
+    wd = Watchdog(notifier, 0.05)
+    wd.start()
+    await receiver.async_wait_for(lambda m: m.count("WATCHDOG=1") >= 3)
+
+    blocked = asyncio.Event()
+    span: list[float] = []
+
+    def block() -> None:
+        span.append(time.monotonic())
+        time.sleep(0.5)  # the bug being simulated: blocking work on the event loop
+        span.append(time.monotonic())
+        blocked.set()
+
+    asyncio.get_running_loop().call_soon(block)
+    await blocked.wait()
+    start, end = span
+    # Pings resume once the loop is free again...
+    await receiver.async_wait_until(lambda: any(t > end for t in receiver.times("WATCHDOG=1")))
+    wd.stop()
+    times = receiver.times("WATCHDOG=1")
+    # ...and none arrived while it was blocked (a ping sent just before the block may
+    # land a moment after it began, hence the small allowance).
+    assert not [t for t in times if start + 0.03 < t < end], (start, end, times)
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    assert gap >= 0.45
+
+
+async def test_watchdog_pid_mismatch_sends_no_pings(receiver: Receiver) -> None:
+    notifier = Notifier(receiver.name)
+    env = {"WATCHDOG_USEC": "100000", "WATCHDOG_PID": str(os.getpid() + 1)}
+    wd = Watchdog.from_env(notifier, env)
+    assert wd.interval is None
+    wd.start()
+    assert not wd.running
+    await asyncio.sleep(0.2)  # four would-be intervals
+    wd.stop()
+    assert receiver.texts() == []
+
+
+async def test_run_watchdog_returns_at_once_without_a_watchdog(receiver: Receiver) -> None:
+    await asyncio.wait_for(run_watchdog(Notifier(receiver.name), None), 1.0)
+    await asyncio.wait_for(run_watchdog(Notifier(None), 0.01), 1.0)
+    assert receiver.texts() == []
+
+
+def test_watchdog_is_off_without_a_notify_socket() -> None:
+    wd = Watchdog.from_env(Notifier(None), {"WATCHDOG_USEC": "200000"})
+    assert wd.interval is None
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(level)
+
+
+def _stream_id(f: io.IOBase) -> str:
+    st = os.fstat(f.fileno())
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def test_log_destination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open(tmp_path / "stderr", "w") as f:
+        journal_socket = tmp_path / "journal-socket"
+        monkeypatch.setattr(sd, "JOURNAL_SOCKET", journal_socket)
+        # Not under systemd.
+        assert log_destination({}, f) == "stderr"
+        assert log_destination({"JOURNAL_STREAM": "1:2"}, f) == "stderr"
+        # stderr is the journal stream, but there is no journald socket to send fields to.
+        assert log_destination({"JOURNAL_STREAM": _stream_id(f)}, f) == "journal-stream"
+        journal_socket.touch()
+        assert log_destination({"JOURNAL_STREAM": _stream_id(f)}, f) == "journal"
+        assert log_destination({"INVOCATION_ID": "abc"}, f) == "journal"
+        # Without systemd-python, plain lines with a priority prefix.
+        monkeypatch.setattr(sd, "_journal_module", lambda: None)
+        assert log_destination({"JOURNAL_STREAM": _stream_id(f)}, f) == "journal-stream"
+        assert log_destination({"INVOCATION_ID": "abc"}, f) == "stderr"
+
+
+def test_stderr_format(restore_logging: None) -> None:
+    out = io.StringIO()
+    setup_logging("info", env={}, stream=out)
+    logging.getLogger("agent.checks").warning(
+        "origin %s is down", "shop", extra={"ORIGIN": "shop", "VERDICT": "down", "other": 1}
+    )
+    logging.getLogger("agent.checks").debug("not shown at info")
+    line = out.getvalue()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING agent\.checks: "
+        r"origin shop is down ORIGIN=shop VERDICT=down\n",
+        line,
+    ), line
+
+
+def test_journal_stream_format_has_priority_prefix_and_no_timestamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    monkeypatch.setattr(sd, "JOURNAL_SOCKET", tmp_path / "absent")
+    path = tmp_path / "stderr"
+    with open(path, "w") as f:
+        handler = setup_logging("debug", env={"JOURNAL_STREAM": _stream_id(f)}, stream=f)
+        assert isinstance(handler, logging.StreamHandler)
+        log = logging.getLogger("agent.runtime")
+        log.info("ready", extra={"ORIGIN": "shop"})
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("crashed")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "<6>agent.runtime: ready ORIGIN=shop"
+    assert lines[1] == "<3>agent.runtime: crashed"
+    assert len(lines) > 3 and all(x.startswith("<3>") for x in lines[1:])
+    assert lines[-1] == "<3>RuntimeError: boom"
+
+
+def test_setup_logging_replaces_its_own_handler(restore_logging: None) -> None:
+    first = setup_logging("info", env={}, stream=io.StringIO())
+    second = setup_logging("debug", env={}, stream=io.StringIO())
+    root = logging.getLogger()
+    assert second in root.handlers and first not in root.handlers
+    assert root.level == logging.DEBUG
+    with pytest.raises(ValueError):
+        setup_logging("chatty", env={})
+
+
+def test_journal_handler_sends_structured_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    pytest.importorskip("systemd.journal", reason="systemd-python is not installed")
+    monkeypatch.setattr(sd, "JOURNAL_SOCKET", tmp_path / "socket")
+    (tmp_path / "socket").touch()
+    # setup_logging picks the journal under systemd...
+    handler = setup_logging("info", env={"INVOCATION_ID": "0123"}, stream=io.StringIO())
+    from systemd.journal import JournalHandler
+
+    assert isinstance(handler, JournalHandler)
+    # ...and that handler sends these fields (a sender stands in for journald's socket).
+    sent: list[tuple[str, dict[str, object]]] = []
+    h = sd._journal_handler(sender=lambda msg, **kw: sent.append((msg, kw)))
+    logger = logging.getLogger("agent.test-journal")
+    logger.addHandler(h)
+    logger.propagate = False
+    try:
+        logger.warning(
+            "origin %s is %s",
+            "shop",
+            "down",
+            extra={"ORIGIN": "shop", "VERDICT": "down", "lower": "x", "PRIORITY": "0"},
+        )
+    finally:
+        logger.removeHandler(h)
+        logger.propagate = True
+    [(msg, fields)] = sent
+    assert msg == "origin shop is down"
+    assert fields["ORIGIN"] == "shop"
+    assert fields["VERDICT"] == "down"
+    assert fields["SYSLOG_IDENTIFIER"] == "edge-agent"
+    assert fields["PRIORITY"] == "4"  # an extra cannot override the record's own priority
+    assert fields["LOGGER"] == "agent.test-journal"
+    assert "lower" not in fields and "msg" not in fields and "args" not in fields
+
+
+def test_syslog_priorities() -> None:
+    assert [sd.syslog_priority(lv) for lv in (5, 10, 20, 25, 30, 40, 50)] == [7, 7, 6, 6, 4, 3, 2]
