@@ -1,0 +1,160 @@
+"""Go ``compress/lzw`` with Order=LSB, litWidth=8, byte-identical to Go 1.19.
+
+memberlist compresses with it and there is no Python stdlib equivalent. Details
+that matter for byte-exactness with Go (writer.go / reader.go):
+
+* codes 0-255 literals, 256 clear, 257 EOF; first new code is 258;
+* codes start 9 bits wide; the writer widens *after* assigning a code once the
+  next code number reaches 2**width ("no early change"), the reader mirrors it;
+* when the writer's next code would be 4095 it emits a clear code (at 12 bits)
+  instead of assigning it, so a Go stream never defines code 4095;
+* every stream starts with a clear code, ends with EOF, then the bit buffer is
+  flushed to a whole byte; an empty input is just clear + EOF (3 bytes).
+
+Per-code Python loops are unavoidable here; everything else is table lookups.
+"""
+
+from __future__ import annotations
+
+from .errors import DecodeError, ErrorKind
+
+__all__ = ["compress", "decompress"]
+
+_CLEAR = 256
+_EOF = 257
+_MAX_CODE = 4095  # 1<<12 - 1
+_MAX_WIDTH = 12
+
+
+def compress(data: bytes) -> bytes:
+    """LZW-encode ``data`` exactly as Go's ``lzw.NewWriter(w, lzw.LSB, 8)`` + Close does."""
+    out = bytearray()
+    bits = 0
+    nbits = 0
+    width = 9
+
+    if not data:
+        # Close() on an unused writer: clear then EOF, both 9 bits -> 18 bits -> 3 bytes.
+        bits = _CLEAR | (_EOF << 9)
+        return bytes((bits & 0xFF, (bits >> 8) & 0xFF, (bits >> 16) & 0xFF))
+
+    table: dict[int, int] = {}
+    hi = _EOF  # last assigned code
+    overflow = 512
+    # Leading clear code.
+    bits = _CLEAR
+    nbits = 9
+    code = data[0]
+    for x in data[1:] if len(data) > 1 else b"":
+        key = (code << 8) | x
+        t = table.get(key)
+        if t is not None:
+            code = t
+            continue
+        bits |= code << nbits
+        nbits += width
+        while nbits >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+        code = x
+        hi += 1
+        if hi == overflow:
+            width += 1
+            overflow <<= 1
+        if hi == _MAX_CODE:
+            bits |= _CLEAR << nbits
+            nbits += width
+            width = 9
+            hi = _EOF
+            overflow = 512
+            table.clear()
+            continue
+        table[key] = hi
+
+    # Close(): flush the pending code, bump hi (may widen or clear), then EOF.
+    bits |= code << nbits
+    nbits += width
+    hi += 1
+    if hi == overflow:
+        width += 1
+        overflow <<= 1
+    if hi == _MAX_CODE:
+        bits |= _CLEAR << nbits
+        nbits += width
+        width = 9
+    bits |= _EOF << nbits
+    nbits += width
+    while nbits > 0:
+        out.append(bits & 0xFF)
+        bits >>= 8
+        nbits -= 8
+    return bytes(out)
+
+
+def decompress(data: bytes, max_output: int) -> bytes:
+    """Decode a Go LZW stream; raise DecodeError instead of exceeding ``max_output`` bytes.
+
+    Mirrors Go's reader: data need not start with a clear code, bytes after the EOF
+    code are ignored, a missing EOF is an error (io.ErrUnexpectedEOF), a code above
+    the next free one is "invalid code", and once 4096 codes exist the table freezes.
+    """
+    # table[c] is the full expansion of code c (bounded by max_output in total).
+    table: list[bytes] = [bytes((i,)) for i in range(256)] + [b""] * (4096 - 256)
+    out: list[bytes] = []
+    total = 0
+    width = 9
+    hi = _EOF  # next code to define
+    overflow = 512
+    last = -1  # -1: no previous code (after start/clear or when the table is frozen)
+    bits = 0
+    nbits = 0
+    pos = 0
+    n = len(data)
+    while True:
+        while nbits < width:
+            if pos >= n:
+                raise DecodeError(ErrorKind.BAD_COMPRESSION, "lzw: unexpected EOF")
+            bits |= data[pos] << nbits
+            pos += 1
+            nbits += 8
+        code = bits & ((1 << width) - 1)
+        bits >>= width
+        nbits -= width
+
+        if code < _CLEAR:
+            entry = table[code]
+            if last >= 0:
+                table[hi] = table[last] + entry
+        elif code == _CLEAR:
+            width = 9
+            hi = _EOF
+            overflow = 512
+            last = -1
+            continue
+        elif code == _EOF:
+            return b"".join(out)
+        elif code <= hi:
+            if code == hi and last >= 0:
+                prev = table[last]
+                entry = prev + prev[:1]
+            else:
+                entry = table[code]
+            if last >= 0:
+                table[hi] = table[last] + entry[:1]
+        else:
+            raise DecodeError(ErrorKind.BAD_COMPRESSION, "lzw: invalid code")
+
+        total += len(entry)
+        if total > max_output:
+            raise DecodeError(ErrorKind.TOO_LARGE, f"decompressed size exceeds {max_output}")
+        out.append(entry)
+        last = code
+        hi += 1
+        if hi >= overflow:
+            if width == _MAX_WIDTH:
+                last = -1
+                hi -= 1
+            else:
+                width += 1
+                overflow <<= 1
