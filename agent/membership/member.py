@@ -1,0 +1,45 @@
+"""One member of the cluster as this node sees it (memberlist's nodeState)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.membership.messages import DEFAULT_VSN, NodeState, ip_from_wire
+
+
+@dataclass(slots=True)
+class Member:
+    name: str
+    addr: bytes  # raw IP as on the wire (4 or 16 bytes)
+    port: int
+    meta: bytes = b""
+    vsn: bytes = DEFAULT_VSN
+    incarnation: int = 0
+    state: NodeState = NodeState.DEAD
+    state_change: float = 0.0
+
+    @property
+    def host(self) -> str:
+        ip = ip_from_wire(self.addr)
+        return str(ip) if ip is not None else ""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def pmax(self) -> int:
+        return self.vsn[1] if len(self.vsn) > 1 else 0
+
+    @property
+    def dead_or_left(self) -> bool:
+        return self.state in (NodeState.DEAD, NodeState.LEFT)
+
+    @property
+    def state_name(self) -> str:
+        return {
+            NodeState.ALIVE: "alive",
+            NodeState.SUSPECT: "suspect",
+            NodeState.DEAD: "dead",
+            NodeState.LEFT: "left",
+        }[self.state]

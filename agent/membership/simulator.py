@@ -1,0 +1,334 @@
+"""A deterministic cluster simulator on the real protocol core.
+
+Many `Membership` cores in one process, in virtual time, with per-link loss and
+delay, partitions, killed and stalled nodes. Every random choice comes from one
+seed, so a failing run is reproduced exactly by its seed. Messages cross the
+"network" as the real encoded bytes and are decoded on arrival, so the codec is
+exercised too.
+
+A stalled node (think SIGSTOP, or a Pi stuck on SD-card I/O) runs no timers and
+reads nothing until the stall ends; then it processes its backlog at once, which
+is exactly the situation Lifeguard's local health awareness exists for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from agent.membership.codec import decode_message, encode_message
+from agent.membership.messages import Message, NodeState
+from agent.membership.protocol import (
+    MemberEvent,
+    Membership,
+    OpenStream,
+    Rejected,
+    SendPacket,
+)
+from agent.membership.settings import Settings
+
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class SimNode:
+    name: str
+    addr: Address
+    core: Membership
+    alive: bool = True
+    stalled_until: float = 0.0
+    backlog: list[tuple[str, object]] = field(default_factory=list)
+    timer_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    at: float
+    observer: str
+    kind: str
+    member: str
+
+
+class Simulator:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 1,
+        settings: Settings | None = None,
+        loss: float = 0.0,
+        delay: tuple[float, float] = (0.0005, 0.002),
+        start_spread: float = 0.0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.settings = settings or Settings()
+        self.loss = loss
+        self.delay = delay
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self.by_addr: dict[Address, SimNode] = {}
+        self.groups: dict[str, int] | None = None  # partition: name -> side
+        self.observed: list[Observed] = []
+        self.rejected: list[Rejected] = []
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self._q: list[tuple[float, int, str, object]] = []
+        self._seq = itertools.count()
+        for i in range(n):
+            self.add_node(f"n{i:04d}", start_at=self.rng.random() * start_spread)
+
+    # --- building ------------------------------------------------------------------------
+
+    def add_node(self, name: str, start_at: float | None = None, incarnation: int = 0) -> SimNode:
+        idx = len(self.by_addr) + 1
+        addr = (f"10.{(idx >> 16) & 255}.{(idx >> 8) & 255}.{idx & 255}", 7946)
+        core = Membership(
+            name,
+            addr[0],
+            addr[1],
+            settings=self.settings,
+            rng=random.Random(self.rng.random()),
+            incarnation=incarnation,
+        )
+        node = SimNode(name, addr, core)
+        self.nodes[name] = node
+        self.by_addr[addr] = node
+        self._at(self.now if start_at is None else start_at, "start", name)
+        return node
+
+    def join_all(self, seed_name: str | None = None) -> None:
+        """Every node joins through one seed (the first node by default)."""
+        seed = self.nodes[seed_name or next(iter(self.nodes))]
+        for node in self.nodes.values():
+            if node is not seed:
+                self._at(self.now, "join", (node.name, seed.addr))
+
+    # --- faults --------------------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        """kill -9: the node stops answering and its timers stop."""
+        node = self.nodes[name]
+        node.alive = False
+        node.backlog.clear()
+
+    def restart(self, name: str) -> SimNode:
+        """A killed node comes back with the same name and address, one incarnation higher."""
+        old = self.nodes[name]
+        inc = old.core.incarnation
+        del self.by_addr[old.addr]
+        core = Membership(
+            name,
+            old.addr[0],
+            old.addr[1],
+            settings=self.settings,
+            rng=random.Random(self.rng.random()),
+            incarnation=inc,
+        )
+        node = SimNode(name, old.addr, core)
+        self.nodes[name] = node
+        self.by_addr[old.addr] = node
+        self._at(self.now, "start", name)
+        return node
+
+    def stall(self, name: str, seconds: float) -> None:
+        node = self.nodes[name]
+        node.stalled_until = max(node.stalled_until, self.now + seconds)
+        self._at(node.stalled_until, "unstall", name)
+
+    def partition(self, *sides: Iterable[str]) -> None:
+        self.groups = {}
+        for i, side in enumerate(sides):
+            for name in side:
+                self.groups[name] = i
+
+    def heal(self) -> None:
+        self.groups = None
+
+    def leave(self, name: str) -> None:
+        node = self.nodes[name]
+        node.core.leave(self.now)
+        self._flush(node)
+
+    # --- running -------------------------------------------------------------------------
+
+    def run_until(self, t: float) -> None:
+        while self._q and self._q[0][0] <= t:
+            when, _, kind, payload = heapq.heappop(self._q)
+            self.now = max(self.now, when)
+            self._dispatch(kind, payload)
+        self.now = max(self.now, t)
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    # --- views ---------------------------------------------------------------------------
+
+    def view(self, observer: str) -> dict[str, str]:
+        return {m.name: m.state_name for m in self.nodes[observer].core.members()}
+
+    def live_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def converged(self, expect: dict[str, str] | None = None) -> bool:
+        """Every live node sees every live node alive (and, if given, others as expected)."""
+        live = {n.name for n in self.live_nodes()}
+        for node in self.live_nodes():
+            view = self.view(node.name)
+            for name in live:
+                if view.get(name) != "alive":
+                    return False
+            for name, state in (expect or {}).items():
+                if view.get(name, "dead") != state:
+                    return False
+        return True
+
+    def first_seen(self, kind: str, member: str, observer: str) -> float | None:
+        for o in self.observed:
+            if o.kind == kind and o.member == member and o.observer == observer:
+                return o.at
+        return None
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _at(self, when: float, kind: str, payload: object) -> None:
+        heapq.heappush(self._q, (when, next(self._seq), kind, payload))
+
+    def _link_ok(self, a: str, b: str) -> bool:
+        return self.groups is None or self.groups.get(a, -1) == self.groups.get(b, -2)
+
+    def _latency(self) -> float:
+        lo, hi = self.delay
+        return lo + self.rng.random() * (hi - lo)
+
+    def _dispatch(self, kind: str, payload: object) -> None:
+        if kind == "start":
+            assert isinstance(payload, str)
+            node = self.nodes[payload]
+            node.core.start(self.now)
+            self._flush(node)
+            return
+        if kind == "unstall":
+            assert isinstance(payload, str)
+            node = self.nodes[payload]
+            if node.stalled_until <= self.now and node.alive:
+                backlog, node.backlog = node.backlog, []
+                for k, p in backlog:
+                    self._deliver(node, k, p)
+                node.core.handle_timer(self.now)
+                self._flush(node)
+            return
+        if kind == "join":
+            assert isinstance(payload, tuple)
+            name, addr = payload
+            node = self.nodes[name]
+            if node.alive:
+                node.core.join([addr], self.now)
+                self._flush(node)
+            return
+        if kind == "timer":
+            assert isinstance(payload, tuple)
+            name, when = payload
+            node = self.nodes[name]
+            if node.timer_at != when:
+                return  # superseded
+            node.timer_at = None
+            if not node.alive:
+                return
+            if node.stalled_until > self.now:
+                return  # the unstall event runs overdue timers
+            node.core.handle_timer(self.now)
+            self._flush(node)
+            return
+        # packet / stream deliveries: payload = (target addr, ...)
+        assert isinstance(payload, tuple)
+        target = self.by_addr.get(payload[0])
+        if target is None or not target.alive:
+            if kind == "stream":
+                _, src_name, sid, _ = payload
+                self._stream_failed(src_name, sid, "connection refused")
+            return
+        if target.stalled_until > self.now:
+            target.backlog.append((kind, payload))
+            return
+        self._deliver(target, kind, payload)
+        self._flush(target)
+
+    def _deliver(self, node: SimNode, kind: str, payload: object) -> None:
+        assert isinstance(payload, tuple)
+        if kind == "packet":
+            _, src_addr, messages = payload
+            for raw in messages:
+                msg = self._decode(node, raw)
+                if msg is not None:
+                    node.core.handle_message(msg, src_addr, self.now)
+        elif kind == "stream":
+            _, src_name, sid, request = payload
+            reply = node.core.handle_stream(request, self.nodes[src_name].addr, self.now)
+            src = self.nodes.get(src_name)
+            if src is None or not self._link_ok(node.name, src_name):
+                return
+            self._at(self.now + self._latency(), "stream_reply", (src.addr, sid, reply))
+        elif kind == "stream_reply":
+            _, sid, reply = payload
+            err = None if reply is not None else "connection closed"
+            node.core.stream_result(sid, reply, err, self.now)
+
+    def _decode(self, node: SimNode, raw: bytes) -> Message | None:
+        from agent.membership.errors import DecodeError
+
+        if raw and raw[0] == 8:  # userMsg in a packet: raw payload
+            from agent.membership.messages import UserMsg
+
+            return UserMsg(raw[1:])
+        try:
+            return decode_message(raw)
+        except DecodeError as e:
+            self.rejected.append(Rejected(str(e.kind), str(e)))
+            return None
+
+    def _stream_failed(self, src_name: str, sid: int, error: str) -> None:
+        src = self.nodes.get(src_name)
+        if src is not None and src.alive:
+            src.core.stream_result(sid, None, error, self.now)
+            self._flush(src)
+
+    def _flush(self, node: SimNode) -> None:
+        """Move a core's outputs onto the simulated network and re-arm its timer."""
+        core = node.core
+        for p in core.packets_to_send():
+            self._send_packet(node, p)
+        for s in core.streams_to_open():
+            self._open_stream(node, s)
+        for ev in core.events():
+            if isinstance(ev, MemberEvent):
+                self.observed.append(Observed(self.now, node.name, ev.kind, ev.member.name))
+            elif isinstance(ev, Rejected):
+                self.rejected.append(ev)
+        t = core.next_timer()
+        if t is not None and node.timer_at != t:
+            node.timer_at = t
+            self._at(t, "timer", (node.name, t))
+
+    def _send_packet(self, node: SimNode, p: SendPacket) -> None:
+        self.packets_sent += 1
+        self.bytes_sent += sum(len(m) for m in p.messages)
+        target = self.by_addr.get(p.addr)
+        if target is None or not self._link_ok(node.name, target.name):
+            return
+        if self.rng.random() < self.loss:
+            return
+        self._at(self.now + self._latency(), "packet", (p.addr, node.addr, p.messages))
+
+    def _open_stream(self, node: SimNode, s: OpenStream) -> None:
+        target = self.by_addr.get(s.addr)
+        if target is None or not self._link_ok(node.name, target.name):
+            return  # the stream_expire timer in the core reports the timeout
+        # round-trip the request through the codec, as TCP would
+        request = decode_message(encode_message(s.request))
+        self._at(self.now + self._latency(), "stream", (s.addr, node.name, s.id, request))
+
+
+def states(sim: Simulator, observer: str) -> dict[str, NodeState]:
+    return {m.name: m.state for m in sim.nodes[observer].core.members()}
