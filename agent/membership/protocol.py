@@ -52,6 +52,7 @@ Address = tuple[str, int]
 COMPOUND_HEADER_OVERHEAD = 2  # type byte + count
 COMPOUND_OVERHEAD = 2  # uint16 length per part
 USER_MSG_OVERHEAD = 1
+MAX_INCARNATION = 2**32 - 1
 
 
 # --- outputs -----------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class Membership:
     def start(self, now: float) -> None:
         """Announce ourselves (incarnation above any we used before) and start the timers."""
         self.running = True
-        self.incarnation += 1
+        self.incarnation = min(self.incarnation + 1, MAX_INCARNATION)
         self._events.append(IncarnationChanged(self.incarnation))
         a = Alive(self.incarnation, self.name, self.addr, self.port, self.meta, DEFAULT_VSN)
         self._alive_node(a, now, bootstrap=True)
@@ -282,7 +283,7 @@ class Membership:
         me = self.node_map.get(self.name)
         if me is None:
             return
-        self.incarnation += 1
+        self.incarnation = min(self.incarnation + 1, MAX_INCARNATION)
         self._events.append(IncarnationChanged(self.incarnation))
         a = Alive(self.incarnation, self.name, self.addr, self.port, meta, DEFAULT_VSN)
         self._alive_node(a, now, bootstrap=True)
@@ -838,9 +839,11 @@ class Membership:
         )
 
     def _refute(self, me: Member, accused_inc: int, now: float) -> None:
-        self.incarnation += 1
-        if accused_inc >= self.incarnation:
-            self.incarnation = accused_inc + 1
+        # incarnations are uint32 on the wire: an accusation at the very top cannot be
+        # out-bid (Go would wrap around to 0); clamp rather than overflow, and count it
+        if accused_inc >= MAX_INCARNATION - 1:
+            self._reject("incarnation_exhausted", f"accused at incarnation {accused_inc}")
+        self.incarnation = min(max(self.incarnation + 1, accused_inc + 1), MAX_INCARNATION)
         me.incarnation = self.incarnation
         self._events.append(IncarnationChanged(self.incarnation))
         self.awareness.apply_delta(1)
