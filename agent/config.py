@@ -21,6 +21,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agent.membership.settings import Settings as GossipSettings
+
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.toml")
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
 
@@ -213,10 +215,33 @@ class OriginSpec:
         return d
 
 
+# [gossip] keys: memberlist's LAN defaults; durations for times, integers for the rest
+GOSSIP_DURATIONS = (
+    "probe_interval",
+    "probe_timeout",
+    "gossip_interval",
+    "gossip_to_the_dead_time",
+    "push_pull_interval",
+    "tcp_timeout",
+    "dead_node_reclaim_time",
+)
+GOSSIP_INTS = (
+    "indirect_checks",
+    "awareness_max_multiplier",
+    "suspicion_mult",
+    "suspicion_max_timeout_mult",
+    "retransmit_mult",
+    "gossip_nodes",
+    "udp_buffer_size",
+)
+GOSSIP_BOOLS = ("disable_tcp_pings", "enable_compression")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = NodeConfig()
     cluster: ClusterConfig = ClusterConfig()
+    gossip: GossipSettings = field(default_factory=GossipSettings)
     api: ApiConfig = ApiConfig()
     leds: LedsConfig = LedsConfig()
     checks: ChecksConfig = ChecksConfig()
@@ -254,7 +279,7 @@ class _Reader:
         if not ok:
             self.bad(name, f"{_show(v)} is not {what}")
             return default
-        return v  # type: ignore[no-any-return]
+        return v
 
     def conv(self, name: str, default: T, fn: Callable[[Any], T], what: str) -> T:
         """Read a value and convert it with fn; a ValueError becomes 'X is not <what>'."""
@@ -282,7 +307,8 @@ def _show(v: Any) -> str:
     if isinstance(v, dict):
         return "a table"
     if isinstance(v, list):
-        return "an array"
+        text = "[" + ", ".join(_show(x) for x in v[:5]) + (", …]" if len(v) > 5 else "]")
+        return text if len(text) <= 60 else "an array"
     return str(v)
 
 
@@ -383,12 +409,15 @@ def _parse_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
             r.bad(name, f"{val} is out of range (1..100)")
     if timeout > interval and "timeout" in t:
         r.bad("timeout", f"{_show(t['timeout'])} is longer than the interval")
-    expect_status = r.conv("expect_status", (200,), _status_list, "a list of status codes")
+    expect_status: tuple[int, ...] = r.conv(
+        "expect_status", (200,), _status_list, "a list of status codes"
+    )
     expect_body = r.get("expect_body", str, "", "a string")
     method = r.get("method", str, "GET", "a string").upper()
     if method not in HTTP_METHODS:
         r.bad("method", f"{_show(method)} is not one of {', '.join(HTTP_METHODS)}")
-    headers = r.conv("headers", MappingProxyType({}), _str_table, "a table of strings")
+    no_headers: Mapping[str, str] = MappingProxyType({})
+    headers = r.conv("headers", no_headers, _str_table, "a table of strings")
     tls_verify = r.get("tls_verify", bool, True, "true or false")
     if kind == "tcp":
         for k in ("expect_status", "expect_body", "method", "headers", "tls_verify"):
@@ -436,7 +465,7 @@ def _table(problems: list[str], root: Mapping[str, Any], name: str) -> Mapping[s
 def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     """Turn a parsed TOML document into a Config, or raise ConfigError listing every problem."""
     problems: list[str] = []
-    known = {"node", "cluster", "api", "leds", "checks", "log", "origin"}
+    known = {"node", "cluster", "gossip", "api", "leds", "checks", "log", "origin"}
     for k in root:
         if k not in known:
             problems.append(f"{k}: unknown key")
@@ -472,7 +501,9 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     cluster = ClusterConfig(
         name=cname,
         bind=r.conv("bind", HostPort("0.0.0.0", 7946), parse_hostport, "host:port"),
-        advertise=r.conv("advertise", None, lambda v: parse_hostport(v) if v else None, "host:port"),
+        advertise=r.conv(
+            "advertise", None, lambda v: parse_hostport(v) if v else None, "host:port"
+        ),
         join=tuple(j for j in join if isinstance(j, str)),
         discover=r.get("discover", bool, True, "true or false"),
         keyring_file=Path(keyring) if keyring else None,
@@ -480,6 +511,24 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     )
     if not 1 <= cluster.replicas <= 16:
         r.bad("replicas", f"{cluster.replicas} is out of range (1..16)")
+    r.finish()
+
+    r = _Reader(problems, "gossip", _table(problems, root, "gossip"))
+    defaults = GossipSettings()
+    gossip_values: dict[str, Any] = {}
+    for key in GOSSIP_DURATIONS:
+        gossip_values[key] = r.conv(key, getattr(defaults, key), _duration, "a duration")
+    for key in GOSSIP_INTS:
+        gossip_values[key] = r.get(key, int, getattr(defaults, key), "an integer")
+        if gossip_values[key] < (0 if key == "indirect_checks" else 1):
+            r.bad(key, f"{gossip_values[key]} is out of range")
+    for key in GOSSIP_BOOLS:
+        gossip_values[key] = r.get(key, bool, getattr(defaults, key), "true or false")
+    if gossip_values["probe_timeout"] > gossip_values["probe_interval"]:
+        r.bad("probe_timeout", "is longer than probe_interval")
+    if not 512 <= gossip_values["udp_buffer_size"] <= 65000:
+        r.bad("udp_buffer_size", f"{gossip_values['udp_buffer_size']} is out of range (512..65000)")
+    gossip = GossipSettings(**gossip_values)
     r.finish()
 
     r = _Reader(problems, "api", _table(problems, root, "api"))
@@ -540,6 +589,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     return Config(
         node=node,
         cluster=cluster,
+        gossip=gossip,
         api=api,
         leds=leds,
         checks=checks,

@@ -1,0 +1,1 @@
+"""The agent's HTTP surface: JSON API, Prometheus /metrics and the status page."""

@@ -1,0 +1,325 @@
+"""The agent's place in the cluster: membership built from config, seeds, leave, views.
+
+This is where the generic gossip layer meets the product: our tags (with the
+`role = edge-agent` that placement uses to tell our nodes from Serf's), the
+keyring file, joining seeds and rejoining while alone, the Serf courtesy of a
+leave intent, and the read-only views for the API and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.config import Config, parse_hostport
+from agent.membership.keyring import Keyring
+from agent.membership.member import Member
+from agent.membership.messages import NodeState
+from agent.membership.meta import decode_tags, encode_tags
+from agent.membership.protocol import (
+    Event,
+    MemberEvent,
+    NameConflict,
+    RemoteState,
+    UserMessage,
+)
+from agent.membership.serf_intents import SerfClock
+from agent.membership.transport import MembershipNode
+
+log = logging.getLogger(__name__)
+
+ROLE = "edge-agent"
+REJOIN_MIN, REJOIN_MAX = 1.0, 60.0
+RECONNECT_INTERVAL = 30.0  # Serf's ReconnectInterval
+RECONNECT_TIMEOUT = 24 * 3600.0  # Serf's ReconnectTimeout: then a failed member is forgotten
+
+
+class KeyringError(Exception):
+    pass
+
+
+def load_keyring(path: Path) -> Keyring:
+    """Keys from a file: one base64 key per line (first = primary), or Serf's JSON array."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise KeyringError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        if text.lstrip().startswith("["):
+            return Keyring.from_keyring_json(text)
+        keys = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        if not keys:
+            raise ValueError("no keys in the file")
+        return Keyring.from_base64(keys)
+    except ValueError as e:
+        raise KeyringError(f"{path}: {e}") from None
+
+
+def advertise_address(config: Config) -> tuple[str, int]:
+    """What peers should dial: [cluster] advertise, else the bind address when specific,
+    else the address of the interface that carries the default route."""
+    if config.cluster.advertise is not None:
+        return config.cluster.advertise.host, config.cluster.advertise.port
+    host, port = config.cluster.bind.host, config.cluster.bind.port
+    if host not in ("0.0.0.0", "::", ""):
+        return host, port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # a route lookup only: UDP connect sends nothing
+            return s.getsockname()[0], port
+        except OSError:
+            return "127.0.0.1", port
+
+
+def resolve_seeds(seeds: Iterable[str]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for seed in seeds:
+        hp = parse_hostport(seed, default_port=7946)
+        try:
+            infos = socket.getaddrinfo(hp.host, hp.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            log.warning("cannot resolve seed %s: %s", seed, e)
+            continue
+        addr = infos[0][4]
+        out.append((str(addr[0]), int(addr[1])))
+    return out
+
+
+class Cluster:
+    def __init__(
+        self,
+        config: Config,
+        node_name: str,
+        *,
+        api_port: int = 0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.node_name = node_name
+        self.api_port = api_port
+        self.on_change = on_change
+        self.serf_clock = SerfClock()
+        self.keyring: Keyring | None = None
+        self.node: MembershipNode | None = None
+        self.conflicts: list[str] = []
+        self.failed: dict[str, tuple[tuple[str, int], float]] = {}  # name -> (addr, since)
+
+    def tags(self) -> dict[str, str]:
+        tags = dict(self.config.node.tags)
+        tags.update(role=ROLE, version=__version__)
+        if self.config.node.weight != 1.0:
+            tags["weight"] = f"{self.config.node.weight:g}"
+        if self.api_port:
+            tags["api"] = str(self.api_port)
+        return tags
+
+    async def start(self) -> None:
+        """Bind the gossip port (OSError if taken) and announce ourselves."""
+        if self.config.cluster.keyring_file is not None:
+            self.keyring = load_keyring(self.config.cluster.keyring_file)
+        bind = self.config.cluster.bind
+        self.node = MembershipNode(
+            self.node_name,
+            (bind.host, bind.port),
+            advertise=advertise_address(self.config),
+            meta=encode_tags(self.tags()),
+            settings=self.config.gossip,
+            keyring=self.keyring,
+            incarnation_file=self.config.node.data_dir / "incarnation",
+            on_event=self._on_event,
+        )
+        await self.node.start()
+        log.info(
+            "gossip on %s:%d (advertising %s:%d)%s",
+            bind.host,
+            self.node.port,
+            *advertise_address(self.config)[:1],
+            self.node.port,
+            ", encrypted" if self.keyring else "",
+        )
+
+    async def run_joiner(self) -> None:
+        """Keep us in the cluster without anyone's help.
+
+        While we see no peer, join the seeds, forever, with capped backoff: an isolated
+        node rejoins by itself when the network returns. And, as Serf does, every
+        RECONNECT_INTERVAL try one member we saw fail: after a partition each side has
+        reaped the other, and only such a reconnect brings the halves back together.
+        """
+        delay = REJOIN_MIN
+        next_seed = next_reconnect = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            node = self.node
+            if node is not None and now >= next_seed:
+                next_seed = now + REJOIN_MIN
+                if self.config.cluster.join and self.peers() == 0:
+                    if await self._join_seeds():
+                        delay = REJOIN_MIN
+                    else:
+                        log.info("no seed answered; retrying in %.0fs", delay)
+                        next_seed = now + delay
+                        delay = min(delay * 2, REJOIN_MAX)
+            if node is not None and now >= next_reconnect:
+                next_reconnect = now + RECONNECT_INTERVAL
+                await self._reconnect_one(now)
+            await asyncio.sleep(1.0)
+
+    async def _join_seeds(self) -> bool:
+        assert self.node is not None
+        addrs = await asyncio.to_thread(resolve_seeds, self.config.cluster.join)
+        if not addrs:
+            return False
+        try:
+            n = await self.node.join(addrs)
+        except TimeoutError:
+            n = 0
+        if n:
+            log.info("joined the cluster through %d of %d seeds", n, len(addrs))
+        return n > 0
+
+    async def _reconnect_one(self, now: float) -> None:
+        for name, (_, since) in list(self.failed.items()):
+            if now - since > RECONNECT_TIMEOUT:
+                del self.failed[name]
+        if not self.failed or self.node is None:
+            return
+        name = random.choice(sorted(self.failed))
+        addr = self.failed[name][0]
+        try:
+            if await self.node.join([addr]):
+                log.info("reconnected to failed member %s at %s:%d", name, *addr)
+        except TimeoutError:
+            pass
+
+    async def leave_and_stop(self, timeout: float) -> None:
+        node = self.node
+        if node is None:
+            return
+        if node.core is not None and self.peers() > 0:
+            # A Serf leave intent first, so Serf shows us `left` and not `failed`. It must
+            # reach peers before our memberlist `dead`, so wait until it has been sent.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout / 2
+            intent = node.broadcast(self.serf_clock.leave_intent(self.node_name))
+            while intent.sends == 0 and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            await node.leave(max(deadline - loop.time(), 0.1) + timeout / 2)
+        await node.stop()
+
+    def peers(self) -> int:
+        if self.node is None:
+            return 0
+        return sum(
+            1
+            for m in self.node.members()
+            if m.name != self.node_name and m.state in (NodeState.ALIVE, NodeState.SUSPECT)
+        )
+
+    def members(self) -> list[Member]:
+        return self.node.members() if self.node else []
+
+    def members_view(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.members():
+            try:
+                tags = decode_tags(m.meta)
+            except Exception:
+                tags = {}
+            out.append(
+                {
+                    "name": m.name,
+                    "addr": m.host,
+                    "port": m.port,
+                    "state": m.state_name,
+                    "incarnation": m.incarnation,
+                    "tags": tags,
+                }
+            )
+        return out
+
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, (UserMessage, RemoteState)):
+            self.serf_clock.observe(ev.payload)
+        elif isinstance(ev, MemberEvent):
+            m = ev.member
+            if m.name != self.node_name or ev.kind != "join":
+                log.info("member %s: %s", m.name, ev.kind)
+            if ev.kind == "dead" and m.name != self.node_name:
+                self.failed[m.name] = (m.address, asyncio.get_running_loop().time())
+            elif ev.kind in ("join", "alive", "left"):
+                self.failed.pop(m.name, None)
+            if self.on_change is not None:
+                self.on_change()
+        elif isinstance(ev, NameConflict):
+            msg = (
+                f"another node claims our name {ev.existing.name!r} from "
+                f"{ev.other_addr[0]}:{ev.other_addr[1]}"
+            )
+            if ev.existing.name == self.node_name:
+                log.error("%s", msg)
+                self.conflicts.append(msg)
+            else:
+                log.warning("name conflict: %s", msg)
+
+
+class ClusterCollector(Collector):
+    """Exports membership counters at scrape time (no per-packet metric calls)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterable[Any]:
+        node = self.cluster.node
+        states = GaugeMetricFamily(
+            "edge_agent_members",
+            "Cluster members by state, as this node sees them.",
+            labels=["state"],
+        )
+        counts = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+        for m in self.cluster.members():
+            counts[m.state_name] += 1
+        for k, v in counts.items():
+            states.add_metric([k], v)
+        yield states
+        if node is None:
+            return
+        c = node.counters
+        for name, help_, value in (
+            ("edge_agent_gossip_packets_received", "UDP gossip packets received.", c.packets_in),
+            ("edge_agent_gossip_packets_sent", "UDP gossip packets sent.", c.packets_out),
+            ("edge_agent_gossip_bytes_received", "UDP gossip bytes received.", c.bytes_in),
+            ("edge_agent_gossip_bytes_sent", "UDP gossip bytes sent.", c.bytes_out),
+            ("edge_agent_gossip_streams_received", "TCP gossip streams accepted.", c.streams_in),
+            ("edge_agent_gossip_streams_opened", "TCP gossip streams opened.", c.streams_out),
+        ):
+            yield CounterMetricFamily(name, help_, value=value)
+        bad = CounterMetricFamily(
+            "edge_agent_gossip_bad_input",
+            "Gossip input dropped as malformed or unacceptable, by kind.",
+            labels=["kind"],
+        )
+        for kind, n in sorted(c.bad_input.items()):
+            bad.add_metric([kind], n)
+        yield bad
+        if node.core is not None:
+            yield GaugeMetricFamily(
+                "edge_agent_gossip_health_score",
+                "Lifeguard local health score (0 = healthy; timeouts scale by score + 1).",
+                value=node.core.health_score,
+            )
+            yield GaugeMetricFamily(
+                "edge_agent_gossip_incarnation",
+                "This node's incarnation.",
+                value=node.core.incarnation,
+            )

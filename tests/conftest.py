@@ -1,0 +1,249 @@
+"""Shared test helpers: free ports, deadline waits, and a real `edge-agent run` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+T = TypeVar("T")
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when a prerequisite is missing; under CI=true a missing prerequisite fails."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing prerequisite under CI: {what}")
+    pytest.skip(f"missing prerequisite: {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll fn until it returns something truthy, or fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # the condition may raise while the system comes up
+            last_exc = e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+async def async_wait_for(
+    fn: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read()
+            status = r.status
+            ctype = r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        body, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+    if "json" in ctype:
+        return status, json.loads(body)
+    return status, body.decode()
+
+
+class AgentProcess:
+    """`edge-agent run` as a child process with its own config, API port and NOTIFY_SOCKET."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        config_text: str,
+        env: dict[str, str] | None = None,
+        name: str = "test-node",
+        cluster: str = "",
+    ) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp
+        self.name = name
+        self.cluster = cluster  # extra lines for the [cluster] table (join = [...], ...)
+        self.port = free_port()
+        self.gossip_port = free_port()
+        self.config = tmp / "agent.toml"
+        self.notify_path = Path(tempfile.mkdtemp(prefix="ea-notify-")) / "sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        self.notify.settimeout(0.1)
+        self.messages: list[str] = []
+        self.write_config(config_text)
+        self.stderr_path = tmp / "stderr.log"
+        self.env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, text: str) -> None:
+        header = (
+            f'[node]\nname = "{self.name}"\ndata_dir = "{self.tmp / "data"}"\n'
+            f'[api]\nlisten = "127.0.0.1:{self.port}"\n'
+            f'[cluster]\ndiscover = false\nbind = "127.0.0.1:{self.gossip_port}"\n'
+            f"{self.cluster}\n"
+        )
+        self.config.write_text(header + text)
+
+    def start(self) -> AgentProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr_path.open("wb"),
+            cwd=self.tmp,
+        )
+        return self
+
+    def recv_notify(self) -> list[str]:
+        """Drain the notify socket; every datagram is kept in self.messages."""
+        while True:
+            try:
+                data = self.notify.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return self.messages
+            self.messages.extend(data.decode().splitlines())
+
+    def wait_notify(self, line: str, timeout: float = 15.0) -> None:
+        def seen() -> bool:
+            self.check_alive()
+            return line in self.recv_notify()
+
+        wait_for(seen, timeout, f"sd_notify {line!r}")
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.stderr()}")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return http_get(self.url + path)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.notify.close()
+
+
+@pytest.fixture
+def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    made: list[AgentProcess] = []
+
+    def make(
+        config_text: str = "",
+        env: dict[str, str] | None = None,
+        name: str = "test-node",
+        cluster: str = "",
+    ) -> AgentProcess:
+        a = AgentProcess(tmp_path / f"agent{len(made)}", config_text, env, name, cluster)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.close()
+
+
+class OriginServer:
+    """A real aiohttp server on 127.0.0.1, in its own thread, whose answers a test controls.
+
+    GET /o/{name} answers 200 "ok" while the name is up, 500 while it is down.
+    """
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        self.down: set[str] = set()
+        self.hits: dict[str, int] = {}
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+
+        async def handle(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            self.hits[name] = self.hits.get(name, 0) + 1
+            if name in self.down:
+                return web.Response(status=500, text="down")
+            return web.Response(text="ok")
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/o/{name}", handle)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop).result(10)
+        assert ready.is_set()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/o/{name}"
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def origin_server() -> Iterator[OriginServer]:
+    srv = OriginServer()
+    yield srv
+    srv.close()

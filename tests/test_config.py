@@ -1,0 +1,184 @@
+"""Config parsing: every error class names the file and the key path; exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import (
+    ConfigError,
+    HostPort,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_hostport,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(text: str, tmp_path: Path) -> list[str]:
+    f = tmp_path / "agent.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(f)
+    assert str(f) in str(ei.value)
+    return ei.value.problems
+
+
+def test_defaults_are_documented_values() -> None:
+    cfg = parse_config({})
+    assert cfg.cluster.bind == HostPort("0.0.0.0", 7946)
+    assert cfg.cluster.replicas == 2
+    assert cfg.api.listen == HostPort("127.0.0.1", 8080)
+    assert (cfg.leds.green, cfg.leds.amber, cfg.leds.red) == (17, 27, 22)
+    assert cfg.origins == ()
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_config(ROOT / "examples" / "agent.toml")
+    assert [o.id for o in cfg.origins] == ["shop", "db"]
+    shop, db = cfg.origins
+    assert shop.kind == "http" and shop.tls and shop.port == 443
+    assert (shop.interval, shop.timeout, shop.rise, shop.fall) == (10.0, 2.0, 2, 3)
+    assert db.kind == "tcp" and (db.host, db.port) == ("db.example.com", 5432)
+
+
+def test_config_is_immutable() -> None:
+    cfg = parse_config({"node": {"tags": {"a": "b"}}})
+    with pytest.raises(AttributeError):
+        cfg.node.weight = 2.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.node.tags["a"] = "c"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("10s", 10), ("2m", 120), ("1h", 3600), ("1m30s", 90), ("1.5s", 1.5)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10x", "", "s", "10", "1s 2s", "-1s", "10sec"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_hostport() -> None:
+    assert parse_hostport("[::1]:80") == HostPort("::1", 80)
+    assert parse_hostport("a.local", default_port=7946) == HostPort("a.local", 7946)
+    for bad in ("h:99999", "::1:80", "h:", ":80", "[::1"):
+        with pytest.raises(ValueError):
+            parse_hostport(bad)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        # a bad duration, exactly as the issue spells it
+        (
+            '[[origin]]\nid="a"\nurl="http://x"\n[[origin]]\nid="b"\nurl="http://x"\n'
+            '[[origin]]\nid="c"\nurl="http://x"\ninterval="10x"\n',
+            'origin[2].interval: "10x" is not a duration',
+        ),
+        ("[node]\nweigth = 2\n", "node.weigth: unknown key"),
+        ("[bogus]\n", "bogus: unknown key"),
+        ('[[origin]]\nid="a"\nurl="http://x"\ncolour="red"\n', "origin[0].colour: unknown key"),
+        ('[cluster]\nreplicas = "two"\n', 'cluster.replicas: "two" is not an integer'),
+        ("[cluster]\ndiscover = 1\n", "cluster.discover: 1 is not true or false"),
+        ('[node]\nweight = "heavy"\n', 'node.weight: "heavy" is not a number'),
+        ('[api]\nlisten = "nowhere"\n', 'api.listen: "nowhere" is not host:port'),
+        ('[cluster]\njoin = ["a:1", 5]\n', "cluster.join[1]: 5 is not a string"),
+        ('[[origin]]\nid="a"\nurl="ftp://x"\n', 'origin[0].url: "ftp://x" is not a valid URL'),
+        ('[[origin]]\nid="a"\nurl="tcp://db"\n', "tcp:// needs a port"),
+        ('[[origin]]\nid="a"\nurl="http://x:99999/"\n', 'origin[0].url: "http://x:99999/"'),
+        ('[[origin]]\nid="a"\n', "origin[0].url: missing"),
+        ('[[origin]]\nurl="http://x"\n', "origin[0].id: missing"),
+        ('[[origin]]\nid="a b"\nurl="http://x"\n', 'origin[0].id: "a b" is not a valid id'),
+        (
+            '[[origin]]\nid="a"\nurl="http://x"\n[[origin]]\nid="a"\nurl="http://y"\n',
+            'origin[1].id: duplicate id "a" (also origin[0])',
+        ),
+        ('[[origin]]\nid="a"\nurl="http://x"\nrise=0\n', "origin[0].rise: 0 is out of range"),
+        (
+            '[[origin]]\nid="a"\nurl="http://x"\ninterval="1s"\ntimeout="5s"\n',
+            'origin[0].timeout: "5s" is longer than the interval',
+        ),
+        (
+            '[[origin]]\nid="a"\nurl="http://x"\nexpect_status=[700]\n',
+            "origin[0].expect_status: [700] is not a list of status codes",
+        ),
+        ('[[origin]]\nid="a"\nurl="http://x"\nmethod="BREW"\n', 'origin[0].method: "BREW"'),
+        ('[[origin]]\nid="a"\nurl="tcp://h:1"\nmethod="GET"\n', "applies only to http(s)"),
+        ("[leds]\ngreen = 40\n", "leds.green: 40 is not a BCM pin"),
+        ("[leds]\ngreen = 5\nred = 5\n", "leds: two colours share one pin"),
+        ('[log]\nlevel = "loud"\n', 'log.level: "loud" is not one of'),
+        ("origin = 3\n", "origin: must be an array of tables"),
+    ],
+)
+def test_each_error_names_its_key(toml: str, expected: str, tmp_path: Path) -> None:
+    found = problems(toml, tmp_path)
+    assert any(expected in p for p in found), found
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    found = problems('[node]\nx=1\n[cluster]\ny=2\n[[origin]]\nid="a"\nurl="ftp://q"\n', tmp_path)
+    assert len(found) == 3
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    assert "cannot read" in problems_for_missing(tmp_path)
+    assert any("not valid TOML" in p for p in problems("[node\n", tmp_path))
+    f = tmp_path / "bin.toml"
+    f.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(f)
+
+
+def problems_for_missing(tmp_path: Path) -> str:
+    with pytest.raises(ConfigError) as ei:
+        load_config(tmp_path / "nope.toml")
+    return str(ei.value)
+
+
+def test_leds_table_lists_the_colours_in_use() -> None:
+    cfg = parse_config({"leds": {"green": 5}})
+    assert (cfg.leds.green, cfg.leds.amber, cfg.leds.red) == (5, None, None)
+    cfg = parse_config({"leds": {"green": 5, "red": False}})
+    assert cfg.leds.red is None
+
+
+def test_status_classes_expand() -> None:
+    cfg = parse_config({"origin": [{"id": "a", "url": "http://x", "expect_status": ["2xx", 301]}]})
+    assert 204 in cfg.origins[0].expect_status and 301 in cfg.origins[0].expect_status
+    assert 300 not in cfg.origins[0].expect_status
+
+
+def edge_agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
+    good = edge_agent("check-config", str(ROOT / "examples" / "agent.toml"))
+    assert good.returncode == 0, good.stderr
+    assert "ok (2 origins)" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[origin]]\nid="x"\nurl="http://h"\ninterval="10x"\n')
+    res = edge_agent("check-config", str(bad))
+    assert res.returncode == 2
+    assert f'{bad}: origin[0].interval: "10x" is not a duration' in res.stderr
+
+
+def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\nreplicas = 0\n")
+    res = edge_agent("run", "--config", str(bad))
+    assert res.returncode == 2
+    assert "cluster.replicas: 0 is out of range" in res.stderr

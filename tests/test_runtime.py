@@ -1,0 +1,141 @@
+"""`edge-agent run` as a real process: READY over a real NOTIFY_SOCKET, the API,
+SIGHUP reload, a clean SIGTERM, and surviving a taken API port."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import ROOT, AgentProcess, OriginServer, wait_for
+
+BAD_SHUTDOWN_SIGNS = ("Task was destroyed", "Unclosed", "Traceback", "never awaited")
+
+
+def origin_toml(srv: OriginServer, *names: str, interval: str = "200ms") -> str:
+    return "".join(
+        f'[[origin]]\nid = "{n}"\nurl = "{srv.url(n)}"\ninterval = "{interval}"\n'
+        f'timeout = "{interval}"\nrise = 1\nfall = 1\n'
+        for n in names
+    )
+
+
+def verdicts(agent: AgentProcess) -> dict[str, str]:
+    status, body = agent.get("/v1/origins")
+    assert status == 200
+    return {o["id"]: o["verdict"] for o in body}
+
+
+def test_example_config_starts_ready_and_healthy(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """The documented example runs as is, apart from the API port and data dir."""
+    example = (ROOT / "examples" / "agent.toml").read_text()
+    a = agent_process()
+    text = example.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{a.port}"')
+    text = text.replace('data_dir = "/var/lib/edge-agent"', f'data_dir = "{tmp_path / "d"}"')
+    text = text.replace('bind = "0.0.0.0:7946"', f'bind = "127.0.0.1:{a.gossip_port}"')
+    # the example's origins are example.com names: keep the test on loopback
+    text = text.replace("https://shop.example.com/healthz", f"http://127.0.0.1:{a.port}/v1/health")
+    text = text.replace("tcp://db.example.com:5432", f"tcp://127.0.0.1:{a.port}")
+    a.config.write_text(text)
+    a.start()
+    a.wait_notify("READY=1")
+    status, body = a.get("/v1/health")
+    assert status == 200 and body["status"] == "ok", body
+    wait_for(lambda: verdicts(a) == {"shop": "up", "db": "up"}, 20, "both origins up")
+    assert any(m.startswith("STATUS=2 origins: 2 up") for m in a.recv_notify()), a.messages
+    assert a.stop() == 0
+
+
+def test_ready_only_after_api_listens_and_status_summary(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    origin_server.down.add("b")
+    a = agent_process(origin_toml(origin_server, "a", "b")).start()
+    a.wait_notify("READY=1")
+    # READY means the API answers now, not eventually
+    status, body = a.get("/v1/health")
+    assert status == 200 and body["node"] == "test-node"
+    wait_for(lambda: verdicts(a) == {"a": "up", "b": "down"}, 10, "a up, b down")
+    wait_for(lambda: "STATUS=2 origins: 1 up, 1 down" in a.recv_notify(), 10, "STATUS line")
+    status, one = a.get("/v1/origins/b")
+    assert status == 200 and one["verdict"] == "down"
+    assert one["observations"][0]["reason"].startswith("status 500")
+    status, err = a.get("/v1/origins/nope")
+    assert status == 404 and "nope" in err["error"]
+    status, text = a.get("/metrics")
+    assert status == 200
+    assert 'edge_agent_origins{verdict="down"} 1.0' in text
+    assert "edge_agent_checks_total" in text and "process_resident_memory_bytes" in text
+    assert "edge_agent_check_latency_seconds_bucket" in text
+    assert a.stop() == 0
+
+
+def test_sighup_reload_adds_and_removes(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    a = agent_process(origin_toml(origin_server, "a", "b")).start()
+    a.wait_notify("READY=1")
+    wait_for(lambda: set(verdicts(a)) == {"a", "b"}, 10, "two origins")
+    a.write_config(origin_toml(origin_server, "b", "c"))
+    a.signal(signal.SIGHUP)
+    wait_for(lambda: verdicts(a) == {"b": "up", "c": "up"}, 10, "b and c after reload")
+    assert "RELOADING=1" in a.recv_notify()
+    hits_a = origin_server.hits.get("a", 0)
+    wait_for(lambda: origin_server.hits.get("c", 0) >= 3, 10, "c checked repeatedly")
+    assert origin_server.hits.get("a", 0) <= hits_a + 1  # a is no longer checked
+    # a broken file is rejected whole; the running origins stay
+    a.config.write_text('[[origin]]\nid = "x"\nurl = "http://h"\ninterval = "10x"\n')
+    a.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in a.stderr(), 10, "reload error logged")
+    assert 'origin[0].interval: "10x" is not a duration' in a.stderr()
+    assert set(verdicts(a)) == {"b", "c"}
+    _, text = a.get("/metrics")
+    assert 'edge_agent_config_reloads_total{result="error"} 1.0' in text
+    assert a.stop() == 0
+
+
+def test_sigterm_stops_cleanly_within_5s(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    # many origins so checks are in flight when the signal lands
+    names = [f"o{i}" for i in range(200)]
+    a = agent_process(origin_toml(origin_server, *names, interval="100ms")).start()
+    a.wait_notify("READY=1")
+    wait_for(lambda: sum(origin_server.hits.values()) > 400, 15, "checks under way")
+    t0 = time.monotonic()
+    a.signal(signal.SIGTERM)
+    assert a.proc is not None
+    rc = a.proc.wait(10)
+    elapsed = time.monotonic() - t0
+    assert rc == 0
+    assert elapsed < 5.0, elapsed
+    err = a.stderr()
+    for sign in BAD_SHUTDOWN_SIGNS:
+        assert sign not in err, err
+    assert "STOPPING=1" in a.recv_notify()
+
+
+def test_taken_api_port_is_failing_not_dead(agent_process: Callable[..., AgentProcess]) -> None:
+    a = agent_process()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", a.port))
+    blocker.listen()
+    try:
+        a.start()
+        wait_for(
+            lambda: any("failing" in m and "cannot listen" in m for m in a.recv_notify()),
+            10,
+            "failing STATUS",
+        )
+        assert "READY=1" not in a.messages
+        a.check_alive()
+    finally:
+        blocker.close()
+    a.wait_notify("READY=1")  # the port came free: the agent takes it and becomes ready
+    status, body = a.get("/v1/health")
+    assert status == 200 and body["status"] == "ok"
+    assert a.stop() == 0
