@@ -111,6 +111,9 @@ class Cluster:
         self.keyring: Keyring | None = None
         self.node: MembershipNode | None = None
         self.conflicts: list[str] = []
+        # standing problems the runtime shows in /v1/health: {what: (level, reason)},
+        # level "failing" or "degraded"; set and cleared by this part only
+        self.faults: dict[str, tuple[str, str]] = {}
         self.failed: dict[str, tuple[tuple[str, int], float]] = {}  # name -> (addr, since)
 
     def tags(self) -> dict[str, str]:
@@ -269,6 +272,7 @@ class Cluster:
             if ev.existing.name == self.node_name:
                 log.error("%s", msg)
                 self.conflicts.append(msg)
+                self.faults["name-conflict"] = ("failing", msg)
             else:
                 log.warning("name conflict: %s", msg)
 

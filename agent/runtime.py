@@ -16,7 +16,6 @@ import logging
 import os
 import resource
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -34,6 +33,7 @@ from agent.cluster import Cluster, ClusterCollector, KeyringError
 from agent.config import Config, ConfigError, OriginSpec, load_config
 from agent.health import Health
 from agent.health import Status as HealthStatus
+from agent.identity import node_name
 from agent.leds import Leds, led_state
 from agent.metrics import Metrics
 from agent.systemd import Notifier, Watchdog
@@ -86,7 +86,7 @@ class Agent:
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.node_name = config.node.name or socket.gethostname().split(".")[0]
+        self.node_name = node_name(config)
         self.metrics = Metrics()
         self.health = Health()
         self.notifier = Notifier.from_env()
@@ -108,6 +108,7 @@ class Agent:
         self.api_url: str | None = None
         self._summary = ""
         self._refresh_pending = False
+        self._synced: set[str] = set()
 
     # --- views the API reads -------------------------------------------------------------
 
@@ -214,6 +215,7 @@ class Agent:
     def _refresh_surfaces(self) -> None:
         """Push the current state to the places a person looks: LEDs, systemd, /metrics."""
         self._refresh_pending = False
+        self._sync_faults(self.cluster.faults)
         c = self.counts()
         status = self.health.status
         self.leds.set(led_state(status, c["up"], c["down"]))
@@ -230,6 +232,17 @@ class Agent:
             self.notifier.status(summary)
 
     # --- lifecycle -----------------------------------------------------------------------
+
+    def _sync_faults(self, faults: dict[str, tuple[str, str]]) -> None:
+        """Mirror a part's own fault list ({what: (level, reason)}) into node health."""
+        for what, (level, reason) in faults.items():
+            if level == "failing":
+                self.health.fail(what, reason)
+            else:
+                self.health.degrade(what, reason)
+        for what in self._synced - faults.keys():
+            self.health.clear(what)
+        self._synced = set(faults)
 
     async def _serve_api(self) -> None:
         """Bind the API, retrying while the port is taken (health failing, red LED)."""
