@@ -211,13 +211,19 @@ class Cluster:
             return
         if node.core is not None and self.peers() > 0:
             # A Serf leave intent first, so Serf shows us `left` and not `failed`. It must
-            # reach peers before our memberlist `dead`, so wait until it has been sent.
+            # reach Serf before our memberlist `dead` does, and our own nodes do not relay
+            # Serf messages: so send it straight to every live peer as well as gossiping
+            # it, and give it a gossip interval's head start.
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout / 2
-            intent = node.broadcast(self.serf_clock.leave_intent(self.node_name))
-            while intent.sends == 0 and loop.time() < deadline:
+            intent = self.serf_clock.leave_intent(self.node_name)
+            for m in node.members():
+                if m.name != self.node_name and m.state == NodeState.ALIVE:
+                    node.send_user(m.address, intent)
+            node.broadcast(intent)
+            head_start = loop.time() + max(2 * self.config.gossip.gossip_interval, 0.2)
+            while loop.time() < head_start:
                 await asyncio.sleep(0.02)
-            await node.leave(max(deadline - loop.time(), 0.1) + timeout / 2)
+            await node.leave(timeout)
         await node.stop()
 
     def peers(self) -> int:

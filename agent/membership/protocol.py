@@ -296,6 +296,10 @@ class Membership:
         self.user_broadcasts.queue(b)
         return b
 
+    def send_user(self, addr: Address, payload: bytes) -> None:
+        """Send a delegate message straight to one node (best effort, one UDP packet)."""
+        self._send(addr, UserMsg(payload))
+
     # --- public: outputs -----------------------------------------------------------------
 
     def packets_to_send(self) -> list[SendPacket]:

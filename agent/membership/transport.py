@@ -225,6 +225,10 @@ class MembershipNode:
         core.update_meta(meta, self._now())
         self._pump()
 
+    def send_user(self, addr: Address, payload: bytes) -> None:
+        self._need_core().send_user(addr, payload)
+        self._pump()
+
     def broadcast(self, payload: bytes, name: str | None = None) -> Broadcast:
         core = self._need_core()
         return core.queue_user_broadcast(payload, name)
