@@ -1,0 +1,173 @@
+"""The causal context: every dot a replica has seen, kept compact.
+
+Represented as a version vector ``{replica: n}`` (all of replica's dots 1..n have been
+seen) plus a "dot cloud" of outliers that arrived out of order. ``compact()`` folds
+outliers into the vector as soon as the gap below them fills, so in a quiet, converged
+cluster the context is one integer per replica, however many items the state holds.
+That is what makes it a good anti-entropy digest: two replicas compare contexts of a
+few bytes per replica, and the sender ships only the dots the receiver lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
+
+from agent.crdt.dot import Dot
+
+
+class Digest(NamedTuple):
+    """An immutable summary of a causal context, as sent to a peer for anti-entropy.
+
+    ``fingerprint``, when a store provides one, summarises which of those dots are still
+    live, so two replicas with equal contexts can tell whether their stores agree too."""
+
+    vv: Mapping[str, int]
+    cloud: frozenset[Dot]
+    fingerprint: int | None = None
+
+    def contains(self, dot: Dot) -> bool:
+        return dot.counter <= self.vv.get(dot.replica, 0) or dot in self.cloud
+
+
+class CausalContext:
+    """A set of dots as version vector + outliers; mutable, cheap to query."""
+
+    __slots__ = ("cloud", "vv")
+
+    def __init__(self, vv: Mapping[str, int] | None = None, cloud: Iterable[Dot] = ()) -> None:
+        self.vv: dict[str, int] = {r: n for r, n in (vv or {}).items() if n > 0}
+        self.cloud: set[Dot] = set(cloud)
+        self.compact()
+
+    @classmethod
+    def of(cls, dots: Iterable[Dot]) -> CausalContext:
+        """A context holding exactly ``dots``."""
+        return cls(None, dots)
+
+    # --- queries -------------------------------------------------------------------------
+
+    def contains(self, dot: Dot) -> bool:
+        return dot.counter <= self.vv.get(dot.replica, 0) or dot in self.cloud
+
+    __contains__ = contains
+
+    def max_counter(self, replica: str) -> int:
+        """The highest counter of ``replica`` seen (in the vector or the cloud)."""
+        n = self.vv.get(replica, 0)
+        for d in self.cloud:
+            if d.replica == replica and d.counter > n:
+                n = d.counter
+        return n
+
+    def next_dot(self, replica: str) -> Dot:
+        """The dot ``replica``'s next event should carry. Pure: joining the delta adds it."""
+        return Dot(replica, self.max_counter(replica) + 1)
+
+    def dot_count(self) -> int:
+        """How many dots this context holds (what iterating ``dots()`` would cost)."""
+        return sum(self.vv.values()) + len(self.cloud)
+
+    def dots(self) -> Iterator[Dot]:
+        for r, n in self.vv.items():
+            for c in range(1, n + 1):
+                yield Dot(r, c)
+        yield from self.cloud
+
+    def is_empty(self) -> bool:
+        return not self.vv and not self.cloud
+
+    def includes(self, other: CausalContext) -> bool:
+        """Whether every dot of ``other`` is in self."""
+        for r, n in other.vv.items():
+            mine = self.vv.get(r, 0)
+            # where the vector falls short, the cloud may still hold the rest
+            if mine < n and any(Dot(r, c) not in self.cloud for c in range(mine + 1, n + 1)):
+                return False
+        return all(self.contains(d) for d in other.cloud)
+
+    # --- updates -------------------------------------------------------------------------
+
+    def add(self, dot: Dot) -> None:
+        n = self.vv.get(dot.replica, 0)
+        if dot.counter <= n:
+            return
+        if dot.counter != n + 1:
+            self.cloud.add(dot)
+            return
+        n += 1
+        if self.cloud:
+            while (nxt := Dot(dot.replica, n + 1)) in self.cloud:
+                self.cloud.discard(nxt)
+                n += 1
+        self.vv[dot.replica] = n
+
+    def merge(self, other: CausalContext) -> None:
+        """Union, in place."""
+        vv = self.vv
+        for r, n in other.vv.items():
+            if n > vv.get(r, 0):
+                vv[r] = n
+        if other.cloud:
+            self.cloud |= other.cloud
+        if self.cloud:
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold outliers that are covered by, or contiguous with, the vector into it."""
+        if not self.cloud:
+            return
+        vv = self.vv
+        keep: set[Dot] = set()
+        for d in sorted(self.cloud):
+            n = vv.get(d.replica, 0)
+            if d.counter <= n:
+                continue
+            if d.counter == n + 1:
+                vv[d.replica] = d.counter
+            else:
+                keep.add(d)
+        self.cloud = keep
+
+    def copy(self) -> CausalContext:
+        c = CausalContext.__new__(CausalContext)
+        c.vv = dict(self.vv)
+        c.cloud = set(self.cloud)
+        return c
+
+    # --- anti-entropy --------------------------------------------------------------------
+
+    def digest(self) -> Digest:
+        return Digest(dict(self.vv), frozenset(self.cloud))
+
+    def missing_from(self, remote: Digest) -> CausalContext:
+        """The dots this context holds that ``remote`` does not (what the peer lacks)."""
+        out = CausalContext()
+        for r, n in self.vv.items():
+            m = remote.vv.get(r, 0)
+            if n <= m:
+                continue
+            if m == 0 and not remote.cloud:
+                out.vv[r] = n
+                continue
+            for c in range(m + 1, n + 1):
+                d = Dot(r, c)
+                if d not in remote.cloud:
+                    out.cloud.add(d)
+        for d in self.cloud:
+            if not remote.contains(d):
+                out.cloud.add(d)
+        out.compact()
+        return out
+
+    # --- comparison ----------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CausalContext):
+            return NotImplemented
+        return self.vv == other.vv and self.cloud == other.cloud
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CausalContext({self.vv}, {sorted(self.cloud)})"
