@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from agent import __version__
@@ -50,6 +48,11 @@ class ApiError(Exception):
 
 
 def _get(base: str, path: str) -> Any:
+    # imported here, not at the top: `edge-agent run` never needs an HTTP client library
+    # and urllib.request (with email.*) costs the long-running agent ~1 MiB
+    import urllib.error
+    import urllib.request
+
     url = base + path
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:

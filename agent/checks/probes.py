@@ -24,7 +24,6 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import aiohttp
-from cryptography import x509
 
 from agent.config import OriginSpec, format_duration
 
@@ -189,6 +188,8 @@ def _not_after(der: bytes) -> float | None:
     """The certificate's notAfter as a POSIX timestamp; cached, as kept-alive connections
     present the same certificate check after check."""
     try:
+        from cryptography import x509  # lazy: ~7 MiB of RSS that TCP-only nodes never need
+
         return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
     except ValueError:
         return None

@@ -19,9 +19,6 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .errors import DecodeError, ErrorKind
 
 __all__ = [
@@ -82,6 +79,9 @@ class Keyring:
             raise ValueError("a keyring needs at least one key")
         if len(set(self._keys)) != len(self._keys):
             raise ValueError("duplicate key in keyring")
+        # imported here: only nodes that actually encrypt pay for cryptography's memory
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._ciphers = tuple(AESGCM(k) for k in self._keys)
         self._random_bytes = random_bytes
 
@@ -154,6 +154,8 @@ class Keyring:
 
     def decrypt(self, blob: bytes, aad: bytes | None = None) -> bytes:
         """Try every key in order; DecodeError('decrypt_failed') when none works."""
+        from cryptography.exceptions import InvalidTag
+
         if not blob:
             raise DecodeError(ErrorKind.DECRYPT_FAILED, "cannot decrypt empty payload")
         version = blob[0]
