@@ -84,7 +84,7 @@ class BroadcastQueue:
         used = 0
         out: list[bytes] = []
         sent: list[Broadcast] = []
-        for _, b in list(self._items):
+        for _, b in self._items:  # not mutated until the loop is over
             free = limit - used - overhead
             if free <= 0:
                 break

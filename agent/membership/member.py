@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from agent.membership.messages import DEFAULT_VSN, NodeState, ip_from_wire
 
@@ -20,8 +21,7 @@ class Member:
 
     @property
     def host(self) -> str:
-        ip = ip_from_wire(self.addr)
-        return str(ip) if ip is not None else ""
+        return host_of(self.addr)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -43,3 +43,10 @@ class Member:
             NodeState.DEAD: "dead",
             NodeState.LEFT: "left",
         }[self.state]
+
+
+@lru_cache(maxsize=4096)
+def host_of(raw: bytes) -> str:
+    """Wire IP bytes -> text ("" when unusable); cached: it runs for every packet sent."""
+    ip = ip_from_wire(raw)
+    return str(ip) if ip is not None else ""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from agent.membership.awareness import Awareness
 from agent.membership.broadcast_queue import Broadcast, BroadcastQueue
 from agent.membership.codec import encode_message
-from agent.membership.member import Member
+from agent.membership.member import Member, host_of
 from agent.membership.messages import (
     DEFAULT_VSN,
     AckResp,
@@ -479,8 +479,20 @@ class Membership:
     # --- probing -------------------------------------------------------------------------
 
     def _probe(self, now: float) -> None:
-        interval = self.awareness.scale(self.settings.probe_interval)
-        self._arm(("probe",), now + interval)
+        """One probe per interval, as memberlist's ticker does.
+
+        Lifeguard's awareness stretches a probe's timeout and deadline by the health
+        score; a probe still waiting for its deadline holds the next one back (Go's
+        probe blocks its ticker), so a struggling node probes less often, while a
+        healthy one whose probes are acked keeps the base interval.
+        """
+        base = self.settings.probe_interval
+        busy = [p.deadline for p in self._probes.values() if not p.acked]
+        if busy and max(busy) > now:
+            self._arm(("probe",), max(busy))
+            return
+        self._arm(("probe",), now + base)
+        interval = self.awareness.scale(base)
         if self.left:
             return
         checked = 0
@@ -883,11 +895,7 @@ class Membership:
         self._events.append(Rejected(kind, detail))
 
 
-def _host(raw: bytes) -> str:
-    from agent.membership.messages import ip_from_wire
-
-    ip = ip_from_wire(raw)
-    return str(ip) if ip is not None else ""
+_host = host_of
 
 
 def _copy(m: Member) -> Member:
