@@ -23,6 +23,8 @@ class Broadcast:
     message: bytes
     name: str | None = None
     on_finished: Callable[[], None] | None = None
+    # never piggyback this on a packet to that node (a delta is not sent back to its source)
+    exclude: str | None = None
     transmits: int = 0
     sends: int = 0  # times it went out in a packet (transmits resets when re-queued)
     id: int = 0
@@ -76,8 +78,12 @@ class BroadcastQueue:
         b.transmits = 0
         self._insert(b)
 
-    def get(self, overhead: int, limit: int) -> list[bytes]:
-        """Messages to piggyback within `limit` bytes, each costing len + overhead."""
+    def get(self, overhead: int, limit: int, target: str | None = None) -> list[bytes]:
+        """Messages to piggyback within `limit` bytes, each costing len + overhead.
+
+        `target` is the node the packet goes to, when known: broadcasts that exclude it
+        are skipped (and not counted as sent).
+        """
         if not self._items:
             return []
         transmit_limit = retransmit_limit(self.retransmit_mult, self.num_nodes())
@@ -88,7 +94,7 @@ class BroadcastQueue:
             free = limit - used - overhead
             if free <= 0:
                 break
-            if len(b.message) > free:
+            if len(b.message) > free or (b.exclude is not None and b.exclude == target):
                 continue
             used += overhead + len(b.message)
             out.append(b.message)

@@ -289,10 +289,17 @@ class Membership:
         self._alive_node(a, now, bootstrap=True)
 
     def queue_user_broadcast(
-        self, payload: bytes, name: str | None = None, on_finished: Callable[[], None] | None = None
+        self,
+        payload: bytes,
+        name: str | None = None,
+        on_finished: Callable[[], None] | None = None,
+        exclude: str | None = None,
     ) -> Broadcast:
-        """Gossip a delegate (Serf or replication) message, piggybacked on our packets."""
-        b = Broadcast(payload, name, on_finished)
+        """Gossip a delegate (Serf or replication) message, piggybacked on our packets.
+
+        `exclude` names a node never to send it to (where the message came from).
+        """
+        b = Broadcast(payload, name, on_finished, exclude)
         self.user_broadcasts.queue(b)
         return b
 
@@ -446,23 +453,28 @@ class Membership:
 
     # --- sending -------------------------------------------------------------------------
 
-    def _piggyback(self, used: int) -> list[bytes]:
+    def _piggyback(self, used: int, target: str | None = None) -> list[bytes]:
         limit = (
             self.settings.udp_buffer_size
             - used
             - COMPOUND_HEADER_OVERHEAD
             - self.encryption_overhead
         )
-        msgs = self.broadcasts.get(COMPOUND_OVERHEAD, limit)
+        msgs = self.broadcasts.get(COMPOUND_OVERHEAD, limit, target)
         left = limit - sum(len(m) + COMPOUND_OVERHEAD for m in msgs)
         if left > COMPOUND_OVERHEAD + USER_MSG_OVERHEAD and len(self.user_broadcasts):
-            for payload in self.user_broadcasts.get(COMPOUND_OVERHEAD + USER_MSG_OVERHEAD, left):
+            user = self.user_broadcasts.get(COMPOUND_OVERHEAD + USER_MSG_OVERHEAD, left, target)
+            for payload in user:
                 msgs.append(bytes([UserMsg.TYPE]) + payload)
         return msgs
 
-    def _send(self, addr: Address, msg: Message, member: Member | None = None) -> None:
+    def _send(
+        self, addr: Address, msg: Message, member: Member | None = None, target: str | None = None
+    ) -> None:
         data = encode_message(msg)
-        extra = self._piggyback(len(data) + COMPOUND_OVERHEAD)
+        if target is None and member is not None:
+            target = member.name
+        extra = self._piggyback(len(data) + COMPOUND_OVERHEAD, target)
         self._packets.append(SendPacket(addr, (data, *extra), member))
 
     def _open_stream(self, addr: Address, request: Message, kind: str, now: float) -> int:
@@ -516,7 +528,7 @@ class Membership:
         self._probes[seq] = probe
         ping = self._ping_for(node.name, seq)
         if node.state == NodeState.ALIVE:
-            self._send(node.address, ping)
+            self._send(node.address, ping, target=node.name)
         else:
             # the buddy system: tell a suspect it is suspected, so it can refute at once
             sus = Suspect(node.incarnation, node.name, self.name)
@@ -551,7 +563,7 @@ class Membership:
                 self.port,
                 self.name,
             )
-            self._send(peer.address, ind)
+            self._send(peer.address, ind, target=peer.name)
         if not self.settings.disable_tcp_pings and target.pmax >= 3:
             sid = next(self._stream_ids)
             self._streams[sid] = _Stream("ping", target.address, seq)
@@ -648,7 +660,7 @@ class Membership:
         if not len(self.broadcasts) and not len(self.user_broadcasts):
             return
         for node in self._k_random(self.settings.gossip_nodes, skip):
-            msgs = self._piggyback(0)
+            msgs = self._piggyback(0, node.name)
             if not msgs:
                 return
             self._packets.append(SendPacket(node.address, tuple(msgs), node))

@@ -229,9 +229,11 @@ class MembershipNode:
         self._need_core().send_user(addr, payload)
         self._pump()
 
-    def broadcast(self, payload: bytes, name: str | None = None) -> Broadcast:
+    def broadcast(
+        self, payload: bytes, name: str | None = None, exclude: str | None = None
+    ) -> Broadcast:
         core = self._need_core()
-        return core.queue_user_broadcast(payload, name)
+        return core.queue_user_broadcast(payload, name, exclude=exclude)
 
     # --- plumbing ------------------------------------------------------------------------
 
