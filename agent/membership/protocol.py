@@ -127,6 +127,15 @@ class LeaveDone:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamDone:
+    """A reliable (TCP) user message was delivered, or failed with `error`."""
+
+    stream_id: int
+    addr: Address
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """Input that was dropped, with a short kind for the metrics label."""
 
@@ -142,6 +151,7 @@ Event = (
     | IncarnationChanged
     | JoinResult
     | LeaveDone
+    | StreamDone
     | Rejected
 )
 
@@ -307,6 +317,11 @@ class Membership:
         """Send a delegate message straight to one node (best effort, one UDP packet)."""
         self._send(addr, UserMsg(payload))
 
+    def send_reliable(self, addr: Address, payload: bytes, now: float) -> int:
+        """Send a delegate message over TCP (memberlist's SendReliable), for payloads too
+        big for a packet. The result arrives as a StreamDone event with the stream id."""
+        return self._open_stream(addr, UserMsg(payload), "user", now)
+
     # --- public: outputs -----------------------------------------------------------------
 
     def packets_to_send(self) -> list[SendPacket]:
@@ -403,6 +418,9 @@ class Membership:
         """The outcome of a stream we asked for: its reply, or why it failed."""
         st = self._streams.pop(stream_id, None)
         if st is None:
+            return
+        if st.kind == "user":
+            self._events.append(StreamDone(stream_id, st.addr, error))
             return
         if st.kind == "ping":
             p = self._probes.get(st.probe_seq)
@@ -925,5 +943,6 @@ __all__ = [
     "Rejected",
     "RemoteState",
     "SendPacket",
+    "StreamDone",
     "UserMessage",
 ]

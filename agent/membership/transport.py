@@ -23,7 +23,7 @@ from agent.membership.codec import decode_packet, encode_packet
 from agent.membership.errors import DecodeError, EncodeError
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
-from agent.membership.messages import ErrResp, Message
+from agent.membership.messages import ErrResp, Message, UserMsg
 from agent.membership.protocol import (
     Event,
     IncarnationChanged,
@@ -229,6 +229,12 @@ class MembershipNode:
         self._need_core().send_user(addr, payload)
         self._pump()
 
+    def send_reliable(self, addr: Address, payload: bytes) -> int:
+        core = self._need_core()
+        sid = core.send_reliable(addr, payload, self._now())
+        self._pump()
+        return sid
+
     def broadcast(
         self, payload: bytes, name: str | None = None, exclude: str | None = None
     ) -> Broadcast:
@@ -357,7 +363,10 @@ class MembershipNode:
                     )
                 )
                 await writer.drain()
-                reply = await self._read_one(reader)
+                if isinstance(s.request, UserMsg):
+                    reply = None  # memberlist's receiver reads a user message and hangs up
+                else:
+                    reply = await self._read_one(reader)
                 if isinstance(reply, ErrResp):
                     error, reply = f"peer error: {reply.error}", None
         except TimeoutError:
