@@ -20,7 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.config import Config, parse_hostport
+from agent.config import Config, is_loopback, parse_hostport
+from agent.discovery import Discovery
+from agent.identity import NameGuard
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
 from agent.membership.messages import NodeState
@@ -34,6 +36,7 @@ from agent.membership.protocol import (
 )
 from agent.membership.serf_intents import SerfClock
 from agent.membership.transport import MembershipNode
+from agent.peers import Peer, PeerStore
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,20 @@ class Cluster:
         # level "failing" or "degraded"; set and cleared by this part only
         self.faults: dict[str, tuple[str, str]] = {}
         self.failed: dict[str, tuple[tuple[str, int], float]] = {}  # name -> (addr, since)
+        self.advertise: tuple[str, int] = ("", 0)
+        self.peer_store = PeerStore(config.node.data_dir)
+        self.remembered: list[Peer] = []
+        self.discovery: Discovery | None = None
+        self._discovery_task: asyncio.Task[None] | None = None
+        self._joining: set[tuple[str, int]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.name_guard = NameGuard(
+            node_name,
+            lambda: self.advertise,
+            lambda: [m.address for m in self._alive_peers()],
+            lambda: self.keyring,
+            self._set_name_fault,
+        )
 
     def tags(self) -> dict[str, str]:
         tags = dict(self.config.node.tags)
@@ -141,6 +158,13 @@ class Cluster:
             on_event=self._on_event,
         )
         await self.node.start()
+        adv_host, adv_port = advertise_address(self.config)
+        self.advertise = (adv_host, adv_port or self.node.port)
+        self.remembered = self.peer_store.load()
+        if self.peer_store.corrupt:
+            self.faults["peers-file"] = ("degraded", f"{self.peer_store.path} was damaged; ignored")
+        self._check_loopback()
+        self._start_discovery()
         log.info(
             "gossip on %s:%d (advertising %s:%d)%s",
             bind.host,
@@ -164,9 +188,11 @@ class Cluster:
         while True:
             now = loop.time()
             node = self.node
+            if node is not None:
+                self.peer_store.flush()
             if node is not None and now >= next_seed:
                 next_seed = now + REJOIN_MIN
-                if self.config.cluster.join and self.peers() == 0:
+                if self._has_contacts() and self.peers() == 0:
                     if await self._join_seeds():
                         delay = REJOIN_MIN
                     else:
@@ -178,9 +204,21 @@ class Cluster:
                 await self._reconnect_one(now)
             await asyncio.sleep(1.0)
 
+    def _has_contacts(self) -> bool:
+        return bool(
+            self.config.cluster.join
+            or self.remembered
+            or (self.discovery is not None and self.discovery.peers())
+        )
+
     async def _join_seeds(self) -> bool:
+        """While alone: seeds, then remembered peers, then whoever mDNS last showed us."""
         assert self.node is not None
         addrs = await asyncio.to_thread(resolve_seeds, self.config.cluster.join)
+        addrs += [p.address for p in self.remembered]
+        if self.discovery is not None:
+            addrs += self.discovery.peers()
+        addrs = [a for a in dict.fromkeys(addrs) if a != self.advertise and self._may_join(a)]
         if not addrs:
             return False
         try:
@@ -206,6 +244,11 @@ class Cluster:
             pass
 
     async def leave_and_stop(self, timeout: float) -> None:
+        await self._stop_discovery()
+        await self.name_guard.stop()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         node = self.node
         if node is None:
             return
@@ -268,6 +311,7 @@ class Cluster:
                 self.failed[m.name] = (m.address, asyncio.get_running_loop().time())
             elif ev.kind in ("join", "alive", "left"):
                 self.failed.pop(m.name, None)
+            self.peer_store.update(Peer(p.name, p.host, p.port) for p in self._alive_peers())
             if self.on_change is not None:
                 self.on_change()
         elif isinstance(ev, NameConflict):
@@ -276,11 +320,103 @@ class Cluster:
                 f"{ev.other_addr[0]}:{ev.other_addr[1]}"
             )
             if ev.existing.name == self.node_name:
-                log.error("%s", msg)
-                self.conflicts.append(msg)
-                self.faults["name-conflict"] = ("failing", msg)
+                self.conflicts = [*self.conflicts[-19:], msg]  # bounded: a clash repeats
+                self.name_guard.conflict(ev.other_addr)
             else:
                 log.warning("name conflict: %s", msg)
+
+    # --- discovery, remembered peers, names (see agent/discovery.py, peers.py, identity.py)
+
+    def _alive_peers(self) -> list[Member]:
+        return [
+            m
+            for m in self.members()
+            if m.name != self.node_name and m.state in (NodeState.ALIVE, NodeState.SUSPECT)
+        ]
+
+    def _set_name_fault(self, fault: tuple[str, str] | None) -> None:
+        if fault is None:
+            self.faults.pop("name-conflict", None)
+        else:
+            self.faults["name-conflict"] = fault
+        if self.on_change is not None:
+            self.on_change()
+
+    def _check_loopback(self) -> None:
+        """Never hand a loopback address to a multi-host cluster: say so and hold back."""
+        host = self.advertise[0]
+        if not is_loopback(host):
+            return
+        remote = [s for s in self.config.cluster.join if not is_loopback(parse_hostport(s).host)]
+        remote += [f"{p.addr}:{p.port}" for p in self.remembered if not is_loopback(p.addr)]
+        if remote:
+            reason = (
+                f"advertise address {host} is loopback but peers are not "
+                f"({', '.join(remote[:3])}): not joining them; "
+                "set [cluster] advertise or bind to a real address"
+            )
+            log.error("%s", reason)
+            self.faults["advertise"] = ("failing", reason)
+
+    def _may_join(self, addr: tuple[str, int]) -> bool:
+        return not is_loopback(self.advertise[0]) or is_loopback(addr[0])
+
+    def _start_discovery(self) -> None:
+        if not self.config.cluster.discover:
+            return
+        if is_loopback(self.advertise[0]):
+            # a loopback-only cluster (tests, the demo): nobody to find on a network
+            log.info("mDNS off: the advertise address %s is loopback", self.advertise[0])
+            return
+        txt = {"role": ROLE, "version": __version__}
+        if self.api_port:
+            txt["api"] = str(self.api_port)
+        self.discovery = Discovery(
+            cluster=self.config.cluster.name,
+            node_name=self.node_name,
+            advertise=self.advertise,
+            on_peer=self._on_discovered,
+            on_fault=self._on_discovery_fault,
+            interface=self.config.cluster.interface,
+            txt=txt,
+            alone=lambda: self.peers() == 0,
+        )
+        self._discovery_task = asyncio.create_task(self.discovery.run(), name="discovery")
+
+    async def _stop_discovery(self) -> None:
+        task, self._discovery_task = self._discovery_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self.discovery is not None:
+            await self.discovery.stop()
+
+    def _on_discovery_fault(self, reason: str | None) -> None:
+        if reason is None:
+            self.faults.pop("discovery", None)
+        else:
+            self.faults["discovery"] = ("degraded", reason)
+
+    def _on_discovered(self, name: str, host: str, port: int) -> None:
+        """mDNS saw a peer: join it unless it is us, already alive, or being joined."""
+        addr = (host, port)
+        if addr == self.advertise or addr in self._joining or not self._may_join(addr):
+            return
+        if any(m.address == addr for m in self._alive_peers()):
+            return
+        self._joining.add(addr)
+        task = asyncio.ensure_future(self._join_discovered(name, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _join_discovered(self, name: str, addr: tuple[str, int]) -> None:
+        try:
+            if self.node is not None and await self.node.join([addr]):
+                log.info("joined %s at %s:%d (found by mDNS)", name, *addr)
+        except TimeoutError:
+            log.info("mDNS peer %s at %s:%d did not answer", name, *addr)
+        finally:
+            self._joining.discard(addr)
 
 
 class ClusterCollector(Collector):

@@ -132,6 +132,7 @@ class ClusterConfig:
     advertise: HostPort | None = None
     join: tuple[str, ...] = ()
     discover: bool = True
+    interface: str | None = None  # mDNS interface; None = the one carrying the advertise address
     keyring_file: Path | None = None
     replicas: int = 2
 
@@ -506,9 +507,13 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         ),
         join=tuple(j for j in join if isinstance(j, str)),
         discover=r.get("discover", bool, True, "true or false"),
+        interface=r.get("interface", str, "", "a string") or None,
         keyring_file=Path(keyring) if keyring else None,
         replicas=r.get("replicas", int, 2, "an integer"),
     )
+    iface = cluster.interface
+    if iface is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", iface):
+        r.bad("interface", f"{_show(iface)} is not a network interface name")
     if not 1 <= cluster.replicas <= 16:
         r.bad("replicas", f"{cluster.replicas} is out of range (1..16)")
     r.finish()

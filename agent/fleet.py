@@ -1,0 +1,581 @@
+"""A fleet of real `edge-agent run` processes on one machine, each its own "host".
+
+Every host is a network namespace with one interface (eth0) plugged into a Linux
+bridge. The bridge lives in a dedicated "switch" namespace, so the machine's own
+network is never touched: nothing here creates an interface, route or rule outside
+the namespaces it made. Each host gets its address, a route for 224.0.0.0/4 (mDNS
+needs one; Serf's client fails without it) and a default route via the switch, so
+advertise-address detection works as on a real LAN. An extra "farm" host serves
+fake origins (`python -m agent.farm`).
+
+Faults are injected as they happen on real networks: kill -9, SIGSTOP/SIGCONT,
+unplugging a host (its switch port goes down: carrier lost, addresses and routes
+kept), dropping UDP or only multicast with nftables inside the host's namespace,
+and restarting a host with the same name at a new address (DHCP).
+
+Everything created carries a prefix (namespaces `<prefix>...`), and `cleanup(prefix)`
+removes leftovers of an earlier run that died, so a failed test never poisons the
+next one. Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), iproute2, and nftables for
+the UDP faults. Used by tests/fleet and by `edge-agent demo` when run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")
+API_PORT = 8080
+GOSSIP_PORT = 7946
+GATEWAY = 254  # the switch's own address on the bridge (last octet)
+FARM_OCTET = 250
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+def missing_prerequisites(need_nft: bool = False) -> list[str]:
+    """What this machine lacks to run a fleet (empty = ready)."""
+    out = []
+    if os.geteuid() != 0:
+        out.append("root (network namespaces)")
+    if shutil.which("ip") is None:
+        out.append("iproute2 (ip)")
+    if need_nft and shutil.which("nft") is None:
+        out.append("nftables (nft)")
+    return out
+
+
+def run(
+    *cmd: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=30)
+    if check and res.returncode != 0:
+        raise FleetError(f"{' '.join(cmd)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def namespaces() -> list[str]:
+    res = run("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+
+
+def ns_pids(ns: str) -> list[int]:
+    res = run("ip", "netns", "pids", ns, check=False)
+    return [int(p) for p in res.stdout.split() if p.isdigit()]
+
+
+def delete_namespace(ns: str) -> None:
+    """Kill every process in it (by PID), then delete it."""
+    for _ in range(50):
+        pids = ns_pids(ns)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    run("ip", "netns", "delete", ns, check=False)
+
+
+def cleanup(prefix: str) -> list[str]:
+    """Remove every namespace (and so every veth, bridge and process in it) named prefix*."""
+    if not prefix:
+        raise ValueError("refusing to clean up with an empty prefix")
+    gone = [ns for ns in namespaces() if ns.startswith(prefix)]
+    for ns in gone:
+        delete_namespace(ns)
+    return gone
+
+
+# --- reaching into a namespace from this process -----------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def ns_socket(ns: str, addr: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    """A TCP socket connected from inside namespace `ns`.
+
+    setns() moves only the calling thread, so a short-lived thread enters the namespace,
+    connects, and exits: the socket stays in the namespace, this process stays out.
+    """
+    result: list[socket.socket | BaseException] = []
+
+    def worker() -> None:
+        try:
+            fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {ns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(socket.create_connection(addr, timeout=timeout))
+        except BaseException as e:
+            result.append(e)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    t.join(timeout + 1)
+    if not result:
+        raise TimeoutError(f"connecting to {addr} in {ns}")
+    r = result[0]
+    if isinstance(r, BaseException):
+        raise r
+    return r
+
+
+class _NsConnection(http.client.HTTPConnection):
+    def __init__(self, ns: str, host: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.ns = ns
+
+    def connect(self) -> None:
+        self.sock = ns_socket(self.ns, (self.host, self.port or 80), self.timeout or 5.0)
+
+
+def ns_http(
+    ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5.0
+) -> tuple[int, Any]:
+    conn = _NsConnection(ns, "127.0.0.1", port, timeout)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        body = r.read()
+        if "json" in r.headers.get("Content-Type", ""):
+            return r.status, json.loads(body)
+        return r.status, body.decode(errors="replace")
+    finally:
+        conn.close()
+
+
+# --- the fleet ---------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    fleet: Fleet
+    name: str  # node name
+    index: int
+    ip: str
+    ns: str
+    port_name: str  # its port (veth end) in the switch namespace
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_cluster: str = ""
+    stopped: bool = False
+    started_at: float = 0.0
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # --- processes ---
+    def config_text(self) -> str:
+        f = self.fleet
+        return (
+            f'[node]\nname = "{self.name}"\ndata_dir = "{self.dir / "data"}"\n'
+            f'tags = {{ host = "{self.ns}" }}\n'
+            f'[cluster]\nname = "{f.cluster}"\nbind = "0.0.0.0:{GOSSIP_PORT}"\n'
+            f"{self.extra_cluster}\n"
+            f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
+            f"[leds]\nenabled = false\n"
+            f'[log]\nlevel = "{f.log_level}"\n' + f.origins_toml
+        )
+
+    def start(self) -> Host:
+        if self.proc is not None and self.proc.poll() is None:
+            raise FleetError(f"{self.name} is already running")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.dir / "agent.toml"
+        cfg.write_text(self.config_text())
+        log = (self.dir / "agent.log").open("ab")
+        log.write(f"--- start {time.strftime('%H:%M:%S')} at {self.ip}\n".encode())
+        log.flush()
+        self.proc = self.fleet.spawn(
+            self, [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], log
+        )
+        self.started_at = time.monotonic()
+        self.stopped = False
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no leave, no goodbye; the cluster must notice by itself."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(5)
+        return self.proc.returncode
+
+    def pause(self) -> None:
+        """SIGSTOP: a node stalled (SD I/O, busy loop) but not dead."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.stopped = False
+
+    def log(self) -> str:
+        """Everything logged by the processes this host ran (agent, serf, avahi...)."""
+        if not self.dir.exists():
+            return ""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("*.log")))
+
+    # --- network faults ---
+    def unplug(self) -> None:
+        """The cable is pulled: the host's switch port goes down (carrier lost)."""
+        run("ip", "-n", self.fleet.switch, "link", "set", self.port_name, "down")
+
+    def plug(self) -> None:
+        run("ip", "-n", self.fleet.switch, "link", "set", self.port_name, "up")
+
+    def block_udp(self) -> None:
+        """Drop all UDP in and out (TCP still flows): gossip must fall back to TCP."""
+        self._nft("udp", "meta l4proto udp drop")
+
+    def block_multicast(self) -> None:
+        """Drop mDNS only (multicast and port 5353): discovery is dead, gossip is fine."""
+        self._nft(
+            "mcast", "ip daddr 224.0.0.0/4 drop\n  udp dport 5353 drop\n  udp sport 5353 drop"
+        )
+
+    def unblock(self) -> None:
+        self.fleet.exec(self, "nft", "delete", "table", "inet", "eafault", check=False)
+
+    def _nft(self, what: str, rules: str) -> None:
+        self.unblock()
+        script = (
+            "table inet eafault {\n"
+            " chain input { type filter hook input priority 0; policy accept;\n"
+            f"  {rules}\n }}\n"
+            " chain output { type filter hook output priority 0; policy accept;\n"
+            f"  {rules}\n }}\n"
+            "}\n"
+        )
+        self.fleet.exec(self, "nft", "-f", "-", input=script)
+
+    def move(self, new_ip: str) -> None:
+        """Give the host a new address (DHCP lease changed); restart it yourself."""
+        f = self.fleet
+        f.exec(self, "ip", "addr", "flush", "dev", "eth0")
+        f.exec(self, "ip", "addr", "add", f"{new_ip}/24", "dev", "eth0")
+        f._routes(self.ns)
+        self.ip = new_ip
+
+    # --- views ---
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        return ns_http(self.ns, "GET", path, timeout=timeout)
+
+    def members(self) -> dict[str, tuple[str, str]]:
+        """name -> (state, addr) as this host sees them."""
+        status, body = self.get("/v1/members")
+        if status != 200:
+            raise FleetError(f"{self.name}: /v1/members answered {status}")
+        return {m["name"]: (m["state"], m["addr"]) for m in body}
+
+    def alive_names(self) -> set[str]:
+        return {n for n, (state, _) in self.members().items() if state == "alive"}
+
+    def health(self) -> dict[str, Any]:
+        _, body = self.get("/v1/health")
+        return body if isinstance(body, dict) else {}
+
+
+class Fleet:
+    """Build with `Fleet(prefix, workdir)`, `add(n)` hosts, then `start()` them.
+
+    Use it as a context manager (or call close()): teardown kills every process and
+    deletes every namespace it made, whatever happened in between.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        prefix: str = "eatest-",
+        cluster: str = "edge",
+        subnet: str = "10.231.0",
+        log_level: str = "info",
+        origins_toml: str = "",
+    ) -> None:
+        missing = missing_prerequisites()
+        if missing:
+            raise FleetError("the fleet harness needs " + ", ".join(missing))
+        self.prefix = prefix
+        self.workdir = workdir
+        self.cluster = cluster
+        self.subnet = subnet
+        self.log_level = log_level
+        self.origins_toml = origins_toml
+        self.switch = f"{prefix}switch"
+        self.hosts: list[Host] = []
+        self.extra: dict[str, Host] = {}  # serf, avahi, farm hosts by ns
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._next_octet = 1
+        cleanup(prefix)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._make_switch()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- topology ---
+    def _make_switch(self) -> None:
+        sw = self.switch
+        run("ip", "netns", "add", sw)
+        run("ip", "-n", sw, "link", "set", "lo", "up")
+        run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+        # the switch forwards multicast at once (no IGMP snooping surprises, no STP delay)
+        run("ip", "-n", sw, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+        run("ip", "-n", sw, "addr", "add", f"{self.subnet}.{GATEWAY}/24", "dev", "br0")
+        run("ip", "-n", sw, "link", "set", "br0", "up")
+
+    def _routes(self, ns: str) -> None:
+        run("ip", "-n", ns, "route", "replace", "224.0.0.0/4", "dev", "eth0")
+        run("ip", "-n", ns, "route", "replace", "default", "via", f"{self.subnet}.{GATEWAY}")
+
+    def _plug(self, label: str, octet: int) -> tuple[str, str, str]:
+        ns = f"{self.prefix}{label}"
+        port = f"p-{label}"[:15]
+        run("ip", "netns", "add", ns)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run(
+            "ip",
+            "-n",
+            self.switch,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        )
+        run("ip", "-n", self.switch, "link", "set", port, "master", "br0")
+        run("ip", "-n", self.switch, "link", "set", port, "up")
+        ip = f"{self.subnet}.{octet}"
+        # an IPv6 link-local address usable at once (no DAD wait): Serf's mDNS poll
+        # queries IPv4 and IPv6 together and gives up on both if the IPv6 send fails
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+        run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        self._routes(ns)
+        return ns, port, ip
+
+    def add(self, name: str, extra_cluster: str = "", label: str | None = None) -> Host:
+        """A new host (namespace, switch port, address) for node `name`; not started."""
+        octet = self._next_octet
+        self._next_octet += 1
+        label = label or name
+        ns, port, ip = self._plug(label, octet)
+        h = Host(self, name, octet, ip, ns, port, self.workdir / label, extra_cluster=extra_cluster)
+        h.dir.mkdir(parents=True, exist_ok=True)
+        self.hosts.append(h)
+        return h
+
+    def add_many(self, n: int, extra_cluster: str = "", stem: str = "n") -> list[Host]:
+        return [self.add(f"{stem}{i + 1}", extra_cluster) for i in range(n)]
+
+    def new_ip(self) -> str:
+        octet = self._next_octet
+        self._next_octet += 1
+        return f"{self.subnet}.{octet}"
+
+    def add_plain(self, label: str) -> Host:
+        """A namespace host for something that is not an agent (serf, avahi, the farm)."""
+        octet = FARM_OCTET if label == "farm" else self._next_octet
+        if label != "farm":
+            self._next_octet += 1
+        ns, port, ip = self._plug(label, octet)
+        h = Host(self, label, octet, ip, ns, port, self.workdir / label)
+        h.dir.mkdir(parents=True, exist_ok=True)
+        self.extra[label] = h
+        return h
+
+    # --- processes ---
+    def spawn(
+        self, host: Host, argv: list[str], log: Any, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        root = Path(__file__).resolve().parent.parent
+        penv = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+        penv.pop("NOTIFY_SOCKET", None)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.ns, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=penv,
+            cwd=host.dir,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+        host.procs.append(proc)
+        return proc
+
+    def exec(
+        self, host: Host, *cmd: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", host.ns, *cmd, check=check, input=input)
+
+    def start(self, hosts: Iterable[Host] | None = None) -> None:
+        for h in self.hosts if hosts is None else hosts:
+            h.start()
+
+    def start_farm(
+        self, count: int = 20, port: int = 8000, modes: dict[str, str] | None = None
+    ) -> str:
+        """The origin farm in its own namespace; returns its base URL (origin i: /o/i)."""
+        farm = self.add_plain("farm")
+        log = (farm.dir / "farm.log").open("ab")
+        argv = [sys.executable, "-m", "agent.farm", "--host", farm.ip, "--port", str(port)]
+        argv += ["--count", str(count)]
+        for oid, mode in (modes or {}).items():
+            argv += ["--mode", f"{oid}={mode}"]
+        farm.proc = self.spawn(farm, argv, log)
+        wait(lambda: "farm ready" in (farm.dir / "farm.log").read_text(), 15, "the farm")
+        return f"http://{farm.ip}:{port}"
+
+    def start_serf(
+        self,
+        label: str = "serf",
+        node: str | None = None,
+        join: Iterable[str] = (),
+        host: Host | None = None,
+    ) -> Host:
+        """A Debian `serf agent -discover=<cluster>` on its own host (RPC on its loopback)."""
+        h = host or self.add_plain(label)
+        argv = [
+            "serf",
+            "agent",
+            f"-node={node or label}",
+            f"-bind={h.ip}:{GOSSIP_PORT}",
+            f"-discover={self.cluster}",
+            "-rpc-addr=127.0.0.1:7373",
+            "-log-level=debug",
+        ]
+        argv += [f"-join={j}" for j in join]
+        h.proc = self.spawn(h, argv, (h.dir / "serf.log").open("ab"))
+        h.started_at = time.monotonic()
+        return h
+
+    def serf_members(self, h: Host) -> dict[str, str]:
+        """name -> status, from `serf members` run on the serf host."""
+        res = self.exec(h, "serf", "members", "-rpc-addr=127.0.0.1:7373", check=False)
+        out = {}
+        for line in res.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                out[parts[0]] = parts[2]
+        return out
+
+    # --- views ---
+    def running(self) -> list[Host]:
+        return [h for h in self.hosts if h.alive() and not h.stopped]
+
+    def converged(self, hosts: Iterable[Host] | None = None, names: set[str] | None = None) -> bool:
+        """Every given host sees exactly `names` (default: all running hosts) alive."""
+        group = list(self.running() if hosts is None else hosts)
+        want = names if names is not None else {h.name for h in group}
+        for h in group:
+            try:
+                if not want <= h.alive_names():
+                    return False
+            except (OSError, FleetError, http.client.HTTPException):
+                return False
+        return True
+
+    def wait_converged(
+        self,
+        timeout: float = 30.0,
+        hosts: Iterable[Host] | None = None,
+        names: set[str] | None = None,
+    ) -> float:
+        t0 = time.monotonic()
+        group = list(self.running() if hosts is None else hosts)
+        wait(lambda: self.converged(group, names), timeout, "the fleet to converge", self.describe)
+        return time.monotonic() - t0
+
+    def describe(self) -> str:
+        lines = []
+        for h in self.hosts:
+            try:
+                view = ", ".join(f"{n}={s}" for n, (s, _) in sorted(h.members().items()))
+            except Exception as e:  # a view for an error message: anything goes
+                view = f"({type(e).__name__}: {e})"
+            lines.append(f"{h.name} {h.ip} {'up' if h.alive() else 'down'}: {view}")
+        return "\n".join(lines)
+
+    # --- teardown ---
+    def close(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGCONT)
+                    p.kill()
+        for p in self._procs:
+            with contextlib.suppress(Exception):
+                p.wait(5)
+        cleanup(self.prefix)
+
+
+def wait(
+    fn: Callable[[], Any],
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+    interval: float = 0.1,
+) -> Any:
+    """Poll fn until truthy, or raise TimeoutError (with explain()) at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # the thing polled may not be up yet
+            last = e
+        time.sleep(interval)
+    detail = f"\n{explain()}" if explain else ""
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what} (last error: {last}){detail}"
+    )

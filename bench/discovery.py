@@ -1,0 +1,151 @@
+"""Discovery figures of issue 4: seconds from process start to full membership, by mDNS
+alone, for edge-agent and for Debian's `serf agent -discover`, in one run.
+
+    sudo .venv/bin/python bench/discovery.py [--sizes 5,10] [--trials 2]
+
+For each N and trial: N hosts (network namespaces on a private bridge, agent/fleet.py;
+the machine's own network is untouched), no seeds anywhere. The clock starts just
+before the first process is spawned (all N are spawned back to back) and stops when
+every node lists all N alive: ours polled through GET /v1/members, serf's through
+`serf members` in its namespace, every 100 ms (ours) / as fast as the CLI forks (serf).
+Python start-up (about 1 s here) counts against us; Go starts in milliseconds.
+
+Serf polls mDNS once at start and then every 60 s (hashicorp/mdns, 1 s listen), and
+joins whatever answered; edge-agent browses continuously and sees each announcement.
+
+Needs root, iproute2 and the Debian package serf. Exits 1 if it could not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.fleet import Fleet, FleetError, cleanup, missing_prerequisites, wait
+
+PREFIX = "eabench-"
+DEADLINE = 150.0  # serf's second poll is at 60 s; a third at 120 s
+LATE = 5.0  # how long the processes run before the network comes up
+
+
+def ours(n: int, tmp: Path) -> float:
+    with Fleet(tmp / f"ours{n}", prefix=PREFIX, log_level="warning") as f:
+        hosts = f.add_many(n)
+        t0 = time.monotonic()
+        f.start()
+        wait(lambda: f.converged(hosts), DEADLINE, f"{n} edge-agents to converge", f.describe)
+        return time.monotonic() - t0
+
+
+def serf(n: int, tmp: Path) -> float:
+    with Fleet(tmp / f"serf{n}", prefix=PREFIX) as f:
+        hosts = []
+        t0 = time.monotonic()
+        for i in range(n):
+            hosts.append(f.start_serf(label=f"s{i + 1}"))
+        names = {h.name for h in hosts}
+
+        def converged() -> bool:
+            for h in hosts:
+                members = f.serf_members(h)
+                if {k for k, v in members.items() if v == "alive"} != names:
+                    return False
+            return True
+
+        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=0.0)
+        return time.monotonic() - t0
+
+
+def ours_late(n: int, tmp: Path) -> float:
+    """Processes up before the network (a Pi booting faster than the switch)."""
+    with Fleet(tmp / f"ours-late{n}", prefix=PREFIX, log_level="info") as f:
+        hosts = f.add_many(n)
+        for h in hosts:
+            h.unplug()
+        f.start()
+        wait(lambda: all("mDNS: advertising" in h.log() for h in hosts), 30, "agents up")
+        time.sleep(LATE)
+        t0 = time.monotonic()
+        for h in hosts:
+            h.plug()
+        wait(lambda: f.converged(hosts), DEADLINE, f"{n} edge-agents to converge", f.describe)
+        return time.monotonic() - t0
+
+
+def serf_late(n: int, tmp: Path) -> float:
+    with Fleet(tmp / f"serf-late{n}", prefix=PREFIX) as f:
+        hosts = [f.add_plain(f"s{i + 1}") for i in range(n)]
+        for h in hosts:
+            h.unplug()
+        hosts = [f.start_serf(label=h.name, host=h) for h in hosts]
+        wait(lambda: all(f.serf_members(h) for h in hosts), 30, "serf agents up")
+        time.sleep(LATE)
+        t0 = time.monotonic()
+        for h in hosts:
+            h.plug()
+        names = {h.name for h in hosts}
+
+        def converged() -> bool:
+            return all(
+                {k for k, v in f.serf_members(h).items() if v == "alive"} == names for h in hosts
+            )
+
+        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=0.0)
+        return time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="5,10")
+    ap.add_argument("--trials", type=int, default=2)
+    args = ap.parse_args()
+    missing = missing_prerequisites()
+    import shutil
+
+    if shutil.which("serf") is None:
+        missing.append("Debian package serf")
+    if missing:
+        print("bench/discovery.py needs " + ", ".join(missing), file=sys.stderr)
+        return 1
+    sizes = [int(s) for s in args.sizes.split(",")]
+    scenarios = {
+        "started together, network up": (ours, serf),
+        f"network up {LATE:.0f} s after the processes": (ours_late, serf_late),
+    }
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-agent-bench-discovery-") as tmp:
+            for title, (fa, fs) in scenarios.items():
+                for n in sizes:
+                    a = [fa(n, Path(tmp)) for _ in range(args.trials)]
+                    s = [fs(n, Path(tmp)) for _ in range(args.trials)]
+                    rows.append((title, n, a, s))
+                    a_s = ", ".join(f"{x:.2f}" for x in a)
+                    s_s = ", ".join(f"{x:.2f}" for x in s)
+                    print(f"{title}, N={n}: edge-agent [{a_s}]  serf [{s_s}]", flush=True)
+    except (FleetError, TimeoutError) as e:
+        print(f"could not measure: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup(PREFIX)
+    print()
+    print("seconds to full membership by mDNS alone (median of trials); the clock starts at")
+    print("the first process spawn (first scenario) or when the network comes up (second)")
+    print(f"{'scenario':<34} {'N':>3}  {'edge-agent':>10}  {'serf':>7}  {'serf/ours':>9}")
+    for title, n, a, s in rows:
+        ma, ms = statistics.median(a), statistics.median(s)
+        print(f"{title:<34} {n:>3}  {ma:>10.2f}  {ms:>7.2f}  {ms / ma:>8.1f}x")
+    for title in scenarios:
+        ok = all(statistics.median(a) <= statistics.median(s) for t, _, a, s in rows if t == title)
+        print(f"goal (no slower than serf), {title}: {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

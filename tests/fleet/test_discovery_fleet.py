@@ -1,0 +1,206 @@
+"""Discovery on real (namespaced) hosts: mDNS alone, Serf's -discover, avahi-daemon
+alongside, multicast blocked, addresses that move. See agent/fleet.py for the harness."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.fleet import Fleet, Host, wait
+from tests.fleet.conftest import require_fleet, require_tool
+
+MakeFleet = Callable[..., Fleet]
+
+
+def test_five_hosts_find_each_other_by_mdns_alone(fleet: MakeFleet) -> None:
+    f = fleet()
+    hosts = f.add_many(5)  # no seeds anywhere
+    f.start()
+    took = f.wait_converged(30)
+    for h in hosts:
+        health = h.health()
+        assert health["status"] == "ok", health
+        assert health["cluster"]["peers"] == 4
+        assert "found by mDNS" in h.log() or "mDNS: found" in h.log()
+    print(f"5 hosts converged by mDNS in {took:.1f}s")
+
+
+def test_serf_discover_finds_our_nodes(fleet: MakeFleet) -> None:
+    require_tool("serf", "serf")
+    f = fleet()
+    hosts = f.add_many(5)
+    f.start()
+    f.wait_converged(30)
+    serf = f.start_serf(node="serf1")
+    everyone = {h.name for h in hosts} | {"serf1"}
+
+    def serf_sees_all() -> bool:
+        members = f.serf_members(serf)
+        return all(members.get(n) == "alive" for n in everyone)
+
+    wait(
+        serf_sees_all,
+        30,
+        "serf members to list every node alive",
+        lambda: str(f.serf_members(serf)),
+    )
+    # Serf found them by its own poll (it joins what its mDNS query returned), not only
+    # because our browsers found it and joined it
+    joined = [int(n) for n in re.findall(r"agent\.mdns: Joined (\d+) hosts", serf.log())]
+    assert joined and max(joined) >= 5, serf.log()[-3000:]
+    f.wait_converged(20, hosts, names=everyone)
+
+
+def _start_avahi(f: Fleet, h: Host) -> None:
+    """dbus-daemon (a private system bus) + avahi-daemon in the host's namespace."""
+    bus = h.dir / "system_bus_socket"
+    conf = h.dir / "dbus.conf"
+    conf.write_text(
+        '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"\n'
+        ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
+        f"<busconfig><type>system</type><listen>unix:path={bus}</listen>"
+        "<auth>EXTERNAL</auth><policy context='default'><allow user='*'/>"
+        "<allow own='*'/><allow send_destination='*'/><allow receive_sender='*'/>"
+        "</policy></busconfig>\n"
+    )
+    avahi_conf = h.dir / "avahi-daemon.conf"
+    avahi_conf.write_text(
+        "[server]\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces=eth0\nenable-dbus=yes\n"
+        "ratelimit-interval-usec=1000000\nratelimit-burst=1000\n"
+        "[publish]\npublish-hinfo=no\npublish-workstation=no\n"
+    )
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={bus}"}
+    f.spawn(
+        h,
+        ["dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile"],
+        (h.dir / "dbus.log").open("ab"),
+    )
+    wait(bus.exists, 10, "the private D-Bus")
+    f.spawn(
+        h,
+        ["avahi-daemon", "-f", str(avahi_conf), "--no-drop-root", "--no-chroot", "--no-rlimits"],
+        (h.dir / "avahi.log").open("ab"),
+        env=env,
+    )
+    wait(lambda: "Server startup complete" in h.log(), 15, "avahi-daemon to start", h.log)
+
+
+def test_coexists_with_avahi_daemon(fleet: MakeFleet, tmp_path: Path) -> None:
+    require_tool("avahi-daemon", "avahi-daemon")
+    require_tool("avahi-browse", "avahi-utils")
+    require_tool("dbus-daemon", "dbus")
+    f = fleet()
+    a, _, _ = f.add_many(3)
+    _start_avahi(f, a)  # avahi holds 5353 first, as on Raspberry Pi OS
+    f.start()
+    f.wait_converged(30)  # a advertised and discovered through avahi's port
+    assert "mDNS unavailable" not in a.log()
+    bus = a.dir / "system_bus_socket"
+    env = ["env", f"DBUS_SYSTEM_BUS_ADDRESS=unix:path={bus}"]
+
+    def browsed() -> str | None:
+        res = f.exec(a, *env, "avahi-browse", "-rpt", f"_serf_{f.cluster}._tcp", check=False)
+        resolved = [ln for ln in res.stdout.splitlines() if ln.startswith("=")]
+        names = {ln.split(";")[3] for ln in resolved}
+        return res.stdout if {"n1", "n2", "n3"} <= names else None
+
+    out = wait(browsed, 20, "avahi-browse to resolve our services")
+    line = next(ln for ln in out.splitlines() if ln.startswith("=") and ";n1;" in ln)
+    fields = line.split(";")
+    assert fields[7] == a.ip and fields[8] == "7946", line  # address, port
+    assert "Serf 'edge' cluster" in fields[9] and "role=edge-agent" in fields[9], line
+    # and the reverse: a node started after avahi (here n4 on a) is still found by all
+    d = f.add("n4")
+    d.start()
+    f.wait_converged(30)
+
+
+def test_cluster_with_multicast_blocked_converges_from_seeds(fleet: MakeFleet) -> None:
+    require_fleet(nft=True)
+    f = fleet()
+    hosts = f.add_many(3)
+    seed = f'join = ["{hosts[0].ip}:7946"]'
+    for h in hosts:
+        h.block_multicast()
+        if h is not hosts[0]:
+            h.extra_cluster = seed
+    f.start()
+    f.wait_converged(30)
+    # discovery is broken and says so, but never stops the node
+    for h in hosts:
+
+        def degraded(h: Host = h) -> bool:
+            health = h.health()
+            return health["status"] == "degraded" and any("mDNS" in r for r in health["reasons"])
+
+        wait(degraded, 10, f"{h.name} to report mDNS trouble", lambda h=h: str(h.health()))
+    # when multicast comes back, discovery recovers by itself (retry) and clears the fault
+    for h in hosts:
+        h.unblock()
+
+
+def test_node_restarted_after_peers_moved_finds_them_by_mdns(fleet: MakeFleet) -> None:
+    f = fleet()
+    n1, *others = f.add_many(4)
+    f.start()
+    f.wait_converged(30)
+    n1.stop()  # graceful: it remembers the others' (old) addresses
+    wait(lambda: (n1.dir / "data" / "peers.json").exists(), 5, "remembered peers")
+    for h in others:  # every peer gets a new DHCP lease while n1 is off
+        h.kill()
+        h.move(f.new_ip())
+        h.start()
+    f.wait_converged(60, others, names={h.name for h in others})
+    n1.start()
+    f.wait_converged(30)
+    for h in others:
+        state, addr = n1.members()[h.name]
+        assert (state, addr) == ("alive", h.ip)
+
+
+def test_multicast_comes_back(fleet: MakeFleet) -> None:
+    """A node whose mDNS was blocked at start recovers it without a restart."""
+    require_fleet(nft=True)
+    f = fleet()
+    a, _ = f.add_many(2)
+    a.block_multicast()
+    f.start()
+    wait(lambda: "mDNS unavailable" in a.log(), 10, "a to notice", a.log)
+    a.unblock()
+    # retried every 30 s; then a discovers b and the fault clears
+    f.wait_converged(45)
+    wait(lambda: a.health()["status"] == "ok", 10, "a healthy", lambda: str(a.health()))
+
+
+def test_mdns_port_taken_is_degraded_not_fatal_and_recovers(fleet: MakeFleet) -> None:
+    """Something holds 5353 without SO_REUSEADDR: zeroconf cannot bind; the node still
+    runs (seeds), says why, and gets mDNS back by itself once the port is free."""
+    f = fleet()
+    a, b = f.add_many(2)
+    blocker = f.spawn(
+        a,
+        [
+            sys.executable,
+            "-c",
+            "import socket, time; s = socket.socket(socket.AF_INET, "
+            "socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5353)); print('bound', flush=True); "
+            "time.sleep(600)",
+        ],
+        (a.dir / "blocker.log").open("ab"),
+    )
+    wait(lambda: "bound" in a.log(), 10, "the blocker to hold 5353")
+    a.extra_cluster = f'join = ["{b.ip}:7946"]'
+    f.start()
+    f.wait_converged(30)  # through the seed
+
+    def degraded() -> bool:
+        h = a.health()
+        return h["status"] == "degraded" and any("mDNS unavailable" in r for r in h["reasons"])
+
+    wait(degraded, 15, "a degraded with the mDNS reason", lambda: str(a.health()))
+    blocker.kill()
+    blocker.wait(5)
+    wait(lambda: a.health()["status"] == "ok", 30, "mDNS back on a", lambda: str(a.health()))
+    assert "mDNS: advertising" in a.log()
