@@ -46,10 +46,20 @@ def test_serf_discover_finds_our_nodes(fleet: MakeFleet) -> None:
         "serf members to list every node alive",
         lambda: str(f.serf_members(serf)),
     )
+
     # Serf found them by its own poll (it joins what its mDNS query returned), not only
     # because our browsers found it and joined it
-    joined = [int(n) for n in re.findall(r"agent\.mdns: Joined (\d+) hosts", serf.log())]
-    assert joined and max(joined) >= 5, serf.log()[-3000:]
+    # (its poll listens for 1 s, then joins: the log line can trail our own joins)
+    def serf_joined_by_mdns() -> bool:
+        joined = [int(n) for n in re.findall(r"agent\.mdns: Joined (\d+) hosts", serf.log())]
+        return bool(joined) and max(joined) >= 5
+
+    wait(
+        serf_joined_by_mdns,
+        15,
+        "serf's own mDNS poll to join our nodes",
+        lambda: serf.log()[-3000:],
+    )
     f.wait_converged(20, hosts, names=everyone)
 
 
