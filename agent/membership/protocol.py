@@ -226,6 +226,7 @@ class Membership:
 
         self.nodes: list[Member] = []  # probe order
         self.node_map: dict[str, Member] = {}
+        self.addr_names: dict[Address, str] = {}  # (host, port) -> node name
         self.suspicions: dict[str, Suspicion] = {}
         self._suspicion_keys: dict[str, Hashable] = {}
         self.awareness = Awareness(self.settings.awareness_max_multiplier)
@@ -490,8 +491,10 @@ class Membership:
         self, addr: Address, msg: Message, member: Member | None = None, target: str | None = None
     ) -> None:
         data = encode_message(msg)
-        if target is None and member is not None:
-            target = member.name
+        if target is None:
+            # acks, nacks and direct messages know only an address: find whose it is, so
+            # a broadcast that must not go back to its source is not piggybacked on them
+            target = member.name if member is not None else self.addr_names.get(addr)
         extra = self._piggyback(len(data) + COMPOUND_OVERHEAD, target)
         self._packets.append(SendPacket(addr, (data, *extra), member))
 
@@ -803,6 +806,7 @@ class Membership:
             state.meta = a.meta
             state.addr = a.addr
             state.port = a.port
+            self.addr_names[state.address] = state.name
             if state.state != NodeState.ALIVE:
                 state.state = NodeState.ALIVE
                 state.state_change = now
@@ -904,6 +908,8 @@ class Membership:
         for n in self.nodes:
             if n.dead_or_left and now - n.state_change > self.settings.gossip_to_the_dead_time:
                 self.node_map.pop(n.name, None)
+                if self.addr_names.get(n.address) == n.name:
+                    del self.addr_names[n.address]
             else:
                 keep.append(n)
         self.nodes = keep

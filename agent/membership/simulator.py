@@ -9,6 +9,11 @@ exercised too.
 A stalled node (think SIGSTOP, or a Pi stuck on SD-card I/O) runs no timers and
 reads nothing until the stall ends; then it processes its backlog at once, which
 is exactly the situation Lifeguard's local health awareness exists for.
+
+Hooks let a layer above membership ride along (replication does): ``local_state``
+supplies each node's push/pull user state, ``on_event`` sees every event a node's core
+emits and may call that core (queue broadcasts, send user messages); reliable (TCP)
+user messages are delivered like memberlist's, and their StreamDone reports success.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agent.membership.codec import decode_message, encode_message
-from agent.membership.messages import Message, NodeState
+from agent.membership.messages import Message, NodeState, UserMsg
 from agent.membership.protocol import (
+    Event,
     MemberEvent,
     Membership,
     OpenStream,
@@ -61,8 +67,17 @@ class Simulator:
         loss: float = 0.0,
         delay: tuple[float, float] = (0.0005, 0.002),
         start_spread: float = 0.0,
+        *,
+        meta: bytes = b"",
+        local_state: Callable[[str, bool], bytes] | None = None,
+        on_event: Callable[[str, Event], None] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
+        self.meta = meta  # every node's tags, unless add_node says otherwise
+        # hooks (may also be set after construction): node name -> its push/pull user
+        # state; (node name, event) for every event its core emits
+        self.local_state = local_state
+        self.on_event = on_event
         self.settings = settings or Settings()
         self.loss = loss
         self.delay = delay
@@ -81,16 +96,24 @@ class Simulator:
 
     # --- building ------------------------------------------------------------------------
 
-    def add_node(self, name: str, start_at: float | None = None, incarnation: int = 0) -> SimNode:
+    def add_node(
+        self,
+        name: str,
+        start_at: float | None = None,
+        incarnation: int = 0,
+        meta: bytes | None = None,
+    ) -> SimNode:
         idx = len(self.by_addr) + 1
         addr = (f"10.{(idx >> 16) & 255}.{(idx >> 8) & 255}.{idx & 255}", 7946)
         core = Membership(
             name,
             addr[0],
             addr[1],
+            meta=self.meta if meta is None else meta,
             settings=self.settings,
             rng=random.Random(self.rng.random()),
             incarnation=incarnation,
+            local_state=self._state_of(name),
         )
         node = SimNode(name, addr, core)
         self.nodes[name] = node
@@ -122,9 +145,11 @@ class Simulator:
             name,
             old.addr[0],
             old.addr[1],
+            meta=old.core.meta,
             settings=self.settings,
             rng=random.Random(self.rng.random()),
             incarnation=inc,
+            local_state=self._state_of(name),
         )
         node = SimNode(name, old.addr, core)
         self.nodes[name] = node
@@ -190,7 +215,17 @@ class Simulator:
                 return o.at
         return None
 
+    def flush(self, name: str) -> None:
+        """Put what a node's core has queued (after a hook called it) onto the network."""
+        self._flush(self.nodes[name])
+
     # --- internals -----------------------------------------------------------------------
+
+    def _state_of(self, name: str) -> Callable[[bool], bytes]:
+        def local_state(join: bool) -> bytes:
+            return self.local_state(name, join) if self.local_state is not None else b""
+
+        return local_state
 
     def _at(self, when: float, kind: str, payload: object) -> None:
         heapq.heappush(self._q, (when, next(self._seq), kind, payload))
@@ -269,10 +304,12 @@ class Simulator:
             src = self.nodes.get(src_name)
             if src is None or not self._link_ok(node.name, src_name):
                 return
-            self._at(self.now + self._latency(), "stream_reply", (src.addr, sid, reply))
+            # a user message gets no reply: the stream closing after it is success
+            done = reply is not None or isinstance(request, UserMsg)
+            self._at(self.now + self._latency(), "stream_reply", (src.addr, sid, reply, done))
         elif kind == "stream_reply":
-            _, sid, reply = payload
-            err = None if reply is not None else "connection closed"
+            _, sid, reply, done = payload
+            err = None if done else "connection closed"
             node.core.stream_result(sid, reply, err, self.now)
 
     def _decode(self, node: SimNode, raw: bytes) -> Message | None:
@@ -297,15 +334,21 @@ class Simulator:
     def _flush(self, node: SimNode) -> None:
         """Move a core's outputs onto the simulated network and re-arm its timer."""
         core = node.core
-        for p in core.packets_to_send():
-            self._send_packet(node, p)
-        for s in core.streams_to_open():
-            self._open_stream(node, s)
-        for ev in core.events():
-            if isinstance(ev, MemberEvent):
-                self.observed.append(Observed(self.now, node.name, ev.kind, ev.member.name))
-            elif isinstance(ev, Rejected):
-                self.rejected.append(ev)
+        while True:
+            for p in core.packets_to_send():
+                self._send_packet(node, p)
+            for s in core.streams_to_open():
+                self._open_stream(node, s)
+            events = core.events()
+            if not events:
+                break
+            for ev in events:
+                if isinstance(ev, MemberEvent):
+                    self.observed.append(Observed(self.now, node.name, ev.kind, ev.member.name))
+                elif isinstance(ev, Rejected):
+                    self.rejected.append(ev)
+                if self.on_event is not None:
+                    self.on_event(node.name, ev)  # may queue more output: loop
         t = core.next_timer()
         if t is not None and node.timer_at != t:
             node.timer_at = t
