@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class PeerStore:
         peers, self._pending = self._pending, None
         self._last_write = now
         try:
-            _write_atomic(self.path, _render(peers))
+            write_atomic(self.path, _render(peers))
         except OSError as e:
             self.write_errors += 1
             log.warning("cannot save remembered peers to %s: %s", self.path, e)
@@ -137,18 +138,3 @@ def _parse(text: str) -> list[Peer]:
             raise ValueError(f"peers[{i}] is not {{name, addr, port}}: {str(p)[:80]}")
         out.append(Peer(p["name"], p["addr"], p["port"]))
     return out[:MAX_PEERS]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

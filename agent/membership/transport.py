@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.atomic_file import write_atomic
 from agent.membership.broadcast_queue import Broadcast
 from agent.membership.codec import decode_packet, encode_packet
 from agent.membership.errors import DecodeError, EncodeError
@@ -75,19 +75,7 @@ def read_incarnation(path: Path) -> int:
 
 
 def write_incarnation(path: Path, value: int) -> None:
-    """Atomically replace the file (write, fsync, rename, fsync the directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, f"{value}\n")
 
 
 class _Udp(asyncio.DatagramProtocol):
