@@ -1,0 +1,85 @@
+"""Snapshots: the whole state in one new file, after which the log it covers can go.
+
+A snapshot is written as ``snap-N.snap.tmp``, fsynced, renamed to ``snap-N.snap`` and
+the directory fsynced: a power cut leaves either the old set of files or the new one,
+never a half snapshot under a valid name (a leftover ``.tmp`` is deleted at open).
+Snapshot N covers every segment numbered below N.
+
+Two snapshots are kept, with the segments after the older one: if the newest turns out
+corrupt, recovery falls back to the older one and replays those segments, losing
+nothing. So a snapshot deletes the segments and snapshots older than its predecessor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from agent.store import names
+from agent.store.fs import FileOps
+from agent.store.record import KIND_SNAPSHOT, Record, encode
+
+KEEP = 2
+
+
+@dataclass(frozen=True)
+class SnapshotBudget:
+    """When to snapshot: once the log since the last snapshot passes ``min_log_bytes``
+    and ``ratio`` times the last snapshot's size. The ratio bounds the extra writing a
+    snapshot costs to 1/ratio of the log; the minimum keeps small states from
+    snapshotting every few records; ``max_log_bytes`` bounds recovery time and disk."""
+
+    min_log_bytes: int = 1 << 20
+    ratio: float = 2.0
+    max_log_bytes: int = 64 << 20
+
+    def due(self, log_bytes: int, last_snapshot_bytes: int) -> bool:
+        if log_bytes >= self.max_log_bytes:
+            return True
+        return log_bytes >= max(self.min_log_bytes, self.ratio * last_snapshot_bytes)
+
+
+def write_snapshot(
+    fs: FileOps, directory: str, number: int, seq: int, meta: dict[str, Any], state: bytes
+) -> int:
+    """Durably write snapshot ``number`` covering records up to ``seq``; its size.
+    OSError if any step fails (the temporary file is then removed if possible)."""
+    frame = encode(Record(seq, KIND_SNAPSHOT, [number, meta, state]))
+    final = os.path.join(directory, names.snapshot_name(number))
+    tmp = final + names.TMP_SUFFIX
+    try:
+        fs.write_file(tmp, frame)
+        fs.rename(tmp, final)
+        fs.fsync_dir(directory)
+    except OSError:
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise
+    return len(frame)
+
+
+def prune(fs: FileOps, directory: str, snapshots: list[int]) -> list[str]:
+    """Delete snapshots beyond the newest ``KEEP`` and the segments before the oldest
+    kept one; best effort (a leftover is only disk space). Returns what it deleted."""
+    snapshots.sort()
+    keep = snapshots[-KEEP:]
+    if len(keep) < KEEP:
+        return []  # the only snapshot: keep every segment as its fallback
+    floor = keep[0]
+    deleted: list[str] = []
+    try:
+        segs, snaps, _ = names.parse(fs.listdir(directory))
+    except OSError:
+        return deleted
+    doomed = [name for n, name in segs.items() if n < floor]
+    doomed += [name for n, name in snaps.items() if n < floor]
+    for name in doomed:
+        try:
+            fs.unlink(os.path.join(directory, name))
+            deleted.append(name)
+        except OSError:
+            pass
+    snapshots[:] = keep
+    return deleted
