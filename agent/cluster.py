@@ -37,10 +37,11 @@ from agent.membership.protocol import (
 from agent.membership.serf_intents import SerfClock
 from agent.membership.transport import MembershipNode
 from agent.peers import Peer, PeerStore
+from agent.placement import ROLE as PLACEMENT_ROLE
 
 log = logging.getLogger(__name__)
 
-ROLE = "edge-agent"
+ROLE = PLACEMENT_ROLE  # the tag placement uses to tell our nodes from Serf's
 REJOIN_MIN, REJOIN_MAX = 1.0, 60.0
 RECONNECT_INTERVAL = 30.0  # Serf's ReconnectInterval
 RECONNECT_TIMEOUT = 24 * 3600.0  # Serf's ReconnectTimeout: then a failed member is forgotten
@@ -196,7 +197,11 @@ class Cluster:
                     if await self._join_seeds():
                         delay = REJOIN_MIN
                     else:
-                        log.info("no seed answered; retrying in %.0fs", delay)
+                        log.info(
+                            "no seed answered (nor a remembered or mDNS-found peer); retrying in"
+                            " %.0fs",
+                            delay,
+                        )
                         next_seed = now + delay
                         delay = min(delay * 2, REJOIN_MAX)
             if node is not None and now >= next_reconnect:

@@ -227,6 +227,7 @@ class Membership:
         self.nodes: list[Member] = []  # probe order
         self.node_map: dict[str, Member] = {}
         self.addr_names: dict[Address, str] = {}  # (host, port) -> node name
+        self._conflicts_logged: dict[tuple[str, Address], float] = {}
         self.suspicions: dict[str, Suspicion] = {}
         self._suspicion_keys: dict[str, Hashable] = {}
         self.awareness = Awareness(self.settings.awareness_max_multiplier)
@@ -776,16 +777,22 @@ class Membership:
                 )
                 updates_node = True
             else:
-                log.error(
-                    "conflicting address for %s: we have %s:%d, it claims %s:%d (state %s)",
-                    state.name,
-                    state.host,
-                    state.port,
-                    _host(a.addr),
-                    a.port,
-                    state.state_name,
-                )
-                self._events.append(NameConflict(_copy(state), (_host(a.addr), a.port)))
+                other = (_host(a.addr), a.port)
+                # a newcomer with a clashing name keeps announcing itself: say it once a
+                # minute per claimant, not once per alive message
+                last = self._conflicts_logged.get((state.name, other))
+                if last is None or now - last >= 60.0:
+                    self._conflicts_logged[(state.name, other)] = now
+                    log.error(
+                        "conflicting address for %s: we have %s:%d, it claims %s:%d (state %s)",
+                        state.name,
+                        state.host,
+                        state.port,
+                        other[0],
+                        other[1],
+                        state.state_name,
+                    )
+                self._events.append(NameConflict(_copy(state), other))
                 return
         is_local = state.name == self.name
         if a.incarnation <= state.incarnation and not is_local and not updates_node:

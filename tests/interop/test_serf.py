@@ -159,7 +159,7 @@ def test_mixed_cluster_converges_and_detects_failures(
     # a graceful stop shows `left` in serf, not `failed`
     assert e1.stop() == 0
     wait_for(lambda: s1.members().get("e1", ("",))[0] == "left", 20, "serf shows e1 left")
-    assert our_members(e0).get("e1") == "left"
+    wait_for(lambda: our_members(e0).get("e1") == "left", 20, "e0 shows e1 left")
     health = e0.get("/v1/health")[1]
     assert health["status"] == "ok", health
 
