@@ -286,8 +286,14 @@ class Membership:
             return
         d = Dead(me.incarnation, self.name, self.name)
         self._dead_node(d, now, on_finished=lambda: self._events.append(LeaveDone()))
-        if not any(n.state == NodeState.ALIVE and n.name != self.name for n in self.nodes):
+        alive = [n for n in self.nodes if n.state == NodeState.ALIVE and n.name != self.name]
+        if not alive:
             self.broadcasts.reset()
+        # Gossip alone may spend the few transmissions a message gets on recently dead
+        # nodes, and a peer that misses our leave would later call us dead, not left:
+        # tell every live peer directly as well (memberlist only gossips it).
+        for n in alive:
+            self._send(n.address, d, target=n.name)
 
     def update_meta(self, meta: bytes, now: float) -> None:
         """New tags: re-announce ourselves with a higher incarnation."""
