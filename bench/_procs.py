@@ -16,38 +16,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO / ".venv" / "bin"
-EDGE_AGENT = str(VENV_BIN / "edge-agent")
-LOOPBACK = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MIB = 1024 * 1024
+from _common import (  # the constants and /proc readings every benchmark shares
+    CLK_TCK,
+    EDGE_AGENT,
+    LOOPBACK,
+    MIB,
+    REPO,
+    VENV_BIN,
+    HarnessError,
+    cpu_seconds,
+    status_kib,
+    tail,
+)
 
-
-class HarnessError(Exception):
-    """The benchmark could not measure (a process failed to start, a deadline passed, ...)."""
-
-
-# --- /proc ----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    """The kB fields of /proc/PID/status (VmRSS, VmHWM, ...)."""
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0])
-    return out
+__all__ = [
+    "CLK_TCK",
+    "EDGE_AGENT",
+    "LOOPBACK",
+    "MIB",
+    "REPO",
+    "VENV_BIN",
+    "HarnessError",
+    "ProcSet",
+    "cpu_seconds",
+    "free_ports",
+    "rss_mib",
+    "scan_log",
+    "status_kib",
+    "tail",
+    "tcp_listening",
+]
 
 
 def rss_mib(pid: int) -> float:
@@ -188,14 +186,6 @@ class ProcSet:
         if p in self.procs:
             self.procs.remove(p)
         return code
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "    (no log)"
-    return "\n".join("    " + x for x in text.splitlines()[-lines:]) or "    (empty log)"
 
 
 def scan_log(path: Path, patterns: Sequence[str] = ("Traceback",)) -> list[str]:
