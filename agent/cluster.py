@@ -106,8 +106,12 @@ class Cluster:
         *,
         api_port: int = 0,
         on_change: Callable[[], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        local_state: Callable[[bool], bytes] | None = None,
     ) -> None:
         self.config = config
+        self.on_event = on_event  # every membership event, after ours (replication)
+        self.local_state = local_state  # our push/pull user state (replication's digest)
         self.node_name = node_name
         self.api_port = api_port
         self.on_change = on_change
@@ -157,6 +161,7 @@ class Cluster:
             keyring=self.keyring,
             incarnation_file=self.config.node.data_dir / "incarnation",
             on_event=self._on_event,
+            local_state=self.local_state,
         )
         await self.node.start()
         adv_host, adv_port = advertise_address(self.config)
@@ -208,6 +213,17 @@ class Cluster:
                 next_reconnect = now + RECONNECT_INTERVAL
                 await self._reconnect_one(now)
             await asyncio.sleep(1.0)
+
+    def may_find_peers(self) -> bool:
+        """Whether this node has any way to find a peer: seeds, remembered peers, or mDNS
+        on a real network. A node with none (a loopback demo, a one-node site) is alone
+        by design and need not wait to learn a cluster before it starts checking."""
+        if self.config.cluster.join or self.peer_store.load():
+            return True
+        if not self.config.cluster.discover:
+            return False
+        host = advertise_address(self.config)[0]
+        return not is_loopback(host)
 
     def _has_contacts(self) -> bool:
         return bool(
@@ -329,6 +345,30 @@ class Cluster:
                 self.name_guard.conflict(ev.other_addr)
             else:
                 log.warning("name conflict: %s", msg)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def reload_keyring(self) -> str | None:
+        """SIGHUP: re-read the keyring file and use it at once (key rotation without a
+        restart, as `serf keys`). Returns an error to log, or None. Encryption cannot be
+        switched on or off while running: that needs a restart."""
+        path = self.config.cluster.keyring_file
+        node = self.node
+        if node is None:
+            return None
+        if path is None or node.keyring is None:
+            if path is not None or node.keyring is not None:
+                return "turning encryption on or off takes effect at restart"
+            return None
+        try:
+            keyring = load_keyring(path)
+        except KeyringError as e:
+            return f"keyring not reloaded, keeping the old keys: {e}"
+        if keyring.keys != node.keyring.keys:
+            node.keyring = keyring
+            self.keyring = keyring
+            log.info("keyring reloaded from %s: %d keys", path, len(keyring.keys))
+        return None
 
     # --- discovery, remembered peers, names (see agent/discovery.py, peers.py, identity.py)
 

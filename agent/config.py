@@ -135,6 +135,22 @@ class ClusterConfig:
     interface: str | None = None  # mDNS interface; None = the one carrying the advertise address
     keyring_file: Path | None = None
     replicas: int = 2
+    reap_after: float = 3600.0  # observations of a node gone this long are deleted
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    commit_interval: float = 1.0  # fsync at most this often (and at clean shutdown)
+    max_bytes: int = 64 << 20  # log + snapshots budget: a snapshot is taken before this
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Where verdict transitions are POSTed (by the origin's rank-1 owner only)."""
+
+    url: str
+    timeout: float = 5.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +161,17 @@ class ApiConfig:
 
 @dataclass(frozen=True, slots=True)
 class LedsConfig:
-    """BCM pin numbers; None disables that colour."""
+    """BCM pin numbers; None disables that colour. ``layout = "rgb"`` drives one RGB LED
+    on the ``rgb`` pins (red, green, blue) instead; ``act`` mirrors to the board's ACT LED."""
 
     green: int | None = 17
     amber: int | None = 27
     red: int | None = 22
     enabled: bool = True
+    layout: str = "three"  # "three" single-colour LEDs, or "rgb": one RGB LED
+    rgb: tuple[int, int, int] | None = None
+    common_anode: bool = False  # the RGB LED's common leg goes to 3.3 V: pins drive low to light
+    act: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +270,8 @@ class Config:
     log: LogConfig = LogConfig()
     origins: tuple[OriginSpec, ...] = ()
     source: str = "<defaults>"
+    store: StoreConfig = StoreConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -340,6 +363,15 @@ def _pin(v: Any) -> int | None:
     return v
 
 
+def _rgb_pins(v: Any) -> tuple[int, int, int]:
+    if not isinstance(v, list) or len(v) != 3:
+        raise ValueError
+    r, g, b = (_pin(p) for p in v)
+    if r is None or g is None or b is None:
+        raise ValueError
+    return (r, g, b)
+
+
 def _status_list(v: Any) -> tuple[int, ...]:
     """Status codes: integers, or "2xx"-style classes expanded to their 100 codes."""
     items = v if isinstance(v, list) else [v]
@@ -401,7 +433,8 @@ def _parse_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
         except ValueError as e:
             r.bad("url", f"{_show(url)} is not a valid URL ({e})")
     interval = r.conv("interval", 10.0, _positive_duration, "a duration")
-    timeout = r.conv("timeout", 2.0, _positive_duration, "a duration")
+    # the default timeout never exceeds the interval (a 1 s check times out after 1 s)
+    timeout = r.conv("timeout", min(2.0, interval), _positive_duration, "a duration")
     down_interval = r.conv("down_interval", None, _positive_duration, "a duration")
     rise = r.get("rise", int, 2, "an integer")
     fall = r.get("fall", int, 3, "an integer")
@@ -466,7 +499,18 @@ def _table(problems: list[str], root: Mapping[str, Any], name: str) -> Mapping[s
 def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     """Turn a parsed TOML document into a Config, or raise ConfigError listing every problem."""
     problems: list[str] = []
-    known = {"node", "cluster", "gossip", "api", "leds", "checks", "log", "origin"}
+    known = {
+        "node",
+        "cluster",
+        "gossip",
+        "api",
+        "leds",
+        "checks",
+        "log",
+        "origin",
+        "store",
+        "webhook",
+    }
     for k in root:
         if k not in known:
             problems.append(f"{k}: unknown key")
@@ -510,12 +554,26 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         interface=r.get("interface", str, "", "a string") or None,
         keyring_file=Path(keyring) if keyring else None,
         replicas=r.get("replicas", int, 2, "an integer"),
+        reap_after=r.conv("reap_after", 3600.0, _duration, "a duration"),
     )
     iface = cluster.interface
     if iface is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", iface):
         r.bad("interface", f"{_show(iface)} is not a network interface name")
     if not 1 <= cluster.replicas <= 16:
         r.bad("replicas", f"{cluster.replicas} is out of range (1..16)")
+    if cluster.reap_after < 60:
+        r.bad("reap_after", f"{cluster.reap_after:g}s is shorter than 60s")
+    r.finish()
+
+    r = _Reader(problems, "store", _table(problems, root, "store"))
+    store = StoreConfig(
+        commit_interval=r.conv("commit_interval", 1.0, _duration, "a duration"),
+        max_bytes=r.get("max_bytes", int, 64 << 20, "an integer (bytes)"),
+    )
+    if not 0.01 <= store.commit_interval <= 60:
+        r.bad("commit_interval", f"{store.commit_interval:g}s is out of range (10ms..60s)")
+    if store.max_bytes < 1 << 20:
+        r.bad("max_bytes", f"{store.max_bytes} is below 1 MiB")
     r.finish()
 
     r = _Reader(problems, "gossip", _table(problems, root, "gossip"))
@@ -546,12 +604,32 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
 
     leds_t = _table(problems, root, "leds")
     r = _Reader(problems, "leds", leds_t)
-    if "leds" in root:  # a present [leds] table lists the colours in use; omitted = off
+    layout = r.get("layout", str, "three", '"three" or "rgb"')
+    if layout not in ("three", "rgb"):
+        r.bad("layout", f'must be "three" or "rgb", not {layout!r}')
+        layout = "three"
+    rgb = r.conv("rgb", None, _rgb_pins, "three BCM pins [red, green, blue]")
+    if layout == "rgb":  # one RGB LED; single-colour keys would be a second, unused layout
+        for c in LEDS_COLOURS:
+            if c in leds_t:
+                r.used.add(c)
+                r.bad(c, 'not used with layout = "rgb" (remove it, or use layout = "three")')
+        pins: dict[str, int | None] = dict.fromkeys(LEDS_COLOURS)
+        if rgb is None:
+            r.bad("rgb", 'needed with layout = "rgb": three BCM pins [red, green, blue]')
+    elif "leds" in root:  # a present [leds] table lists the colours in use; omitted = off
         pins = {c: r.conv(c, None, _pin, "a BCM pin (0..27) or false") for c in LEDS_COLOURS}
     else:
         pins = {c: getattr(LedsConfig(), c) for c in LEDS_COLOURS}
-    leds = LedsConfig(**pins, enabled=r.get("enabled", bool, True, "true or false"))
-    used = [p for p in pins.values() if p is not None]
+    leds = LedsConfig(
+        **pins,
+        enabled=r.get("enabled", bool, True, "true or false"),
+        layout=layout,
+        rgb=rgb if layout == "rgb" else None,
+        common_anode=r.get("common_anode", bool, False, "true or false"),
+        act=r.get("act", bool, False, "true or false"),
+    )
+    used = [p for p in pins.values() if p is not None] + list(leds.rgb or ())
     if len(used) != len(set(used)):
         problems.append("leds: two colours share one pin")
     r.finish()
@@ -589,6 +667,8 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         seen[spec.id] = i
         origins.append(spec)
 
+    webhooks = _parse_webhooks(problems, root.get("webhook", []))
+
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -601,7 +681,37 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         log=LogConfig(level=level),
         origins=tuple(origins),
         source=source,
+        store=store,
+        webhooks=webhooks,
     )
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
+    if not isinstance(raw, list):
+        problems.append("webhook: must be an array of tables ([[webhook]])")
+        return ()
+    out = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            problems.append(f"webhook[{i}]: {_show(t)} is not a table")
+            continue
+        r = _Reader(problems, f"webhook[{i}]", t)
+        url = r.get("url", str, "", "a string")
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            r.bad("url", f"{_show(url)} is not an http(s) URL")
+        hook = WebhookConfig(
+            url=url,
+            timeout=r.conv("timeout", 5.0, _duration, "a duration"),
+            headers=tuple(sorted(r.conv("headers", _NO_HEADERS, _str_table, "a table").items())),
+        )
+        if not 0 < hook.timeout <= 60:
+            r.bad("timeout", f"{hook.timeout:g}s is out of range (0..60s)")
+        r.finish()
+        out.append(hook)
+    return tuple(out)
 
 
 LEDS_COLOURS = ("green", "amber", "red")

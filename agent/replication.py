@@ -261,6 +261,7 @@ class Replicator:
         rng: random.Random | None = None,
         role: str = ROLE,
         serf_state: Callable[[], SerfPushPull] | None = None,
+        on_apply: Callable[[bytes], None] | None = None,
     ) -> None:
         self.state = state
         self.name = state.replica
@@ -270,6 +271,7 @@ class Replicator:
         self.rng = rng or random.Random()
         self.role = role
         self.serf_state = serf_state
+        self.on_apply = on_apply  # gets the encoded new part of every delta applied (the store)
         self.counters = ReplicationCounters()
         self._peers: dict[str, Address] = {}  # live members that run replication
         self._out: list[Output] = []
@@ -377,6 +379,8 @@ class Replicator:
         # pass on the bytes as they came; else cut it down to the new events
         whole = new == msg.delta.ctx
         raw = msg.raw_delta if whole else encode_delta(restrict(msg.delta, new))
+        if self.on_apply is not None:
+            self.on_apply(raw)
         # a big catch-up stays pairwise (a node back from a long absence would otherwise
         # push all it missed to peers that have it): anti-entropy spreads it further
         if self._spread(raw, exclude=msg.sender, tcp=msg.kind == KIND_DELTA):

@@ -26,17 +26,35 @@ from aiohttp import web
 
 from agent import __version__
 from agent.api.app import build_app
+from agent.api.events import EventHub
 from agent.checks.engine import CheckEngine
 from agent.checks.state import Status as CheckStatus
 from agent.checks.state import Transition
 from agent.cluster import Cluster, ClusterCollector, KeyringError
-from agent.config import Config, ConfigError, OriginSpec, load_config
+from agent.config import Config, ConfigError, load_config, parse_origin
+from agent.coordinator import (
+    Conflict,
+    Coordinator,
+    CoordinatorCollector,
+    VerdictChange,
+    send_outputs,
+)
 from agent.health import Health
 from agent.health import Status as HealthStatus
+from agent.identify import (
+    IdentifyDecodeError,
+    IdentifyRequest,
+    decode_identify,
+    encode_identify,
+    is_identify,
+)
 from agent.identity import node_name
-from agent.leds import Leds, led_state
+from agent.leds import DESCRIPTIONS, Leds, led_state
+from agent.membership.messages import NodeState
+from agent.membership.protocol import Event, MemberEvent, UserMessage
 from agent.metrics import Metrics
 from agent.systemd import Notifier, Watchdog
+from agent.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +62,7 @@ STOP_TIMEOUT = 5.0
 API_RETRY = 2.0
 TRANSITIONS_KEPT = 200
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
+TICK = 0.1  # the coordinator's periodic work (commits, drain deadlines, reaping)
 
 
 class Supervisor:
@@ -93,15 +112,29 @@ class Agent:
         self.watchdog = Watchdog.from_env(self.notifier)
         self.transitions: deque[dict[str, Any]] = deque(maxlen=TRANSITIONS_KEPT)
         self.started_at = time.time()
+        self.events = EventHub()
         self.engine = CheckEngine(
             concurrency=config.checks.concurrency,
             metrics=self.metrics,
             on_transition=self._on_transition,
             user_agent=f"{config.checks.user_agent}/{__version__}",
         )
+        self.coordinator = Coordinator(self.node_name, config, self.engine)
+        self.coordinator.on_verdict = self._on_verdict
+        self.coordinator.on_origins = self._on_origins
+        self.metrics.bad_input.labels("file", "store-record").inc(self.coordinator.bad_records)
+        self.webhooks = Webhooks(config.webhooks, f"{config.checks.user_agent}/{__version__}")
         self.leds = Leds(config.leds)
-        self.cluster = Cluster(config, self.node_name, on_change=self._refresh_soon)
+        self.cluster = Cluster(
+            config,
+            self.node_name,
+            on_change=self._refresh_soon,
+            on_event=self._on_cluster_event,
+            local_state=self.coordinator.replicator.local_state,
+        )
+        self.coordinator.transport = lambda out: send_outputs(self.cluster.node, out)
         self.metrics.registry.register(ClusterCollector(self.cluster))
+        self.metrics.registry.register(CoordinatorCollector(self.coordinator))
         self.supervisor = Supervisor(self.metrics)
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -109,6 +142,9 @@ class Agent:
         self._summary = ""
         self._refresh_pending = False
         self._synced: set[str] = set()
+        self._dirty_origins: set[str] = set()
+        self._last_health: dict[str, Any] | None = None
+        self.identify_until = 0.0  # loop time; the LEDs show identify until then
 
     # --- views the API reads -------------------------------------------------------------
 
@@ -119,59 +155,90 @@ class Agent:
             return None
         return round(time.time() - (asyncio.get_running_loop().time() - loop_time), 3)
 
-    def _origin_dict(self, view: Any) -> dict[str, Any]:
-        spec: OriginSpec = view.spec
-        last = view.last
-        status = str(view.status)
+    def _origin_dict(self, origin_id: str) -> dict[str, Any] | None:
+        co = self.coordinator
+        spec = co.state.spec(origin_id)
+        if spec is None:
+            return None
+        mine = origin_id in co.mine()
+        view = self.engine.view(origin_id) if mine else None
         observations = []
-        if last is not None:
-            observations.append(
-                {
-                    "observer": self.node_name,
-                    "status": status,
-                    "since": self._wall(view.since),
-                    "latency_ms": round(last.latency * 1000, 1),
-                    "reason": last.reason,
-                    "checked_at": self._wall(last.at),
-                    "tls_expiry_days": view.tls_expiry_days,
-                }
-            )
+        for observer, obs in sorted(co.state.observations(origin_id).items()):
+            entry: dict[str, Any] = {
+                "observer": observer,
+                "status": obs.status,
+                "since": round(obs.since.wall_ms / 1000, 3),
+                "latency_band": obs.latency_band,
+                "latency_ms": None,
+                "reason": obs.reason,
+            }
+            if observer == self.node_name and view is not None and view.last is not None:
+                entry["latency_ms"] = round(view.last.latency * 1000, 1)
+                entry["checked_at"] = self._wall(view.last.at)
+                entry["tls_expiry_days"] = view.tls_expiry_days
+            observations.append(entry)
         return {
-            "id": spec.id,
+            "id": origin_id,
             "spec": spec.to_dict(),
-            "verdict": status,
-            "owners": [self.node_name],
+            "verdict": co.verdict(origin_id),
+            "owners": list(co.owners(origin_id)),
+            "mine": mine,
+            "declared_by": [
+                {"node": n, "source": src} for n, src, _ in co.state.declarations(origin_id)
+            ],
             "observations": observations,
         }
 
     def origins_view(self) -> list[dict[str, Any]]:
-        views = self.engine.views()
-        return [self._origin_dict(views[k]) for k in sorted(views)]
+        out = []
+        for origin_id in sorted(self.coordinator.placement.origins):
+            d = self._origin_dict(origin_id)
+            if d is not None:
+                out.append(d)
+        return out
 
     def origin_view(self, origin_id: str) -> dict[str, Any] | None:
-        view = self.engine.view(origin_id)
-        return None if view is None else self._origin_dict(view)
+        return self._origin_dict(origin_id)
 
     def counts(self) -> dict[str, int]:
-        """Origins by status; O(1) (kept by the engine), so it is cheap on every event."""
-        c = {"up": 0, "down": 0, "unknown": 0}
-        for status, n in self.engine.status_counts().items():
-            c[str(status)] = n
-        return c
+        """Every origin in the fleet catalogue, by verdict (kept incrementally)."""
+        return self.coordinator.counts()
 
     def summary(self) -> str:
         c = self.counts()
         total = sum(c.values())
         parts = [f"{c['up']} up", f"{c['down']} down"]
-        if c["unknown"]:
-            parts.append(f"{c['unknown']} unknown")
+        for extra in ("disputed", "unknown"):
+            if c[extra]:
+                parts.append(f"{c[extra]} {extra}")
         word = "origin" if total == 1 else "origins"
-        return f"{total} {word}: " + ", ".join(parts)
+        mine = self.coordinator.mine_counts()["owned"]
+        return f"{total} {word}: " + ", ".join(parts) + f"; checking {mine}"
 
     def members_view(self) -> list[dict[str, Any]]:
         return self.cluster.members_view()
 
+    def transitions_view(self) -> list[dict[str, Any]]:
+        return [t.as_dict() for t in self.coordinator.transitions]
+
+    def storage_view(self) -> dict[str, Any]:
+        store = self.coordinator.store
+        s = store.stats
+        return {
+            "status": "ok" if store.fault is None else "fault",
+            "reason": store.fault,
+            "bytes_written": s.bytes_written,
+            "fsyncs": s.fsyncs,
+            "snapshots": s.snapshots,
+            "pending_records": s.pending_records,
+        }
+
+    def _identify_left(self) -> float:
+        left = self.identify_until - asyncio.get_running_loop().time()
+        return round(left, 1) if left > 0 else 0.0
+
     def health_view(self) -> dict[str, Any]:
+        state = self._led_state()
         return {
             "cluster": {"name": self.config.cluster.name, "peers": self.cluster.peers()},
             "status": str(self.health.status),
@@ -180,31 +247,120 @@ class Agent:
             "reasons": self.health.reasons(),
             "summary": self.summary(),
             "origins": self.counts(),
+            "mine": self.coordinator.mine_counts(),
+            "led": {"state": str(state), "meaning": _led_meaning(state)},
+            "storage": self.storage_view(),
+            "identify_s": self._identify_left(),
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+
+    def api_token(self) -> str | None:
+        path = self.config.api.token_file
+        if path is None:
+            return None
+        try:
+            token = path.read_text().strip()
+        except OSError as e:
+            log.error("cannot read the API token file %s: %s", path, e.strerror or e)
+            return "\0unreadable"  # no client can send this: writes are refused
+        return token or "\0empty"
+
+    # --- writes the API makes ------------------------------------------------------------
+
+    def put_origin(self, origin_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        data = dict(body)
+        if data.setdefault("id", origin_id) != origin_id:
+            return 400, {"error": f"id: {data['id']!r} does not match the URL's {origin_id!r}"}
+        try:
+            spec = parse_origin(data, where="body")
+        except ConfigError as e:
+            return 400, {"error": "; ".join(e.problems)}
+        new = self.coordinator.put(spec, asyncio.get_running_loop().time())
+        log.info("origin %s %s through the API", origin_id, "added" if new else "updated")
+        view = self._origin_dict(origin_id) or {}
+        return (201 if new else 200), view
+
+    def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]:
+        try:
+            found = self.coordinator.delete(origin_id, asyncio.get_running_loop().time())
+        except Conflict as e:
+            return 409, {"error": str(e)}
+        if not found:
+            return 404, {"error": f"no origin with id {origin_id!r}"}
+        log.info("origin %s removed through the API", origin_id)
+        return 200, {"id": origin_id, "removed": True}
+
+    def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]:
+        target = node or self.node_name
+        if target == self.node_name:
+            self._start_identify(seconds, "the API")
+            return 202, {"node": target, "seconds": seconds}
+        member = next((m for m in self.cluster.members() if m.name == target), None)
+        if member is None or member.state not in (NodeState.ALIVE, NodeState.SUSPECT):
+            return 404, {"error": f"no live member named {target!r}"}
+        if self.cluster.node is None or self.cluster.node.core is None:
+            return 503, {"error": "gossip is not running on this node"}
+        msg = encode_identify(IdentifyRequest(target, seconds, self.node_name))
+        self.cluster.node.send_reliable(member.address, msg)
+        return 202, {"node": target, "seconds": seconds, "via": self.node_name}
+
+    def _start_identify(self, seconds: float, who: str) -> None:
+        log.info("identify: blinking for %.0fs (asked by %s)", seconds, who)
+        self.identify_until = asyncio.get_running_loop().time() + seconds
+        self._refresh_soon()
 
     # --- events --------------------------------------------------------------------------
 
     def _on_transition(self, t: Transition) -> None:
-        record = {
-            "origin": t.origin_id,
-            "from": str(t.old),
-            "to": str(t.new),
-            "reason": t.reason,
-            "latency_ms": round(t.latency * 1000, 1),
-            "at": self._wall(t.at),
-        }
-        self.transitions.append(record)
+        """This node's own check changed status: log it, and it becomes our observation."""
         level = logging.WARNING if t.new == CheckStatus.DOWN else logging.INFO
         log.log(
             level,
-            "origin %s is %s (%s)",
+            "origin %s is %s here (%s)",
             t.origin_id,
             t.new,
             t.reason,
             extra={"ORIGIN": t.origin_id, "VERDICT": str(t.new)},
         )
+        self.coordinator.on_transition(t)
         self._refresh_soon()
+
+    def _on_verdict(self, change: VerdictChange) -> None:
+        """The fleet's verdict on an origin changed (from any node's observations)."""
+        record = change.as_dict()
+        self.transitions.append(record)
+        self.metrics.transitions.labels(change.new).inc()
+        self.events.publish("transition", record)
+        if change.old != "unknown" or change.new != "up":
+            log.info("verdict: origin %s is %s (was %s)", change.origin, change.new, change.old)
+        rank1 = change.owners[0] if change.owners else None
+        if rank1 == self.node_name and change.old != "unknown" and self.config.webhooks:
+            key = f"{change.origin}/{change.new}/{int(change.at * 1000)}"
+            self.webhooks.send(key, {**record, "node": self.node_name})
+        self._refresh_soon()
+
+    def _on_origins(self, ids: set[str]) -> None:
+        if self.events.listeners:
+            self._dirty_origins |= ids
+        self._refresh_soon()
+
+    def _on_cluster_event(self, ev: Event) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(ev, UserMessage) and is_identify(ev.payload):
+            try:
+                req = decode_identify(ev.payload)
+            except IdentifyDecodeError as e:
+                self.metrics.bad_input.labels("packet", "identify").inc()
+                log.warning("dropped an identify message: %s", e)
+                return
+            if req.node == self.node_name:
+                self._start_identify(req.seconds, req.sender)
+            return
+        self.coordinator.on_event(ev, loop.time(), self.cluster.members)
+        if isinstance(ev, MemberEvent) and self.events.listeners:
+            for m in self.cluster.members_view():
+                if m["name"] == ev.member.name:
+                    self.events.publish("member", m)
 
     def _refresh_soon(self) -> None:
         """Coalesce: 10,000 origins reporting at once refresh the surfaces once, not 10,000x."""
@@ -212,13 +368,17 @@ class Agent:
             self._refresh_pending = True
             asyncio.get_running_loop().call_soon(self._refresh_surfaces)
 
+    def _led_state(self) -> Any:
+        mine = self.coordinator.mine_counts()
+        return led_state(self.health.status, mine["up"], mine["down"] + mine["disputed"])
+
     def _refresh_surfaces(self) -> None:
         """Push the current state to the places a person looks: LEDs, systemd, /metrics."""
         self._refresh_pending = False
-        self._sync_faults(self.cluster.faults)
+        self._sync_faults({**self.cluster.faults, **self.coordinator.faults})
         c = self.counts()
         status = self.health.status
-        self.leds.set(led_state(status, c["up"], c["down"]))
+        self.leds.set(self._led_state())
         for s in HealthStatus:
             self.metrics.health.labels(str(s)).set(1 if s == status else 0)
         for verdict, n in c.items():
@@ -230,6 +390,24 @@ class Agent:
         if summary != self._summary:
             self._summary = summary
             self.notifier.status(summary)
+        if self._dirty_origins:
+            dirty, self._dirty_origins = self._dirty_origins, set()
+            for origin_id in sorted(dirty):
+                d = self._origin_dict(origin_id)
+                if d is None:
+                    self.events.publish("origin-removed", {"id": origin_id})
+                else:
+                    self.events.publish("origin", d)
+
+    def _publish_health(self) -> None:
+        """At most once a second, and only when something in it changed."""
+        if not self.events.listeners:
+            return
+        view = self.health_view()
+        same = {k: v for k, v in view.items() if k != "uptime_s"}
+        if same != self._last_health:
+            self._last_health = same
+            self.events.publish("health", view)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -310,14 +488,19 @@ class Agent:
             return
         changed = [
             name
-            for name in ("node", "cluster", "gossip", "api", "leds", "checks", "log")
+            for name in ("node", "cluster", "gossip", "api", "leds", "checks", "log", "store")
             if getattr(new, name) != getattr(self.config, name)
         ]
+        if new.webhooks != self.config.webhooks:
+            changed.append("webhook")
         if changed:
             log.warning("reload: [%s] changed; those take effect at restart", "], [".join(changed))
+        problem = self.cluster.reload_keyring()
+        if problem is not None:
+            log.error("reload: %s", problem)
         before = {o.id for o in self.config.origins}
         after = {o.id for o in new.origins}
-        self.engine.set_origins(new.origins)
+        self.coordinator.declare_config(new.origins, asyncio.get_running_loop().time())
         self.config = Config(
             node=self.config.node,
             cluster=self.config.cluster,
@@ -328,6 +511,8 @@ class Agent:
             log=self.config.log,
             origins=new.origins,
             source=new.source,
+            store=self.config.store,
+            webhooks=self.config.webhooks,
         )
         self.metrics.reloads.labels("ok").inc()
         log.info(
@@ -354,7 +539,26 @@ class Agent:
     async def _surfaces_loop(self) -> None:
         while True:
             self._refresh_surfaces()
+            self._publish_health()
             await asyncio.sleep(1.0)
+
+    async def _coordinator_loop(self) -> None:
+        """Group commits, drain deadlines, settling and reaping, a few times a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            alive = {
+                m.name
+                for m in self.cluster.members()
+                if m.state in (NodeState.ALIVE, NodeState.SUSPECT)
+            }
+            had_fault = "storage" in self.coordinator.faults
+            self.coordinator.tick(loop.time(), alive)
+            if had_fault != ("storage" in self.coordinator.faults):
+                self._refresh_soon()
+            if self.identify_until and loop.time() >= self.identify_until:
+                self.identify_until = 0.0
+                self._refresh_soon()
+            await asyncio.sleep(TICK)
 
     async def start(self) -> None:
         """Bring the node up; returns once it is READY (API listening, origins applied)."""
@@ -363,10 +567,16 @@ class Agent:
         self.watchdog.start()
         self._refresh_surfaces()
         await self.engine.start()
-        self.engine.set_origins(self.config.origins)
+        self.webhooks.start()
+        self.coordinator.start(
+            self.config.origins,
+            asyncio.get_running_loop().time(),
+            alone=not self.cluster.may_find_peers(),
+        )
         await self._serve_api()
         await self._start_cluster()
         self.supervisor.spawn("surfaces", self._surfaces_loop)
+        self.supervisor.spawn("coordinator", self._coordinator_loop)
         self.supervisor.spawn("joiner", self.cluster.run_joiner)
         self.health.ready = True
         self._refresh_surfaces()
@@ -392,11 +602,14 @@ class Agent:
                 await self.supervisor.stop()
                 await self.cluster.leave_and_stop(LEAVE_TIMEOUT)
                 await self.engine.stop()
+                await self.webhooks.stop()
+                self.events.close()
                 if self._runner is not None:
                     await self._runner.cleanup()
         except TimeoutError:
             log.error("shutdown took longer than %.0fs; exiting anyway", STOP_TIMEOUT)
         finally:
+            self.coordinator.close()
             self.watchdog.stop()
             self.leds.close()
             with contextlib.suppress(RuntimeError):
@@ -418,6 +631,10 @@ class Agent:
             await asyncio.gather(starter, stopper, return_exceptions=True)
             await self.stop()
         log.info("stopped")
+
+
+def _led_meaning(state: Any) -> str:
+    return str(DESCRIPTIONS.get(state, ""))
 
 
 def _raise_fd_limit() -> None:

@@ -60,7 +60,11 @@ def test_ready_only_after_api_listens_and_status_summary(
     status, body = a.get("/v1/health")
     assert status == 200 and body["node"] == "test-node"
     wait_for(lambda: verdicts(a) == {"a": "up", "b": "down"}, 10, "a up, b down")
-    wait_for(lambda: "STATUS=2 origins: 1 up, 1 down" in a.recv_notify(), 10, "STATUS line")
+    wait_for(
+        lambda: any(m.startswith("STATUS=2 origins: 1 up, 1 down") for m in a.recv_notify()),
+        10,
+        "STATUS line",
+    )
     status, one = a.get("/v1/origins/b")
     assert status == 200 and one["verdict"] == "down"
     assert one["observations"][0]["reason"].startswith("status 500")
