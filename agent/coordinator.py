@@ -167,6 +167,9 @@ class Coordinator:
         once instead of waiting up to SETTLE seconds to learn the cluster."""
         self._started_at = now
         self._next_reap = now + REAP_EVERY
+        restored = set(self.state.catalogue())  # from the store: place them too
+        self.placement.set_origins(restored)
+        self._recompute(restored)
         self.declare_config(origins, now)
         if alone:
             self.settle(now)

@@ -151,11 +151,21 @@ class _NsConnection(http.client.HTTPConnection):
 
 
 def ns_http(
-    ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5.0
+    ns: str,
+    method: str,
+    path: str,
+    port: int = API_PORT,
+    timeout: float = 5.0,
+    body: Any = None,
+    host: str = "127.0.0.1",
 ) -> tuple[int, Any]:
-    conn = _NsConnection(ns, "127.0.0.1", port, timeout)
+    conn = _NsConnection(ns, host, port, timeout)
     try:
-        conn.request(method, path)
+        if body is None:
+            conn.request(method, path)
+        else:
+            data = json.dumps(body).encode()
+            conn.request(method, path, data, {"Content-Type": "application/json"})
         r = conn.getresponse()
         body = r.read()
         if "json" in r.headers.get("Content-Type", ""):
@@ -268,6 +278,12 @@ class Host:
             "mcast", "ip daddr 224.0.0.0/4 drop\n  udp dport 5353 drop\n  udp sport 5353 drop"
         )
 
+    def isolate_from(self, ips: Iterable[str]) -> None:
+        """Drop everything to and from ``ips``: one side of a network partition (the
+        other hosts, the farm and the switch stay reachable)."""
+        addrs = ", ".join(sorted(ips))
+        self._nft("split", f"ip saddr {{ {addrs} }} drop\n  ip daddr {{ {addrs} }} drop")
+
     def unblock(self) -> None:
         self.fleet.exec(self, "nft", "delete", "table", "inet", "eafault", check=False)
 
@@ -294,6 +310,16 @@ class Host:
     # --- views ---
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
         return ns_http(self.ns, "GET", path, timeout=timeout)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return ns_http(self.ns, method, path, body=body)
+
+    def origins(self) -> dict[str, dict[str, Any]]:
+        """This host's /v1/origins, by id."""
+        status, body = self.get("/v1/origins")
+        if status != 200:
+            raise FleetError(f"{self.name}: /v1/origins answered {status}")
+        return {o["id"]: o for o in body}
 
     def members(self) -> dict[str, tuple[str, str]]:
         """name -> (state, addr) as this host sees them."""
@@ -508,6 +534,18 @@ class Fleet:
         return out
 
     # --- views ---
+    def partition(self, *sides: Iterable[Host]) -> None:
+        """Split the hosts into sides that cannot reach each other; ``heal`` undoes it."""
+        groups = [list(side) for side in sides]
+        for i, side in enumerate(groups):
+            others = [h.ip for j, g in enumerate(groups) if j != i for h in g]
+            for h in side:
+                h.isolate_from(others)
+
+    def heal(self) -> None:
+        for h in self.hosts:
+            h.unblock()
+
     def running(self) -> list[Host]:
         return [h for h in self.hosts if h.alive() and not h.stopped]
 
