@@ -1,8 +1,10 @@
 """The `edge-agent` command.
 
 Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed), 2 bad usage or
-invalid config. Client commands (status, origins) talk to the local agent's API:
---api URL, else the [api] listen address of the config, else 127.0.0.1:8080.
+invalid config. Client commands (status, origins, members, identify) talk to the local
+agent's API: --api URL, else the [api] listen address of the config, else
+127.0.0.1:8080. Writes (identify) send the bearer token from the config's [api]
+token_file when one is set.
 """
 
 from __future__ import annotations
@@ -48,29 +50,65 @@ class ApiError(Exception):
 
 
 def _get(base: str, path: str) -> Any:
+    return _request(base, path)
+
+
+def _request(
+    base: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> Any:
+    """GET ``path`` (or POST ``body`` as JSON) and return the decoded answer; ApiError
+    carries a sentence for a human (unreachable, refused, the agent's own error)."""
     # imported here, not at the top: `edge-agent run` never needs an HTTP client library
     # and urllib.request (with email.*) costs the long-running agent ~1 MiB
     import urllib.error
     import urllib.request
 
     url = base + path
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return json.load(resp)
     except urllib.error.HTTPError as e:
         try:
-            body = json.load(e)
+            answer = json.load(e)
         except (ValueError, OSError):
-            body = None
-        if isinstance(body, dict) and "status" in body and path == "/v1/health":
-            return body  # 503 still carries the health document
-        msg = body.get("error") if isinstance(body, dict) else e.reason
+            answer = None
+        if isinstance(answer, dict) and "status" in answer and path == "/v1/health":
+            return answer  # 503 still carries the health document
+        msg = answer.get("error") if isinstance(answer, dict) else e.reason
         raise ApiError(f"{url}: {e.code} {msg}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ApiError(f"cannot reach the agent at {base} ({reason}); is it running?") from None
     except ValueError:
         raise ApiError(f"{url}: the answer is not JSON") from None
+
+
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The bearer token from the config's [api] token_file; None when none is set."""
+    path = resolve_config_path(args.config)
+    if not path.exists():
+        return None
+    try:
+        token_file = load_config(path).api.token_file
+    except ConfigError:
+        return None
+    if token_file is None:
+        return None
+    try:
+        return token_file.read_text().strip()
+    except OSError as e:
+        raise ApiError(
+            f"cannot read the API token from {token_file} ({e.strerror or e}); "
+            "run as a user who can (e.g. with sudo)"
+        ) from None
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
@@ -83,22 +121,133 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _own_observation(o: dict[str, Any]) -> dict[str, Any]:
+    """This node's observation of an origin (the one with an exact latency), else the
+    first one; {} before anyone has checked it."""
+    observations: list[dict[str, Any]] = o.get("observations") or []
+    for obs in observations:
+        if obs.get("latency_ms") is not None:
+            return obs
+    return observations[0] if observations else {}
+
+
+def _latency(obs: dict[str, Any]) -> str:
+    lat = obs.get("latency_ms")
+    if lat is not None:
+        return f"{lat:.0f}ms"
+    return str(obs.get("latency_band") or "")
+
+
 def origins_table(origins: list[dict[str, Any]]) -> str:
+    """ORIGIN VERDICT LATENCY OWNERS MINE TARGET LAST CHECK, one row an origin."""
     rows = []
     for o in origins:
-        obs = o["observations"][0] if o["observations"] else {}
-        lat = obs.get("latency_ms")
+        obs = _own_observation(o)
         rows.append(
             [
                 o["id"],
                 o["verdict"],
-                "" if lat is None else f"{lat:.0f}ms",
-                ",".join(o["owners"]),
-                o["spec"]["url"],
-                obs.get("reason", ""),
+                _latency(obs) or "-",
+                ",".join(o.get("owners") or []) or "-",
+                "yes" if o.get("mine") else "no",
+                str(o.get("spec", {}).get("url", "")),
+                str(obs.get("reason", "")),
             ]
         )
-    return table(rows, ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "TARGET", "LAST CHECK"])
+    return table(rows, ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "MINE", "TARGET", "LAST CHECK"])
+
+
+def members_table(members: list[dict[str, Any]], me: str | None = None) -> str:
+    """NAME ADDRESS STATE INC TAGS; this node (``me``) is marked with a star."""
+    rows = [
+        [
+            m["name"] + (" *" if m["name"] == me else ""),
+            f"{m['addr']}:{m['port']}",
+            m["state"],
+            str(m["incarnation"]),
+            ",".join(f"{k}={v}" for k, v in sorted((m.get("tags") or {}).items())),
+        ]
+        for m in members
+    ]
+    return table(rows, ["NAME", "ADDRESS", "STATE", "INC", "TAGS"])
+
+
+def _counts(c: dict[str, Any]) -> str:
+    parts = [f"{c.get(k, 0)} {k}" for k in ("up", "down", "disputed")]
+    if c.get("unknown"):
+        parts.append(f"{c['unknown']} unknown")
+    return ", ".join(parts)
+
+
+def _bytes(n: float) -> str:
+    """1536 -> "1.5 KiB": storage counters read at a glance."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+STATUS_ORIGIN_ROWS = 10  # the status screen lists this many troubled origins, then "…"
+
+
+def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
+    """`edge-agent status`: this node, its cluster, its origins, storage and LEDs on one
+    screen. Fields an older agent does not send are left out, never guessed."""
+    lines = [f"node      {health['node']}  (edge-agent {health.get('version', '?')})"]
+    lines.append(f"status    {health['status']}")
+    for r in health.get("reasons") or []:
+        lines.append(f"          - {r}")
+    cluster = health.get("cluster")
+    if isinstance(cluster, dict):
+        peers = int(cluster.get("peers", 0))
+        size = (
+            "alone, no live peer"
+            if peers == 0
+            else f"this node and {peers} live {'peer' if peers == 1 else 'peers'}"
+        )
+        name = cluster.get("name")
+        lines.append(f"cluster   {name + ': ' if name else ''}{size}")
+    counts = health.get("origins")
+    if isinstance(counts, dict):
+        total = sum(int(v) for v in counts.values())
+        lines.append(
+            f"origins   {total} {'origin' if total == 1 else 'origins'}: {_counts(counts)}"
+        )
+    elif health.get("summary"):
+        lines.append(f"origins   {health['summary']}")
+    mine = health.get("mine")
+    if isinstance(mine, dict):
+        owned = int(mine.get("owned", 0))
+        detail = f": {_counts(mine)}" if owned else ""
+        lines.append(f"mine      {owned} checked by this node{detail}")
+    storage = health.get("storage")
+    if isinstance(storage, dict):
+        text = str(storage.get("status", "?"))
+        if storage.get("reason"):
+            text += f": {storage['reason']}"
+        if "bytes_written" in storage:
+            text += (
+                f"  ({_bytes(float(storage['bytes_written']))} written, "
+                f"{storage.get('fsyncs', 0)} fsyncs, {storage.get('snapshots', 0)} snapshots)"
+            )
+        lines.append(f"storage   {text}")
+    led = health.get("led")
+    if isinstance(led, dict):
+        lines.append(f"LEDs      {led.get('state', '?')}: {led.get('meaning', '')}")
+    identify = float(health.get("identify_s") or 0)
+    if identify > 0:
+        lines.append(f"identify  blinking, {identify:.0f} s left")
+    troubled = [o for o in origins if o.get("verdict") != "up"]
+    if troubled:
+        lines.append("")
+        lines.append(origins_table(troubled[:STATUS_ORIGIN_ROWS]))
+        if len(troubled) > STATUS_ORIGIN_ROWS:
+            more = len(troubled) - STATUS_ORIGIN_ROWS
+            lines.append(f"… and {more} more: edge-agent origins")
+    return "\n".join(lines)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -148,16 +297,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     if args.json:
         print(json.dumps({"health": health, "origins": origins}, indent=2))
-        return EXIT_OK
-    print(f"node     {health['node']}  (edge-agent {health['version']})")
-    print(f"status   {health['status']}")
-    for r in health.get("reasons", []):
-        print(f"         - {r}")
-    print(f"origins  {health.get('summary', '')}")
-    down = [o for o in origins if o["verdict"] != "up"]
-    if down:
-        print()
-        print(origins_table(down))
+    else:
+        print(status_text(health, origins))
     return EXIT_OK if health["status"] in ("ok", "degraded") else EXIT_FAIL
 
 
@@ -165,15 +306,20 @@ def cmd_origins(args: argparse.Namespace) -> int:
     base = _api_base(args)
     try:
         origins = _get(base, "/v1/origins")
+        if args.mine and any("mine" not in o for o in origins):  # an agent without "mine"
+            me = _get(base, "/v1/health")["node"]
+            origins = [{**o, "mine": me in o.get("owners", [])} for o in origins]
     except ApiError as e:
         print(f"edge-agent: {e}", file=sys.stderr)
         return EXIT_FAIL
+    if args.mine:
+        origins = [o for o in origins if o.get("mine")]
     if args.json:
         print(json.dumps(origins, indent=2))
     elif origins:
         print(origins_table(origins))
     else:
-        print("no origins")
+        print("no origins checked by this node" if args.mine else "no origins")
     return EXIT_OK
 
 
@@ -181,24 +327,42 @@ def cmd_members(args: argparse.Namespace) -> int:
     base = _api_base(args)
     try:
         members = _get(base, "/v1/members")
+        me = None if args.json else _get(base, "/v1/health").get("node")
     except ApiError as e:
         print(f"edge-agent: {e}", file=sys.stderr)
         return EXIT_FAIL
     if args.json:
         print(json.dumps(members, indent=2))
         return EXIT_OK
-    rows = [
-        [
-            m["name"],
-            f"{m['addr']}:{m['port']}",
-            m["state"],
-            str(m["incarnation"]),
-            ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())),
-        ]
-        for m in members
-    ]
-    print(table(rows, ["NAME", "ADDRESS", "STATE", "INC", "TAGS"]))
+    print(members_table(members, me))
     return EXIT_OK
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    base = _api_base(args)
+    body: dict[str, Any] = {"seconds": args.seconds}
+    if args.node:
+        body["node"] = args.node
+    try:
+        token = _api_token(args)
+        answer = _request(base, "/v1/identify", body, token)
+    except ApiError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    node = answer.get("node", args.node or "this node")
+    seconds = answer.get("seconds", args.seconds)
+    print(f"{node}: blinking its identify pattern for {seconds:g} s (all LEDs flashing)")
+    return EXIT_OK
+
+
+def _seconds(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not 1 <= n <= 3600:
+        raise argparse.ArgumentTypeError(f"{n} is not between 1 and 3600")
+    return n
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -234,15 +398,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", nargs="?", help="the file (default: as for run)")
     s.set_defaults(func=cmd_check_config)
 
+    clients = {}
     for name, fn, text in (
-        ("status", cmd_status, "this node and its origins at a glance"),
-        ("origins", cmd_origins, "every origin with its verdict"),
+        ("status", cmd_status, "this node, its cluster, origins, storage and LEDs at a glance"),
+        ("origins", cmd_origins, "every origin with its verdict, owners and latency"),
         ("members", cmd_members, "the cluster's members as this node sees them"),
+        ("identify", cmd_identify, "make a node blink its LEDs so you can find it"),
     ):
-        s = sub.add_parser(name, help=text)
-        s.add_argument("--json", action="store_true", help="machine-readable output")
+        s = clients[name] = sub.add_parser(name, help=text)
+        if name != "identify":
+            s.add_argument("--json", action="store_true", help="machine-readable output")
         s.add_argument("--api", dest="api", default=argparse.SUPPRESS)
+        s.add_argument("--config", dest="config", default=argparse.SUPPRESS)
         s.set_defaults(func=fn)
+    clients["origins"].add_argument(
+        "--mine", action="store_true", help="only the origins this node checks"
+    )
+    clients["identify"].add_argument(
+        "--node", help="the node to blink, anywhere in the cluster (default: this one)"
+    )
+    clients["identify"].add_argument(
+        "--seconds", type=_seconds, default=30, help="how long, 1..3600 (default 30)"
+    )
 
     s = sub.add_parser("keygen", help="print a new gossip encryption key (as `serf keygen`)")
     s.set_defaults(func=cmd_keygen)

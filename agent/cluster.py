@@ -129,6 +129,7 @@ class Cluster:
         self.discovery: Discovery | None = None
         self._discovery_task: asyncio.Task[None] | None = None
         self._joining: set[tuple[str, int]] = set()
+        self._had_peers = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.name_guard = NameGuard(
             node_name,
@@ -218,7 +219,9 @@ class Cluster:
         """Whether this node has any way to find a peer: seeds, remembered peers, or mDNS
         on a real network. A node with none (a loopback demo, a one-node site) is alone
         by design and need not wait to learn a cluster before it starts checking."""
-        if self.config.cluster.join or self.peer_store.load():
+        if self.config.cluster.join or self.remembered or self._had_peers:
+            return True
+        if self.node is None and self.peer_store.load():  # before start: the file
             return True
         if not self.config.cluster.discover:
             return False
@@ -328,6 +331,8 @@ class Cluster:
             m = ev.member
             if m.name != self.node_name or ev.kind != "join":
                 log.info("member %s: %s", m.name, ev.kind)
+            if m.name != self.node_name:
+                self._had_peers = True
             if ev.kind == "dead" and m.name != self.node_name:
                 self.failed[m.name] = (m.address, asyncio.get_running_loop().time())
             elif ev.kind in ("join", "alive", "left"):

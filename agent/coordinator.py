@@ -129,6 +129,7 @@ class Coordinator:
         self._last_commit = 0.0
         self._drain_seen: dict[str, dict[str, Any]] = {}
         self._absent_since: dict[str, float] = {}
+        self._alive: set[str] = {name}  # live members (alive or suspect), me included
         self._next_reap = 0.0
         self._started_at = 0.0
         self._engine_specs: dict[str, OriginSpec] = {}  # what the engine was last given
@@ -292,6 +293,9 @@ class Coordinator:
 
     def _members_changed(self, gossip_members: list[GossipMember], now: float) -> None:
         members = [Member(self.name, self.config.node.weight)]
+        self._alive = {self.name} | {
+            m.name for m in gossip_members if m.state_name in ("alive", "suspect")
+        }
         for m in gossip_members:
             if m.name == self.name:
                 continue
@@ -392,7 +396,22 @@ class Coordinator:
     def verdict(self, origin_id: str) -> str:
         if origin_id not in self.placement.origins:
             return "unknown"
-        return self.state.verdict(origin_id, self.placement.owners(origin_id))
+        return self._judge(origin_id, self.placement.owners(origin_id))
+
+    def _judge(self, origin_id: str, owners: tuple[str, ...]) -> str:
+        """The owners' verdict; while no owner has reported yet (just after ownership
+        moved), the live former owners that still drain it stand in, so a handoff does
+        not blink the fleet's answer to "unknown"."""
+        verdict = self.state.verdict(origin_id, owners)
+        if verdict == "unknown":
+            others = [
+                o
+                for o in self.state.observations(origin_id)
+                if o in self._alive and o not in owners
+            ]
+            if others:
+                verdict = self.state.verdict(origin_id, others)
+        return verdict
 
     def owners(self, origin_id: str) -> tuple[str, ...]:
         if origin_id not in self.placement.origins:
@@ -406,7 +425,7 @@ class Coordinator:
             if origin not in self.placement.origins:
                 continue
             owners = self.placement.owners(origin)
-            new = self.state.verdict(origin, owners)
+            new = self._judge(origin, owners)
             old = self.verdicts.get(origin, "unknown")
             if new == old:
                 continue

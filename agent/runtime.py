@@ -49,7 +49,7 @@ from agent.identify import (
     is_identify,
 )
 from agent.identity import node_name
-from agent.leds import DESCRIPTIONS, Leds, led_state
+from agent.leds import Condition, Leds, LedState, led_state_for, meaning
 from agent.membership.messages import NodeState
 from agent.membership.protocol import Event, MemberEvent, UserMessage
 from agent.metrics import Metrics
@@ -144,6 +144,7 @@ class Agent:
         self._synced: set[str] = set()
         self._dirty_origins: set[str] = set()
         self._last_health: dict[str, Any] | None = None
+        self._alerted: dict[str, str] = {}  # origin -> last settled verdict (up/down)
         self.identify_until = 0.0  # loop time; the LEDs show identify until then
 
     # --- views the API reads -------------------------------------------------------------
@@ -248,7 +249,7 @@ class Agent:
             "summary": self.summary(),
             "origins": self.counts(),
             "mine": self.coordinator.mine_counts(),
-            "led": {"state": str(state), "meaning": _led_meaning(state)},
+            "led": {"state": str(state), "meaning": meaning(state)},
             "storage": self.storage_view(),
             "identify_s": self._identify_left(),
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -333,13 +334,29 @@ class Agent:
         self.events.publish("transition", record)
         if change.old != "unknown" or change.new != "up":
             log.info("verdict: origin %s is %s (was %s)", change.origin, change.new, change.old)
-        rank1 = change.owners[0] if change.owners else None
-        if rank1 == self.node_name and change.old != "unknown" and self.config.webhooks:
-            key = f"{change.origin}/{change.new}/{int(change.at * 1000)}"
-            self.webhooks.send(key, {**record, "node": self.node_name})
+        self._alert(change, record)
         self._refresh_soon()
 
+    def _alert(self, change: VerdictChange, record: dict[str, Any]) -> None:
+        """Webhooks fire on settled changes between up and down: a brief "disputed" while
+        the second owner catches up is not a transition of its own, and the first
+        verdict after start is a baseline, not news. Every node keeps the baseline; only
+        the rank-1 owner sends."""
+        if change.new not in ("up", "down"):
+            return
+        before = self._alerted.get(change.origin)
+        self._alerted[change.origin] = change.new
+        if before is None or before == change.new or not self.config.webhooks:
+            return
+        if (change.owners[0] if change.owners else None) != self.node_name:
+            return
+        key = f"{change.origin}/{change.new}/{int(change.at * 1000)}"
+        self.webhooks.send(key, {**record, "from": before, "node": self.node_name})
+
     def _on_origins(self, ids: set[str]) -> None:
+        for origin_id in ids:
+            if origin_id not in self.coordinator.placement.origins:
+                self._alerted.pop(origin_id, None)
         if self.events.listeners:
             self._dirty_origins |= ids
         self._refresh_soon()
@@ -368,9 +385,29 @@ class Agent:
             self._refresh_pending = True
             asyncio.get_running_loop().call_soon(self._refresh_surfaces)
 
-    def _led_state(self) -> Any:
+    def led_condition(self) -> Condition:
+        """What the LEDs report, from the node's real state (docs/leds.md)."""
         mine = self.coordinator.mine_counts()
-        return led_state(self.health.status, mine["up"], mine["down"] + mine["disputed"])
+        health = self.health
+        storage = self.coordinator.store.fault
+        others_degraded = [w for w in health.degraded if w != "storage"]
+        node = self.cluster.node
+        score = node.core.health_score if node is not None and node.core is not None else 0
+        loop = asyncio.get_running_loop()
+        return Condition(
+            starting=not health.ready,
+            fault="; ".join(f"{k}: {v}" for k, v in health.failing.items()) or None,
+            storage_fault=storage,
+            suspected=score > 0 or bool(others_degraded),
+            alone=self.cluster.peers() == 0 and self.cluster.may_find_peers(),
+            owned=mine["owned"],
+            down=mine["down"],
+            disputed=mine["disputed"],
+            identify=self.identify_until > loop.time(),
+        )
+
+    def _led_state(self) -> LedState:
+        return led_state_for(self.led_condition())
 
     def _refresh_surfaces(self) -> None:
         """Push the current state to the places a person looks: LEDs, systemd, /metrics."""
@@ -631,10 +668,6 @@ class Agent:
             await asyncio.gather(starter, stopper, return_exceptions=True)
             await self.stop()
         log.info("stopped")
-
-
-def _led_meaning(state: Any) -> str:
-    return str(DESCRIPTIONS.get(state, ""))
 
 
 def _raise_fd_limit() -> None:

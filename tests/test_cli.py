@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from agent.cli import STATUS_ORIGIN_ROWS, members_table, origins_table, status_text
 from tests.conftest import AgentProcess, OriginServer, require, wait_for
 
 
@@ -55,20 +58,227 @@ def test_status_origins_members_against_a_live_agent(
 
     wait_for(origins_known, 15, "verdicts via the CLI")
     table = cli(*api, "origins").stdout.splitlines()
-    assert table[0].split()[:4] == ["ORIGIN", "VERDICT", "LATENCY", "OWNERS"]
+    assert table[0].split()[:5] == ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "MINE"]
     assert any(line.startswith("bad ") and " down " in line for line in table)
-    # columns line up: every row has VERDICT where the header has it
-    col = table[0].index("VERDICT")
-    assert all(line[col:].split()[0] in ("up", "down") for line in table[1:])
+    # columns line up: every row has VERDICT, OWNERS and MINE where the header has them
+    for name in ("VERDICT", "OWNERS", "MINE"):
+        col = table[0].index(name)
+        assert all(line[col - 1] == " " and line[col] != " " for line in table[1:]), name
+    assert all(line[table[0].index("MINE") :].split()[0] == "yes" for line in table[1:])
+    mine = cli(*api, "origins", "--mine", "--json")
+    assert mine.returncode == 0
+    assert sorted(o["id"] for o in json.loads(mine.stdout)) == ["bad", "good"]  # alone: all
 
     status = cli(*api, "status")
-    assert status.returncode == 0
-    assert "cli-node" in status.stdout and "2 origins: 1 up, 1 down" in status.stdout
-    assert json.loads(cli(*api, "status", "--json").stdout)["health"]["status"] == "ok"
+    assert status.returncode == 0, status.stderr
+    out = status.stdout
+    assert "cli-node" in out and "2 origins: 1 up, 1 down" in out
+    assert "mine      2 checked by this node: 1 up, 1 down" in out
+    assert "cluster   " in out and "edge: alone, no live peer" in out
+    assert "storage   ok" in out
+    health = json.loads(cli(*api, "status", "--json").stdout)["health"]
+    assert health["status"] == "ok"
+    led = health["led"]
+    assert f"LEDs      {led['state']}: {led['meaning']}" in out
+    # the troubled origin is listed under the summary, the healthy one is not
+    assert any(line.startswith("bad ") for line in out.splitlines())
+    assert not any(line.startswith("good ") for line in out.splitlines())
 
     members = cli(*api, "members").stdout.splitlines()
     assert members[0].split() == ["NAME", "ADDRESS", "STATE", "INC", "TAGS"]
-    assert "cli-node" in members[1] and "alive" in members[1] and "role=edge-agent" in members[1]
+    assert members[1].startswith("cli-node *")  # this node is starred
+    assert "alive" in members[1] and "role=edge-agent" in members[1]
     a.stop()
     gone = cli(*api, "status")
     assert gone.returncode == 1 and "cannot reach the agent" in gone.stderr
+
+
+def with_token(a: AgentProcess, token_file: Path) -> None:
+    """Give the agent's [api] table a token_file (AgentProcess writes the table itself)."""
+    text = a.config.read_text()
+    assert text.count("[api]\n") == 1
+    a.config.write_text(text.replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n'))
+
+
+def test_identify_sends_the_token_from_the_config(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    a = agent_process("", name="blinky")
+    with_token(a, token)
+    a.start()
+    a.wait_notify("READY=1")
+    # through the config alone: the API address and the token both come from it
+    res = cli("identify", "--seconds", "120", "--config", str(a.config))
+    assert res.returncode == 0, res.stderr
+    assert (
+        res.stdout.strip() == "blinky: blinking its identify pattern for 120 s (all LEDs flashing)"
+    )
+    _, health = a.get("/v1/health")
+    assert 100 < health["identify_s"] <= 120
+    assert "identify  blinking, " in cli("status", "--config", str(a.config)).stdout
+
+    # a config without the token is refused by the agent, and the CLI says why
+    other = tmp_path / "no-token.toml"
+    other.write_text("")
+    res = cli("identify", "--api", a.url, "--config", str(other))
+    assert res.returncode == 1
+    assert "401" in res.stderr and "bearer token" in res.stderr
+
+    res = cli("identify", "--node", "nobody", "--config", str(a.config))
+    assert res.returncode == 1 and "404" in res.stderr and "nobody" in res.stderr
+
+
+def test_identify_usage_and_an_unreadable_token(tmp_path: Path) -> None:
+    for bad in ("0", "3601", "ten"):
+        res = cli("identify", "--seconds", bad)
+        assert res.returncode == 2 and "--seconds" in res.stderr, res.stderr
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[api]\nlisten = "127.0.0.1:9"\ntoken_file = "{tmp_path / "absent"}"\n')
+    res = cli("identify", "--config", str(cfg))
+    assert res.returncode == 1
+    assert "cannot read the API token" in res.stderr and str(tmp_path / "absent") in res.stderr
+
+
+# --- formatting, from fixed documents --------------------------------------------------------
+
+HEALTH: dict[str, Any] = {
+    "node": "pi-a",
+    "version": "1.2.3",
+    "status": "degraded",
+    "reasons": ["gossip: peers suspect this node"],
+    "summary": "12 origins: 10 up, 1 down, 1 disputed; checking 4",
+    "cluster": {"name": "shop-fleet", "peers": 2},
+    "origins": {"up": 10, "down": 1, "disputed": 1, "unknown": 0},
+    "mine": {"owned": 4, "up": 3, "down": 1, "disputed": 0, "unknown": 0},
+    "led": {"state": "suspected", "meaning": "the other Pis hear this one badly"},
+    "storage": {
+        "status": "fault",
+        "reason": "fsync: No space left on device",
+        "bytes_written": 3 * 1024 * 1024,
+        "fsyncs": 12,
+        "snapshots": 1,
+    },
+    "identify_s": 0.0,
+    "uptime_s": 100.0,
+}
+
+
+def origin(oid: str, verdict: str, owners: list[str], mine: bool, **obs: Any) -> dict[str, Any]:
+    return {
+        "id": oid,
+        "spec": {"id": oid, "url": f"https://{oid}.example/healthz"},
+        "verdict": verdict,
+        "owners": owners,
+        "mine": mine,
+        "observations": [
+            {
+                "observer": owners[0],
+                "status": "down",
+                "since": 1.0,
+                "latency_band": "<100ms",
+                "latency_ms": None,
+                "reason": "HTTP 503",
+            },
+            *([obs] if obs else []),
+        ],
+    }
+
+
+ORIGINS = [
+    origin(
+        "shop",
+        "down",
+        ["pi-b", "pi-a"],
+        True,
+        observer="pi-a",
+        status="down",
+        since=1.0,
+        latency_band="<100ms",
+        latency_ms=41.6,
+        reason="HTTP 500",
+    ),
+    origin("search", "disputed", ["pi-b", "pi-c"], False),
+    origin("blog", "up", ["pi-c", "pi-b"], False),
+]
+
+
+def test_status_screen() -> None:
+    text = status_text(HEALTH, ORIGINS)
+    lines = text.splitlines()
+    assert lines[:10] == [
+        "node      pi-a  (edge-agent 1.2.3)",
+        "status    degraded",
+        "          - gossip: peers suspect this node",
+        "cluster   shop-fleet: this node and 2 live peers",
+        "origins   12 origins: 10 up, 1 down, 1 disputed",
+        "mine      4 checked by this node: 3 up, 1 down, 0 disputed",
+        "storage   fault: fsync: No space left on device  "
+        "(3.0 MiB written, 12 fsyncs, 1 snapshots)",
+        "LEDs      suspected: the other Pis hear this one badly",
+        "",
+        lines[9],
+    ]
+    assert lines[9].split()[:5] == ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "MINE"]
+    # the troubled origins, with this node's own latency where it has one
+    assert lines[10].split()[:5] == ["shop", "down", "42ms", "pi-b,pi-a", "yes"]
+    assert lines[11].split()[:5] == ["search", "disputed", "<100ms", "pi-b,pi-c", "no"]
+    assert len(lines) == 12  # "blog" is up: not on the status screen
+    assert len(max(lines, key=len)) <= 100  # one ssh screen wide
+
+
+def test_status_screen_of_an_older_agent_leaves_out_what_it_does_not_say() -> None:
+    old = {
+        "node": "pi-z",
+        "version": "0.1",
+        "status": "ok",
+        "reasons": [],
+        "summary": "1 origin: 1 up",
+    }
+    assert status_text(old, []).splitlines() == [
+        "node      pi-z  (edge-agent 0.1)",
+        "status    ok",
+        "origins   1 origin: 1 up",
+    ]
+
+
+def test_status_screen_stays_one_screen() -> None:
+    many = [origin(f"o{i:03}", "down", ["pi-a"], True) for i in range(50)]
+    lines = status_text({**HEALTH, "identify_s": 12.4}, many).splitlines()
+    assert "identify  blinking, 12 s left" in lines
+    assert lines[-1] == f"… and {50 - STATUS_ORIGIN_ROWS} more: edge-agent origins"
+    assert len(lines) < 25
+
+
+def test_origins_and_members_tables_align() -> None:
+    lines = origins_table(ORIGINS).splitlines()
+    header = lines[0]
+    for name in ("VERDICT", "LATENCY", "OWNERS", "MINE", "TARGET", "LAST CHECK"):
+        col = header.index(name)
+        assert all(line[col - 1] == " " and line[col] != " " for line in lines[1:]), name
+    assert lines[3].split()[4] == "no" and lines[3].endswith("HTTP 503")
+    members = [
+        {
+            "name": "pi-a",
+            "addr": "10.0.0.1",
+            "port": 7946,
+            "state": "alive",
+            "incarnation": 3,
+            "tags": {"role": "edge-agent", "v": "1"},
+        },
+        {
+            "name": "pi-bbbb",
+            "addr": "10.0.0.22",
+            "port": 7946,
+            "state": "suspect",
+            "incarnation": 11,
+            "tags": {},
+        },
+    ]
+    lines = members_table(members, "pi-a").splitlines()
+    assert lines == [
+        "NAME     ADDRESS         STATE    INC  TAGS",
+        "pi-a *   10.0.0.1:7946   alive    3    role=edge-agent,v=1",
+        "pi-bbbb  10.0.0.22:7946  suspect  11",
+    ]

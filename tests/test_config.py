@@ -117,6 +117,13 @@ def test_hostport() -> None:
         ('[[origin]]\nid="a"\nurl="tcp://h:1"\nmethod="GET"\n', "applies only to http(s)"),
         ("[leds]\ngreen = 40\n", "leds.green: 40 is not a BCM pin"),
         ("[leds]\ngreen = 5\nred = 5\n", "leds: two colours share one pin"),
+        ('[leds]\nlayout = "ring"\n', 'leds.layout: must be "three" or "rgb"'),
+        ('[leds]\nlayout = "rgb"\n', "leds.rgb: needed with layout"),
+        ('[leds]\nlayout = "rgb"\nrgb = [5, 6]\n', "leds.rgb: [5, 6] is not three BCM pins"),
+        ('[leds]\nlayout = "rgb"\nrgb = [5, 6, 40]\n', "is not three BCM pins"),
+        ('[leds]\nlayout = "rgb"\nrgb = [5, 6, 5]\n', "leds: two colours share one pin"),
+        ('[leds]\nlayout = "rgb"\nrgb = [5, 6, 7]\ngreen = 8\n', "leds.green: not used with"),
+        ('[leds]\nact = "yes"\n', 'leds.act: "yes" is not true or false'),
         ('[log]\nlevel = "loud"\n', 'log.level: "loud" is not one of'),
         ("origin = 3\n", "origin: must be an array of tables"),
     ],
@@ -151,6 +158,18 @@ def test_leds_table_lists_the_colours_in_use() -> None:
     assert (cfg.leds.green, cfg.leds.amber, cfg.leds.red) == (5, None, None)
     cfg = parse_config({"leds": {"green": 5, "red": False}})
     assert cfg.leds.red is None
+
+
+def test_leds_rgb_layout_and_act_mirror() -> None:
+    d = parse_config({}).leds
+    assert (d.layout, d.rgb, d.common_anode, d.act) == ("three", None, False, False)
+    leds = {"layout": "rgb", "rgb": [5, 6, 13], "act": True, "common_anode": True}
+    cfg = parse_config({"leds": leds})
+    assert cfg.leds.layout == "rgb" and cfg.leds.rgb == (5, 6, 13) and cfg.leds.act
+    assert cfg.leds.common_anode
+    assert (cfg.leds.green, cfg.leds.amber, cfg.leds.red) == (None, None, None)
+    cfg = parse_config({"leds": {"green": 5, "rgb": [6, 7, 8]}})  # rgb pins unused: three
+    assert cfg.leds.layout == "three" and cfg.leds.rgb is None and cfg.leds.green == 5
 
 
 def test_status_classes_expand() -> None:

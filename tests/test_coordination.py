@@ -170,8 +170,7 @@ def test_api_origin_replicates_is_checked_by_k_owners_and_alerts_once(
     site.down.discard("web")
     wait_for(lambda: same_everywhere(nodes, "web", "up"), 15, "web up again everywhere")
     wait_for(lambda: any(b["to"] == "up" for b, _ in site.hooks), 10, "the up webhook")
-    final = [b for b, _ in site.hooks if b["to"] in ("up", "down")]
-    assert [b["to"] for b in final] == ["down", "up"], site.hooks
+    assert [(b["from"], b["to"]) for b, _ in site.hooks] == [("up", "down"), ("down", "up")]
     assert {b["node"] for b, _ in site.hooks} == {owners[0]}
     assert len({key for _, key in site.hooks}) == len(site.hooks)
 
