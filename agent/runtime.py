@@ -102,7 +102,10 @@ class Supervisor:
 class Agent:
     """One node. Build it with a Config, then `await run()` until a stop signal."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: Config, config_path: Path | None = None, *, pin_factory: Any = None
+    ) -> None:
+        """``pin_factory``: gpiozero's, for the LEDs (tests pass a MockFactory)."""
         self.config = config
         self.config_path = config_path
         self.node_name = node_name(config)
@@ -124,7 +127,7 @@ class Agent:
         self.coordinator.on_origins = self._on_origins
         self.metrics.bad_input.labels("file", "store-record").inc(self.coordinator.bad_records)
         self.webhooks = Webhooks(config.webhooks, f"{config.checks.user_agent}/{__version__}")
-        self.leds = Leds(config.leds)
+        self.leds = Leds(config.leds, pin_factory=pin_factory)
         self.cluster = Cluster(
             config,
             self.node_name,

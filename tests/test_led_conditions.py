@@ -1,0 +1,287 @@
+"""Every LED state, produced by the real condition in running agents, read off gpiozero's
+mock pins, for the three-LED and the one-RGB-LED layouts.
+
+The agents run in this process (so the test can hand them a MockFactory and read its
+pins) on loopback, with real sockets, a real origin server, real files on disk. Each
+test creates the condition the way it happens in the field: a seed that never answers,
+a damaged peers file, a data directory the store cannot write, an unusable keyring, an
+origin that is down (or down for only one of its owners), an identify request through
+the API. Nothing calls the LED code directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import shutil
+import time
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
+
+from agent.config import parse_config
+from agent.leds import COLOURS, OFF, PATTERNS, RGB_COLOURS, RGB_PATTERNS, LedState
+from agent.runtime import Agent
+from tests.conftest import async_wait_for, free_port
+
+PINS = {"green": 17, "amber": 27, "red": 22}
+RGB_PINS = (5, 6, 13)
+TOLERANCE = 0.2  # seconds: blink threads on a shared 2-core machine
+LAYOUTS = ("three", "rgb")
+
+
+class Origins:
+    """Origins on a loopback aiohttp server: /o/{name} is 200 while up, 500 while down,
+    and 500 for checks whose User-Agent starts with a name in ``down_for[name]``."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.down_for: dict[str, set[str]] = {}
+        self.port = 0
+
+    async def start(self) -> None:
+        async def origin(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            ua = request.headers.get("User-Agent", "").split("/")[0]
+            bad = name in self.down or ua in self.down_for.get(name, set())
+            return web.Response(status=500 if bad else 200, text="x")
+
+        app = web.Application()
+        app.router.add_get("/o/{name}", origin)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/o/{name}"
+
+
+class Node:
+    """An in-process agent with mock LED pins in the given layout."""
+
+    def __init__(self, tmp: Path, name: str, layout: str, extra: str = "", pre: str = "") -> None:
+        self.name = name
+        self.dir = tmp / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.gossip_port = free_port()
+        self.layout = layout
+        leds = (
+            f'[leds]\nlayout = "rgb"\nrgb = [{", ".join(map(str, RGB_PINS))}]\n'
+            if layout == "rgb"
+            else "[leds]\ngreen = 17\namber = 27\nred = 22\n"
+        )
+        text = (
+            f'[node]\nname = "{name}"\ndata_dir = "{self.dir / "data"}"\n'
+            f'[api]\nlisten = "127.0.0.1:0"\n'
+            f'[cluster]\ndiscover = false\nbind = "127.0.0.1:{self.gossip_port}"\n{pre}\n'
+            f'[checks]\nuser_agent = "{name}"\n{leds}{extra}'
+        )
+        self.config = parse_config(tomllib.loads(text), f"{name}.toml")
+        pin_class = MockPWMPin if layout == "rgb" else MockPin
+        self.factory = MockFactory(pin_class=pin_class)
+        self.agent = Agent(self.config, pin_factory=self.factory)
+
+    def pins(self) -> dict[str, Any]:
+        if self.layout == "rgb":
+            return {c: self.factory.pin(n) for c, n in zip("rgb", RGB_PINS, strict=True)}
+        return {c: self.factory.pin(PINS[c]) for c in COLOURS}
+
+    def expected(self, state: LedState) -> dict[str, tuple[float, float, float, float]]:
+        """Per pin: (value while on, value while off, on time, off time); a solid pattern
+        has equal values and zero times."""
+        out = {}
+        if self.layout == "rgb":
+            rgb = RGB_PATTERNS[state]
+            for i, c in enumerate("rgb"):
+                on = RGB_COLOURS[rgb.colour][i]
+                if rgb.pattern.mode == "blink":
+                    off = RGB_COLOURS[rgb.off_colour][i]
+                    out[c] = (on, off, rgb.pattern.on_time, rgb.pattern.off_time)
+                else:
+                    out[c] = (on, on, 0.0, 0.0)
+        else:
+            for c in COLOURS:
+                p = PATTERNS[state].get(c, OFF)
+                if p.mode == "blink":
+                    out[c] = (1.0, 0.0, p.on_time, p.off_time)
+                else:
+                    v = 1.0 if p.mode == "on" else 0.0
+                    out[c] = (v, v, 0.0, 0.0)
+        return out
+
+    async def shows(self, state: LedState, timeout: float = 20.0) -> None:
+        """Wait until the agent's own LED state is ``state``, then check every pin."""
+        await async_wait_for(
+            lambda: self.agent.health_view()["led"]["state"] == str(state),
+            timeout,
+            f"{self.name} to show {state} (shows {self.agent.health_view()['led']})",
+        )
+        await assert_pins(self.pins(), self.expected(state), f"{self.name} {state}")
+
+    async def stop(self) -> None:
+        await self.agent.stop()
+        self.factory.close()
+
+
+async def assert_pins(pins: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    """Solid pins hold their value; blinking pins alternate with the documented times."""
+    for p in pins.values():
+        p.clear_states()
+    blinking = {c for c, e in expected.items() if e[0] != e[1]}
+    for c, (on, _off, _, _) in expected.items():
+        if c not in blinking:
+            assert float(pins[c].state) == pytest.approx(on), (what, c, pins[c].state)
+    if not blinking:
+        return
+    deadline = time.monotonic() + 10
+    while any(len(pins[c].states) < 4 for c in blinking):
+        assert time.monotonic() < deadline, (what, {c: pins[c].states for c in blinking})
+        await asyncio.sleep(0.05)
+    for c in blinking:
+        on, off, t_on, t_off = expected[c]
+        changes = pins[c].states[1:4]  # three changes after the clear: whole periods
+        values = [float(s.state) for s in changes]
+        assert all(v == pytest.approx(on) or v == pytest.approx(off) for v in values), (
+            what,
+            c,
+            values,
+        )
+        for prev, cur in itertools.pairwise(changes):
+            held = t_on if float(prev.state) == pytest.approx(on) else t_off
+            assert cur.timestamp == pytest.approx(held, abs=TOLERANCE), (what, c, changes)
+    for c in expected:
+        if c not in blinking:
+            assert len(pins[c].states) == 1, (what, c, pins[c].states)  # never moved
+
+
+@pytest.fixture
+async def origins() -> AsyncIterator[Origins]:
+    o = Origins()
+    await o.start()
+    yield o
+    await o.runner.cleanup()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
+    made: list[Node] = []
+
+    async def make(
+        name: str, layout: str, extra: str = "", pre: str = "", start: bool = True
+    ) -> Node:
+        n = Node(tmp_path, name, layout, extra, pre)
+        made.append(n)
+        if start:
+            await n.agent.start()
+        return n
+
+    yield make
+    for n in reversed(made):
+        with contextlib.suppress(Exception):
+            await n.stop()
+
+
+def origin_toml(o: Origins, name: str) -> str:
+    url = o.url(name)
+    return f'[[origin]]\nid = "{name}"\nurl = "{url}"\ninterval = "300ms"\nrise = 1\nfall = 1\n'
+
+
+async def pair(nodes: Callable[..., Awaitable[Node]], o: Origins, layout: str) -> tuple[Node, Node]:
+    a = await nodes("a", layout, origin_toml(o, "web"))
+    b = await nodes("b", layout, pre=f'join = ["127.0.0.1:{a.gossip_port}"]')
+    await async_wait_for(lambda: a.agent.cluster.peers() == 1, 15, "a and b joined")
+    return a, b
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_starting(nodes: Callable[..., Awaitable[Node]], layout: str) -> None:
+    n = await nodes("s", layout, start=False)
+    task = asyncio.create_task(n.agent.start())
+    await asyncio.sleep(0)  # start() runs up to its first await: not READY yet
+    assert n.agent.health_view()["led"]["state"] == str(LedState.STARTING)
+    exp = n.expected(LedState.STARTING)
+    for c, p in n.pins().items():  # the first step of the blink: the "on" values
+        assert float(p.state) == pytest.approx(exp[c][0]), (c, p.state)
+    await task
+    assert n.agent.health_view()["led"]["state"] != str(LedState.STARTING)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_searching_while_the_seed_never_answers(
+    nodes: Callable[..., Awaitable[Node]], layout: str
+) -> None:
+    n = await nodes("alone", layout, pre=f'join = ["127.0.0.1:{free_port()}"]')
+    await n.shows(LedState.SEARCHING)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_healthy_some_down_and_disputed(
+    nodes: Callable[..., Awaitable[Node]], origins: Origins, layout: str
+) -> None:
+    a, b = await pair(nodes, origins, layout)
+    await a.shows(LedState.HEALTHY)
+    origins.down.add("web")
+    await a.shows(LedState.SOME_DOWN)
+    origins.down.discard("web")
+    origins.down_for["web"] = {"b"}  # b's checks fail, a's pass: the owners disagree
+    await a.shows(LedState.DISPUTED)
+    await b.shows(LedState.DISPUTED)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_suspected_with_a_damaged_peers_file(
+    nodes: Callable[..., Awaitable[Node]], layout: str
+) -> None:
+    n = await nodes("d", layout, start=False)
+    (n.dir / "data").mkdir(parents=True, exist_ok=True)
+    (n.dir / "data" / "peers.json").write_bytes(b"\x00not json{")
+    await n.agent.start()
+    assert any("peers" in r for r in n.agent.health_view()["reasons"])
+    await n.shows(LedState.SUSPECTED)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_storage_fault_when_the_store_cannot_be_written(
+    nodes: Callable[..., Awaitable[Node]], origins: Origins, layout: str
+) -> None:
+    n = await nodes("st", layout, origin_toml(origins, "web"), start=False)
+    store = n.dir / "data" / "store"
+    shutil.rmtree(store)  # someone "cleaned up" the card: a file where the store was
+    store.write_text("a file where the store's directory should be\n")
+    await n.agent.start()
+    await n.shows(LedState.STORAGE_FAULT)
+    assert n.agent.health_view()["status"] == "degraded"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_fault_with_an_unusable_keyring(
+    nodes: Callable[..., Awaitable[Node]], tmp_path: Path, layout: str
+) -> None:
+    keyring = tmp_path / "keyring"
+    keyring.write_text("this is not a base64 key\n")
+    n = await nodes("k", layout, pre=f'keyring_file = "{keyring}"')
+    assert n.agent.health_view()["status"] == "failing"
+    await n.shows(LedState.FAULT)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_identify_through_another_nodes_api(
+    nodes: Callable[..., Awaitable[Node]], origins: Origins, layout: str
+) -> None:
+    a, b = await pair(nodes, origins, layout)
+    assert a.agent.api_url is not None
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(a.agent.api_url + "/v1/identify", json={"node": "b", "seconds": 30}) as r,
+    ):
+        assert r.status == 202, await r.text()
+    await b.shows(LedState.IDENTIFY)
