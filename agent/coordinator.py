@@ -27,6 +27,7 @@ tests can drive it without a loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -126,6 +127,7 @@ class Coordinator:
         self.verdicts: dict[str, str] = {}
         self.settled = False
         self._pending: Delta | None = None  # local deltas waiting for a commit to publish
+        self._waiters: list[asyncio.Future[bool]] = []  # durable() calls awaiting a commit
         self._last_commit = 0.0
         self._drain_seen: dict[str, dict[str, Any]] = {}
         self._absent_since: dict[str, float] = {}
@@ -462,6 +464,17 @@ class Coordinator:
             self._pending.join(delta)
         return True
 
+    async def durable(self) -> bool:
+        """Wait until every local change made so far is on disk (the next group commit,
+        at most ``commit_interval``); False if the store is faulted (memory only)."""
+        if self.store.fault is not None:
+            return False
+        if self._pending is None and not self.store.stats.pending_records:
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return await fut
+
     def _remote_applied(self, raw: bytes) -> None:
         self.store.append_delta(raw)
 
@@ -475,6 +488,10 @@ class Coordinator:
             self.replicator.publish(pending)
             self._flush()
         fault = self.store.fault
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(fault is None)
         if fault is None:
             self.faults.pop("storage", None)
         else:
@@ -519,7 +536,11 @@ class Coordinator:
     def close(self) -> None:
         """Clean shutdown: make everything durable."""
         self.store.set_meta({"hlc": self.hlc.high_water})
-        self.store.close()
+        ok = self.store.close()
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(ok)
 
     # --- views ---------------------------------------------------------------------------
 

@@ -271,7 +271,7 @@ class Agent:
 
     # --- writes the API makes ------------------------------------------------------------
 
-    def put_origin(self, origin_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def put_origin(self, origin_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         data = dict(body)
         if data.setdefault("id", origin_id) != origin_id:
             return 400, {"error": f"id: {data['id']!r} does not match the URL's {origin_id!r}"}
@@ -281,10 +281,11 @@ class Agent:
             return 400, {"error": "; ".join(e.problems)}
         new = self.coordinator.put(spec, asyncio.get_running_loop().time())
         log.info("origin %s %s through the API", origin_id, "added" if new else "updated")
+        durable = await self.coordinator.durable()  # the answer promises it survives a crash
         view = self._origin_dict(origin_id) or {}
-        return (201 if new else 200), view
+        return (201 if new else 200), {**view, "durable": durable}
 
-    def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]:
+    async def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]:
         try:
             found = self.coordinator.delete(origin_id, asyncio.get_running_loop().time())
         except Conflict as e:
@@ -292,7 +293,8 @@ class Agent:
         if not found:
             return 404, {"error": f"no origin with id {origin_id!r}"}
         log.info("origin %s removed through the API", origin_id)
-        return 200, {"id": origin_id, "removed": True}
+        durable = await self.coordinator.durable()
+        return 200, {"id": origin_id, "removed": True, "durable": durable}
 
     def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]:
         target = node or self.node_name

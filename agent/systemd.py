@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 SYSLOG_IDENTIFIER = "edge-agent"
 #: journald's native socket; the journal handler is used only when it exists.
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
-#: How long a notify datagram may block when systemd's queue is full (it never should be).
-SEND_TIMEOUT = 1.0
+#: How long READY/STOPPING/WATCHDOG may block when systemd's queue is full (it never
+#: should be). STATUS never blocks: it is informational, and the event loop must not wait.
+SEND_TIMEOUT = 0.2
 
 
 # --- sd_notify -----------------------------------------------------------------------------
@@ -71,15 +72,16 @@ class Notifier:
         """True when there is a socket to notify (we run as a Type=notify service)."""
         return self._address is not None
 
-    def send(self, *fields: str) -> bool:
-        """Send one message of ``KEY=value`` fields; True if it was delivered."""
+    def send(self, *fields: str, block: bool = True) -> bool:
+        """Send one message of ``KEY=value`` fields; True if it was delivered. With
+        ``block=False`` a full queue drops the message instead of waiting."""
         if self._address is None:
             return False
         data = "\n".join(fields).encode()
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.settimeout(SEND_TIMEOUT)
+            self._sock.settimeout(SEND_TIMEOUT if block else 0.0)
             self._sock.sendto(data, self._address)
         except OSError as e:
             if not self._warned:
@@ -100,8 +102,9 @@ class Notifier:
         """Set the one-line status ``systemctl status`` shows; sent only when it changes."""
         if text == self._status:
             return False
-        self._status = text
-        return self.send(f"STATUS={text}")
+        sent = self.send(f"STATUS={text}", block=False)
+        self._status = text if sent else None  # not delivered: send the next one anyway
+        return sent
 
     def reloading(self) -> bool:
         """A reload has begun; call :meth:`ready` when it is done.

@@ -37,8 +37,10 @@ class Backend(Protocol):
     def members_view(self) -> list[dict[str, Any]]: ...
     def transitions_view(self) -> list[dict[str, Any]]: ...
     def api_token(self) -> str | None: ...
-    def put_origin(self, origin_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
-    def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]: ...
+    async def put_origin(
+        self, origin_id: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]: ...
+    async def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]: ...
     def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]: ...
 
 
@@ -129,13 +131,13 @@ def build_app(backend: Backend) -> web.Application:
         body = await read_json(request)
         if isinstance(body, web.Response):
             return body
-        return answer(*backend.put_origin(request.match_info["id"], body))
+        return answer(*await backend.put_origin(request.match_info["id"], body))
 
     async def delete_origin(request: web.Request) -> web.Response:
         denied = authorize(request)
         if denied is not None:
             return denied
-        return answer(*backend.delete_origin(request.match_info["id"]))
+        return answer(*await backend.delete_origin(request.match_info["id"]))
 
     async def transitions(_: web.Request) -> web.Response:
         return json_response(backend.transitions_view())

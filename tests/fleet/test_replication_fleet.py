@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import pytest
+
 from agent.fleet import Fleet, Host, ns_http, wait
 from tests.fleet.conftest import require_fleet
 
@@ -202,6 +204,7 @@ def test_declare_check_kill_partition_heal(fleet: MakeFleet) -> None:
     assert all(h.origins()["o0"]["verdict"] == "down" for h in survivors)
 
 
+@pytest.mark.timeout(CUT + 300)
 def test_a_host_cut_off_catches_up_after_the_heal(fleet: MakeFleet) -> None:
     f = fleet()
     hosts = f.add_many(4)
