@@ -192,6 +192,7 @@ class Host:
     stopped: bool = False
     started_at: float = 0.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    leds_toml: str = "[leds]\nenabled = false\n"  # "[leds]\n" for the default (mock) pins
 
     # --- processes ---
     def config_text(self) -> str:
@@ -202,7 +203,7 @@ class Host:
             f'[cluster]\nname = "{f.cluster}"\nbind = "0.0.0.0:{GOSSIP_PORT}"\n'
             f"{self.extra_cluster}\n"
             f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
-            f"[leds]\nenabled = false\n"
+            f"{self.leds_toml}"
             f'[log]\nlevel = "{f.log_level}"\n' + f.origins_toml
         )
 

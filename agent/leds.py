@@ -561,6 +561,21 @@ class Leds:
         """The colours that have a working LED ("rgb" for an RGB LED)."""
         return ("rgb",) if self._rgb is not None else tuple(self._leds)
 
+    def levels(self) -> dict[str, float]:
+        """The output level of every pin right now (0..1; an RGB LED as "r", "g", "b"),
+        read back from gpiozero: what the API shows as the pins, and what a remote test
+        samples to see a node blink."""
+        out: dict[str, float] = {}
+        try:
+            if self._rgb is not None:
+                for name, v in zip("rgb", self._rgb.value, strict=True):
+                    out[name] = round(float(v), 3)
+            for colour, led in self._leds.items():
+                out[colour] = float(led.value)
+        except Exception as e:  # reading back must never break the API
+            self._error("cannot read the LED pins", e)
+        return out
+
     def describe(self) -> str:
         """What the LEDs show right now, in words: "green on", "amber blinking (…)"."""
         if self._rgb is not None:

@@ -252,7 +252,11 @@ class Agent:
             "summary": self.summary(),
             "origins": self.counts(),
             "mine": self.coordinator.mine_counts(),
-            "led": {"state": str(state), "meaning": meaning(state)},
+            "led": {
+                "state": str(state),
+                "meaning": meaning(state),
+                "pins": self.leds.levels(),
+            },
             "storage": self.storage_view(),
             "identify_s": self._identify_left(),
             "uptime_s": round(time.time() - self.started_at, 1),
