@@ -1,8 +1,12 @@
 """The dashboard at GET / in a real headless Chromium, against a real 3-node cluster.
 
-Chromium (Debian's `chromium` package) is driven over the Chrome DevTools Protocol on a
-websocket (aiohttp), with no browser downloads. Each check waits for a condition in the
-page's DOM with a deadline; nothing sleeps to synchronise. Screenshots go to
+Chromium (Debian's `chromium` package) is driven by chromedriver (Debian's
+`chromium-driver` package, started as a child process on a loopback port), spoken to in
+the W3C WebDriver HTTP protocol with aiohttp: no selenium, no playwright, no browser
+downloads. Both packages are installed by the test setup (scripts/bootstrap.sh); without
+them the tests skip, and under CI=true they fail. Each check waits for a condition in the
+page's DOM with a deadline; nothing sleeps to synchronise. The phone check resizes the
+window until the viewport is 375 CSS px wide. Screenshots (of the viewport) go to
 test-output/ (ignored by git) for a person to look at.
 """
 
@@ -10,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -31,60 +37,39 @@ OUTPUT = ROOT / "test-output"
 LONG_ID = "checkout-service-behind-the-very-long-load-balancer-name"
 
 
+class WebDriverError(AssertionError):
+    """chromedriver answered a command with a W3C WebDriver error."""
+
+
+class PageError(WebDriverError):
+    """Script run in the page threw (WebDriver error code "javascript error")."""
+
+
 class Browser:
-    """One headless Chromium and one page (tab) in it, spoken to over CDP."""
+    """One chromedriver session (one headless Chromium with one window), over WebDriver."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], ws: aiohttp.ClientWebSocketResponse):
-        self.proc = proc
-        self.ws = ws
-        self.session: str | None = None
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._reader = asyncio.create_task(self._read())
+    def __init__(self, http: aiohttp.ClientSession, base: str, session_id: str) -> None:
+        self.http = http
+        self.base = base  # http://127.0.0.1:<port> of chromedriver
+        self.session_id = session_id
 
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            fut = self._waiting.pop(data.get("id", -1), None)
-            if fut is not None and not fut.done():
-                fut.set_result(data)
-        for fut in self._waiting.values():  # the browser went away
-            if not fut.done():
-                fut.set_exception(ConnectionError("CDP connection closed"))
-
-    async def send(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
-        msg_id = next(self._ids)
-        msg: dict[str, Any] = {"id": msg_id, "method": method, "params": params}
-        if self.session is not None and not method.startswith("Target."):
-            msg["sessionId"] = self.session
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[msg_id] = fut
-        await self.ws.send_str(json.dumps(msg))
-        data = await asyncio.wait_for(fut, timeout)
-        if "error" in data:
-            raise AssertionError(f"CDP {method}: {data['error']}")
-        result: dict[str, Any] = data.get("result", {})
-        return result
-
-    async def open_page(self) -> None:
-        target = await self.send("Target.createTarget", url="about:blank")
-        attached = await self.send(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+    async def command(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60
+    ) -> Any:
+        """One WebDriver command on this session; returns the answer's ``value``."""
+        return await webdriver(
+            self.http, method, f"{self.base}/session/{self.session_id}{path}", body, timeout
         )
-        self.session = attached["sessionId"]
-        await self.send("Page.enable")
-        await self.send("Runtime.enable")
 
     async def js(self, expression: str) -> Any:
-        """Evaluate in the page; the value comes back as JSON. A page error fails the test."""
-        r = await self.send(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        if "exceptionDetails" in r:
-            raise AssertionError(f"page error in {expression!r}: {r['exceptionDetails']}")
-        return r["result"].get("value")
+        """Evaluate in the page; the value comes back as JSON (a promise is awaited).
+        A page error fails the test."""
+        try:
+            return await self.command(
+                "POST", "/execute/sync", {"script": f"return (\n{expression}\n);", "args": []}
+            )
+        except PageError as e:
+            raise PageError(f"page error in {expression!r}: {e}") from None
 
     async def wait(self, expression: str, timeout: float = 15, what: str = "") -> Any:
         """Poll ``expression`` until it is truthy (the page updates itself meanwhile)."""
@@ -93,7 +78,7 @@ class Browser:
         while time.monotonic() < deadline:
             try:
                 last = await self.js(expression)
-            except AssertionError as e:  # e.g. the element is not there yet
+            except PageError as e:  # e.g. the element is not there yet
                 last = e
             else:
                 if last:
@@ -102,74 +87,130 @@ class Browser:
         raise AssertionError(f"timed out waiting for {what or expression} (last: {last})")
 
     async def goto(self, url: str) -> None:
-        await self.send("Page.navigate", url=url)
+        await self.command("POST", "/url", {"url": url})  # returns once the page has loaded
         await self.wait(
             f"location.href === {json.dumps(url)} && document.readyState === 'complete'",
             what=f"{url} loaded",
         )
 
+    async def set_viewport(self, width: int, height: int) -> None:
+        """Resize the window so that the page's viewport is ``width`` x ``height`` CSS px."""
+        await self.command("POST", "/window/rect", {"width": width, "height": height})
+        inner = await self.js("[window.innerWidth, window.innerHeight]")
+        rect = {"width": 2 * width - inner[0], "height": 2 * height - inner[1]}
+        await self.command("POST", "/window/rect", rect)  # the window's frame added
+        await self.wait(
+            f"window.innerWidth === {width} && window.innerHeight === {height}",
+            what=f"a {width}x{height} viewport",
+        )
+
     async def screenshot(self, path: Path) -> None:
-        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        png = await self.command("GET", "/screenshot")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        path.write_bytes(base64.b64decode(png))
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    require(exe is not None, "Debian package chromium (headless browser for the dashboard)")
-    assert exe is not None
-    port = free_port()
-    stderr = (tmp_path / "chromium.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--headless=new",
-            "--no-sandbox",  # root in CI: Chromium's sandbox refuses to run as root
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-extensions",
-            "--disable-background-networking",
-            "--disable-component-update",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--remote-debugging-address=127.0.0.1",
-            f"--remote-debugging-port={port}",
-            "--window-size=1280,1000",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
-    http = aiohttp.ClientSession()
+async def webdriver(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 60,
+) -> Any:
+    """Send one W3C WebDriver command; a WebDriver error raises."""
+    async with http.request(
+        method, url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)
+    ) as r:
+        text = await r.text()
     try:
-        url = f"http://127.0.0.1:{port}/json/version"
-        deadline = time.monotonic() + 30
-        ws_url = None
-        while ws_url is None:
-            assert proc.poll() is None, (tmp_path / "chromium.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "Chromium's DevTools endpoint did not come up"
-            try:
-                async with http.get(url) as r:
-                    ws_url = (await r.json())["webSocketDebuggerUrl"]
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-        ws = await http.ws_connect(ws_url, max_msg_size=0)
-        b = Browser(proc, ws)
-        await b.open_page()
-        yield b
-        await ws.close()
-        b._reader.cancel()
-    finally:
-        await http.close()
+        answer = json.loads(text)
+    except ValueError:
+        answer = text
+    value = answer.get("value") if isinstance(answer, dict) else None
+    if r.status != 200:
+        error = value if isinstance(value, dict) else {"message": answer}
+        cls = PageError if error.get("error") == "javascript error" else WebDriverError
+        raise cls(f"{method} {url}: HTTP {r.status} {error.get('error')}: {error.get('message')}")
+    return value
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        stderr.close()
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    require(chromium is not None, "Debian package chromium (headless browser for the dashboard)")
+    driver = shutil.which("chromedriver")
+    require(driver is not None, "Debian package chromium-driver (chromedriver, drives chromium)")
+    assert chromium is not None and driver is not None
+    port = free_port()
+    log_path = tmp_path / "chromedriver.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [driver, f"--port={port}"],  # listens on loopback only
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    http = aiohttp.ClientSession()
+    session_id: str | None = None
+    chromium_pid: int | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "chromedriver did not come up"
+            try:
+                status = await webdriver(http, "GET", f"{base}/status", timeout=5)
+            except (aiohttp.ClientError, TimeoutError):
+                status = None
+            if status and status.get("ready"):
+                break
+            await asyncio.sleep(0.05)
+        options = {
+            "binary": chromium,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",  # root in CI: Chromium's sandbox refuses to run as root
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                "--window-size=1280,1000",
+            ],
+        }
+        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
+        try:
+            created = await webdriver(http, "POST", f"{base}/session", caps)
+        except WebDriverError as e:
+            raise AssertionError(f"{e}\n{log_path.read_text(errors='replace')}") from None
+        session_id = created["sessionId"]
+        chromium_pid = created["capabilities"].get("goog:processID")
+        yield Browser(http, base, session_id)
+    finally:
+        try:
+            if session_id is not None:  # ends Chromium
+                await webdriver(http, "DELETE", f"{base}/session/{session_id}", timeout=30)
+                chromium_pid = None
+        finally:
+            await http.close()
+            _stop(proc)
+            log.close()
+            if chromium_pid is not None:  # the session could not be ended: end its Chromium
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(chromium_pid, signal.SIGKILL)
 
 
 def cluster_of_three(
@@ -313,13 +354,7 @@ async def test_dashboard_shows_the_cluster_and_follows_it_live(
     assert await browser.js("window.__same_page") == 42
 
     # a phone: everything fits the screen's width
-    await browser.send(
-        "Emulation.setDeviceMetricsOverride",
-        width=375,
-        height=740,
-        deviceScaleFactor=2,
-        mobile=True,
-    )
+    await browser.set_viewport(375, 740)
     await browser.wait(
         "window.innerWidth === 375 && document.documentElement.scrollWidth <= 375",
         what="no horizontal overflow at 375 px",
