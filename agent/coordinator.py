@@ -132,6 +132,7 @@ class Coordinator:
         self._drain_seen: dict[str, dict[str, Any]] = {}
         self._absent_since: dict[str, float] = {}
         self._alive: set[str] = {name}  # live members (alive or suspect), me included
+        self._gained: set[str] = set()  # taken over, first result not yet written
         self._next_reap = 0.0
         self._started_at = 0.0
         self._engine_specs: dict[str, OriginSpec] = {}  # what the engine was last given
@@ -325,12 +326,22 @@ class Coordinator:
     ) -> None:
         if self.settled and changes:
             result = _merge(result, self.handoff.owners_changed(changes, now, self._interval_of))
-            for origin in self.handoff.draining():
-                if origin not in self._drain_seen:
-                    self._drain_seen[origin] = dict(self.state.observations(origin))
+            for origin in list(self.handoff.draining()):
+                if origin in self._drain_seen:
+                    continue
+                seen = self._drain_seen[origin] = dict(self.state.observations(origin))
+                # A live new owner that already reports on the origin is checking it
+                # (owners check; a node that loses an origin deletes its observation
+                # once it stops): nothing to wait for from that one.
+                for owner in self.placement.owners(origin):
+                    if owner != self.name and owner in seen and owner in self._alive:
+                        res = self.handoff.observation_arrived(origin, owner, now)
+                        result = _merge(result, res)
         self._apply(result, force_sync=force_sync)
 
     def _apply(self, result: HandoffResult, *, force_sync: bool = False) -> None:
+        self._gained.update(result.started)
+        self._gained.difference_update(result.stopped)
         for origin in result.remove_observations:
             self._local(self.state.remove_observation(origin, self.name))
         for origin in result.stopped:
@@ -369,7 +380,9 @@ class Coordinator:
             self.hlc.now(int(self.wall() * 1000)),
             band,
             t.reason,
+            fresh=t.origin_id in self._gained,
         )
+        self._gained.discard(t.origin_id)
         if self._local(delta):
             self._recompute({t.origin_id}, reason=t.reason)
 

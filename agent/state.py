@@ -162,10 +162,14 @@ class State:
         since: Timestamp,
         latency_band: str | None,
         reason: str,
+        *,
+        fresh: bool = False,
     ) -> Delta | None:
         """Record what ``observer`` (this replica) sees of ``origin_id``; None when that
-        is what it already recorded. ``since`` is used only when the status changes: a
-        new band or reason under the same status keeps the original ``since``."""
+        is what it already recorded, unless ``fresh``: a node that has just taken an
+        origin over rewrites even an unchanged observation, because the nodes handing it
+        over wait for a new write from it. ``since`` is used only when the status changes:
+        a new band or reason under the same status keeps the original ``since``."""
         self._own(observer, "observe as")
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {STATUSES}")
@@ -174,7 +178,7 @@ class State:
         reason = reason[:MAX_REASON]
         current = self.observation(origin_id, observer)
         if current is not None and current.status == status:
-            if current.latency_band == latency_band and current.reason == reason:
+            if current.latency_band == latency_band and current.reason == reason and not fresh:
                 return None
             since = current.since
         key: Key = (origin_id, "o", observer)
