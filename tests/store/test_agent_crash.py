@@ -21,12 +21,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import AgentProcess, wait_for
 
 KILLS = int(os.environ.get("EDGE_AGENT_KILLS", "30"))
 CLIENTS = 4
 
 
+@pytest.mark.timeout(60 + 3 * KILLS)
 def test_sigkill_during_heavy_api_load(agent_process: Callable[..., AgentProcess]) -> None:
     a = agent_process('[store]\ncommit_interval = "20ms"\n', name="crash")
     rng = random.Random(20261126)
