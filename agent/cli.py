@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mimetypes
+import os
+import re
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -253,7 +258,48 @@ def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
 # --- commands -------------------------------------------------------------------------------
 
 
+_HASHED_CERT = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def lazy_ca_store(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Have OpenSSL read trusted CA certificates one at a time, as TLS checks need them.
+
+    aiohttp builds its certificate-verifying SSLContext when it is imported, and
+    OpenSSL's default paths make that parse the whole CA bundle (~140 certificates,
+    about 1.8 MiB resident for the life of the process). The same trust store is also
+    laid out as a hashed directory (``update-ca-certificates``/``c_rehash``), which
+    OpenSSL searches on demand by subject hash. With SSL_CERT_FILE pointing at an empty
+    file only that lookup remains: the same certificates are trusted, and memory is
+    spent only on the CAs that the configured https origins actually chain to.
+
+    Done only when SSL_CERT_FILE and SSL_CERT_DIR are unset or name the system's
+    defaults (an operator's own bundle or directory is left alone), and the directory
+    holds at least one hashed entry per certificate of the bundle (so no CA that the
+    bundle trusts can be missing from it). Must run before aiohttp is imported.
+    Returns whether it changed the environment.
+    """
+    paths = ssl.get_default_verify_paths()
+    cafile, capath = paths.openssl_cafile, paths.openssl_capath
+    for var, default in (("SSL_CERT_FILE", cafile), ("SSL_CERT_DIR", capath)):
+        if var in env and os.path.realpath(env[var]) != os.path.realpath(default):
+            return False
+    try:
+        hashed = sum(1 for p in Path(capath).iterdir() if _HASHED_CERT.fullmatch(p.name))
+        with open(cafile, "rb") as f:
+            bundle = sum(line.startswith(b"-----BEGIN CERTIFICATE-----") for line in f)
+    except OSError:
+        return False
+    if bundle == 0 or hashed < bundle:
+        return False
+    env["SSL_CERT_FILE"] = os.devnull
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    lazy_ca_store()  # before agent.runtime imports aiohttp
+    # The agent serves no files, but aiohttp's static-file handler reads the system's MIME
+    # table (/etc/mime.types, ~0.3 MiB resident) at import; Python's built-in table stays.
+    mimetypes.knownfiles = []
     from agent.runtime import Agent
     from agent.systemd import setup_logging
 

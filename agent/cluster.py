@@ -14,14 +14,13 @@ import random
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.config import Config, is_loopback, parse_hostport
-from agent.discovery import Discovery
 from agent.identity import NameGuard
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
@@ -38,6 +37,9 @@ from agent.membership.serf_intents import SerfClock
 from agent.membership.transport import MembershipNode
 from agent.peers import Peer, PeerStore
 from agent.placement import ROLE as PLACEMENT_ROLE
+
+if TYPE_CHECKING:  # imported when mDNS is on: a node without it never loads it
+    from agent.discovery import Discovery
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +420,8 @@ class Cluster:
             # a loopback-only cluster (tests, the demo): nobody to find on a network
             log.info("mDNS off: the advertise address %s is loopback", self.advertise[0])
             return
+        from agent.discovery import Discovery
+
         txt = {"role": ROLE, "version": __version__}
         if self.api_port:
             txt["api"] = str(self.api_port)

@@ -4,7 +4,9 @@
                                          [--skip-sim | --sim-only] [--sim-nodes 1000]
 
 Part 1, real processes on 127.0.0.1: for each N, a cluster of N `edge-agent run` and,
-separately, one of N `serf agent`; every node joins node 0. Measured per cluster:
+separately, one of N `serf agent`; every node joins node 0. agent/ is byte-compiled first,
+as `pip install` leaves a deployed node (the editable venv under PYTHONDONTWRITEBYTECODE
+would otherwise compile every module from source at each start). Measured per cluster:
 
 * join convergence: from spawning node 0 (the others are spawned as soon as node 0's
   gossip port listens) until every node lists all N alive;
@@ -57,6 +59,7 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
+from _common import compile_agent
 from _procs import (
     EDGE_AGENT,
     LOOPBACK,
@@ -1006,6 +1009,7 @@ def main() -> int:
         if not args.sim_only:
             if not Path(SERF).exists():
                 raise HarnessError("serf not found (Debian package serf)")
+            compile_agent()  # load bytecode like an installed node, not compile at each start
             with ProcSet() as procs:
                 nft.open()
                 try:

@@ -282,3 +282,45 @@ def test_origins_and_members_tables_align() -> None:
         "pi-a *   10.0.0.1:7946   alive    3    role=edge-agent,v=1",
         "pi-bbbb  10.0.0.22:7946  suspect  11",
     ]
+
+
+def _verify_paths(tmp_path: Path, certs: int, hashed: int) -> Any:
+    import ssl
+
+    capath = tmp_path / "certs"
+    capath.mkdir(parents=True)
+    for i in range(hashed):
+        (capath / f"{i:08x}.0").write_text("")
+    (capath / "ca-certificates.crt").write_text("")  # not a hashed name: not counted
+    cafile = tmp_path / "bundle.pem"
+    pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    cafile.write_text(pem * certs)
+    return ssl.DefaultVerifyPaths(
+        str(cafile), str(capath), "SSL_CERT_FILE", str(cafile), "SSL_CERT_DIR", str(capath)
+    )
+
+
+def test_lazy_ca_store_only_when_the_hashed_directory_covers_the_default_bundle(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import os
+    import ssl
+
+    from agent.cli import lazy_ca_store
+
+    paths = _verify_paths(tmp_path, certs=3, hashed=3)
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
+    env: dict[str, str] = {}
+    assert lazy_ca_store(env) and env == {"SSL_CERT_FILE": os.devnull}
+    # the defaults spelled out by the environment are still the defaults
+    env = {"SSL_CERT_FILE": paths.openssl_cafile, "SSL_CERT_DIR": paths.openssl_capath}
+    assert lazy_ca_store(env) and env["SSL_CERT_FILE"] == os.devnull
+    # an operator's own bundle or directory is left alone
+    for own in ({"SSL_CERT_FILE": str(tmp_path / "mine.pem")}, {"SSL_CERT_DIR": str(tmp_path)}):
+        env = dict(own)
+        assert not lazy_ca_store(env) and env == own
+    # a directory missing some of the bundle's certificates: keep loading the bundle
+    fewer = _verify_paths(tmp_path / "fewer", certs=3, hashed=2)
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: fewer)
+    env = {}
+    assert not lazy_ca_store(env) and env == {}
