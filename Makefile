@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint typecheck unit bench clean setup
+.PHONY: demo test lint typecheck unit bench clean setup image image-test ansible-test ansible-lint
 
 demo:            ## set up, then run a local fleet demo (Ctrl-C stops it)
 	@scripts/bootstrap.sh runtime
@@ -29,5 +29,18 @@ bench:           ## print the figures (see bench/)
 	@scripts/bootstrap.sh test
 	$(PY) bench/checks.py
 
+image:           ## build the Raspberry Pi image, as root (image/out/; see docs/image.md)
+	@bash image/build.sh
+
+image-test:      ## boot the built image under QEMU (2 VMs) and check it; after make image
+	@python3 -u image/boot_test.py $(IMAGE_TEST_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+
+ansible-test:    ## as root: the Ansible role and playbooks against 3 real hosts (nspawn containers); see docs/ansible.md
+	bash ansible/tests/run.sh
+
+ansible-lint:    ## ansible-lint (production profile) on ansible/
+	@bash ansible/scripts/setup-venv.sh
+	cd ansible && PATH="$$PWD/.venv/bin:$$PATH" .venv/bin/ansible-lint
