@@ -331,7 +331,9 @@ async def test_checks_reuse_keepalive_connections(
 ) -> None:
     engine = make_engine()
     engine.set_origins(
-        [make_spec(origin.url("/ok"), f"k{i}", interval=0.05, timeout=0.05) for i in range(3)],
+        # a generous timeout: on a loaded machine a 50 ms one can expire before the
+        # request is sent, and then the server never sees it
+        [make_spec(origin.url("/ok"), f"k{i}", interval=0.05, timeout=1.0) for i in range(3)],
         immediate=True,
     )
     await engine.start()
