@@ -195,7 +195,36 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         a.close()
 
 
-class OriginServer:
+class ThreadedApp:
+    """A real aiohttp application on 127.0.0.1:<free port>, served from its own thread
+    and event loop, so synchronous tests can run it beside the processes they start."""
+
+    def __init__(self, app: Any) -> None:
+        from aiohttp import web
+
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+
+        async def serve() -> None:
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop).result(10)
+        assert self.port
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class OriginServer(ThreadedApp):
     """A real aiohttp server on 127.0.0.1, in its own thread, whose answers a test controls.
 
     GET /o/{name} answers 200 "ok" while the name is up, 500 while it is down.
@@ -206,9 +235,6 @@ class OriginServer:
 
         self.down: set[str] = set()
         self.hits: dict[str, int] = {}
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        ready = threading.Event()
 
         async def handle(request: web.Request) -> web.Response:
             name = request.match_info["name"]
@@ -217,29 +243,12 @@ class OriginServer:
                 return web.Response(status=500, text="down")
             return web.Response(text="ok")
 
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_get("/o/{name}", handle)
-            self.runner = web.AppRunner(app, access_log=None)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(serve(), self.loop).result(10)
-        assert ready.is_set()
+        app = web.Application()
+        app.router.add_get("/o/{name}", handle)
+        super().__init__(app)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/o/{name}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ webhooks, persistence, the write API and the event stream, with real processes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import AgentProcess, wait_for
+from tests.conftest import AgentProcess, ThreadedApp, wait_for
 
 
 def call(
@@ -39,7 +38,7 @@ def call(
         return e.code, json.loads(e.read())
 
 
-class Site:
+class Site(ThreadedApp):
     """Origins and a webhook receiver on one loopback aiohttp server (own thread).
 
     GET /o/{name}: 200 while up, 500 while down; remembers which agents (User-Agent)
@@ -50,8 +49,6 @@ class Site:
         self.down: set[str] = set()
         self.hits: list[tuple[float, str, str]] = []  # (time, origin, user agent)
         self.hooks: list[tuple[dict[str, Any], str]] = []  # (body, X-Edge-Agent-Event)
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
 
         async def origin(request: web.Request) -> web.Response:
             name = request.match_info["name"]
@@ -62,19 +59,10 @@ class Site:
             self.hooks.append((await request.json(), request.headers["X-Edge-Agent-Event"]))
             return web.Response(text="ok")
 
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_get("/o/{name}", origin)
-            app.router.add_post("/hook", hook)
-            self.runner = web.AppRunner(app, access_log=None)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(serve(), self.loop).result(10)
+        app = web.Application()
+        app.router.add_get("/o/{name}", origin)
+        app.router.add_post("/hook", hook)
+        super().__init__(app)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/o/{name}"
@@ -82,12 +70,6 @@ class Site:
     def checkers(self, name: str, since: float = 0.0) -> set[str]:
         """The agents (by node name) that checked ``name`` after ``since``."""
         return {ua.split("/")[0] for t, o, ua in list(self.hits) if o == name and t >= since}
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture

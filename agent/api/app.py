@@ -124,11 +124,13 @@ def build_app(backend: Backend) -> web.Application:
             return error(status, str(data.get("error", "")))
         return json_response(data, status)
 
-    async def put_origin(request: web.Request) -> web.Response:
+    async def write_body(request: web.Request) -> dict[str, Any] | web.Response:
+        """An authorized write's JSON body, or the error response to send instead."""
         denied = authorize(request)
-        if denied is not None:
-            return denied
-        body = await read_json(request)
+        return denied if denied is not None else await read_json(request)
+
+    async def put_origin(request: web.Request) -> web.Response:
+        body = await write_body(request)
         if isinstance(body, web.Response):
             return body
         return answer(*await backend.put_origin(request.match_info["id"], body))
@@ -146,10 +148,7 @@ def build_app(backend: Backend) -> web.Application:
         return await backend.events.stream(request)
 
     async def identify(request: web.Request) -> web.Response:
-        denied = authorize(request)
-        if denied is not None:
-            return denied
-        body = await read_json(request)
+        body = await write_body(request)
         if isinstance(body, web.Response):
             return body
         node = body.get("node")
