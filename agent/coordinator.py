@@ -55,6 +55,7 @@ from agent.store import SnapshotBudget, Store
 log = logging.getLogger(__name__)
 
 SETTLE = 3.0  # at most this long after start before checking while looking for peers
+IDLE_TICK = 1.0  # the longest the periodic work sleeps
 REAP_EVERY = 60.0
 TRANSITIONS_KEPT = 200
 
@@ -122,6 +123,7 @@ class Coordinator:
         self.transport: Callable[[list[Output]], None] | None = None
         self.on_verdict: Callable[[VerdictChange], None] | None = None
         self.on_origins: Callable[[set[str]], None] | None = None  # changed ids, for events
+        self.on_work: Callable[[], None] | None = None  # something to commit: wake tick
         self.transitions: deque[VerdictChange] = deque(maxlen=TRANSITIONS_KEPT)
         self.faults: dict[str, tuple[str, str]] = {}
         self.verdicts: dict[str, str] = {}
@@ -473,6 +475,8 @@ class Coordinator:
             self._flush()
         elif self._pending is None:
             self._pending = delta.copy()
+            if self.on_work is not None:
+                self.on_work()
         else:
             self._pending.join(delta)
         return True
@@ -489,7 +493,10 @@ class Coordinator:
         return await fut
 
     def _remote_applied(self, raw: bytes) -> None:
+        idle = self._pending is None and not self.store.stats.pending_records
         self.store.append_delta(raw)
+        if idle and self.on_work is not None:
+            self.on_work()
 
     def commit(self, now: float) -> None:
         """Group commit, then publish what it made durable."""
@@ -515,8 +522,23 @@ class Coordinator:
         if out and self.transport is not None:
             self.transport(out)
 
+    def next_wakeup(self, now: float) -> float:
+        """When ``tick`` next has work: a commit falling due, a drain timing out, the
+        settle time; at most IDLE_TICK away (reaping, disk retries). Idle nodes wake
+        once a second instead of polling."""
+        at = [now + IDLE_TICK]
+        if self._pending is not None or self.store.stats.pending_records:
+            at.append(self._last_commit + self.config.store.commit_interval)
+        if not self.settled:
+            at.append(self._started_at + SETTLE)
+        else:
+            deadline = self.handoff.next_deadline()
+            if deadline is not None:
+                at.append(deadline)
+        return max(min(at), now)
+
     def tick(self, now: float, alive: set[str]) -> None:
-        """Periodic work (the runtime calls it a few times a second)."""
+        """Periodic work, at ``next_wakeup`` (or sooner, after ``on_work``)."""
         if not self.settled and now - self._started_at >= SETTLE:
             self.settle(now)
         if self.settled:

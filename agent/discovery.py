@@ -254,10 +254,13 @@ class Discovery:
             else:
                 self._spawn(self._resolve(name))
 
-        # browse first: peers' answers to our queries arrive while we probe our name
+        # Browse first, then announce at once. RFC 6762 probing (three queries 250 ms
+        # apart) would hold every announcement back ~0.9 s at each start; Serf's mDNS does
+        # not probe either. A second host with our name is still caught, by the gossip
+        # layer's NameGuard (agent/identity.py), which decides who keeps the name.
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, [self.type_], handlers=[changed])
         try:
-            await self._zc.async_register_service(info, strict=False)
+            await self._zc.async_register_service(info, strict=False, cooperating_responders=True)
         except Exception as e:
             from zeroconf import NonUniqueNameException
 

@@ -62,7 +62,6 @@ STOP_TIMEOUT = 5.0
 API_RETRY = 2.0
 TRANSITIONS_KEPT = 200
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
-TICK = 0.1  # the coordinator's periodic work (commits, drain deadlines, reaping)
 
 
 class Supervisor:
@@ -589,22 +588,31 @@ class Agent:
             await asyncio.sleep(1.0)
 
     async def _coordinator_loop(self) -> None:
-        """Group commits, drain deadlines, settling and reaping, a few times a second."""
+        """Group commits, drain deadlines, settling and reaping: when they fall due (see
+        Coordinator.next_wakeup), or at once when a change waits to be committed."""
         loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        self.coordinator.on_work = wake.set
         while True:
+            wake.clear()
+            now = loop.time()
             alive = {
                 m.name
                 for m in self.cluster.members()
                 if m.state in (NodeState.ALIVE, NodeState.SUSPECT)
             }
             had_fault = "storage" in self.coordinator.faults
-            self.coordinator.tick(loop.time(), alive)
+            self.coordinator.tick(now, alive)
             if had_fault != ("storage" in self.coordinator.faults):
                 self._refresh_soon()
-            if self.identify_until and loop.time() >= self.identify_until:
+            if self.identify_until and now >= self.identify_until:
                 self.identify_until = 0.0
                 self._refresh_soon()
-            await asyncio.sleep(TICK)
+            at = self.coordinator.next_wakeup(loop.time())
+            if self.identify_until:
+                at = min(at, self.identify_until)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), max(at - loop.time(), 0.0))
 
     async def start(self) -> None:
         """Bring the node up; returns once it is READY (API listening, origins applied)."""
