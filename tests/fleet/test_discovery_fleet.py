@@ -23,7 +23,9 @@ def test_five_hosts_find_each_other_by_mdns_alone(fleet: MakeFleet) -> None:
         health = h.health()
         assert health["status"] == "ok", health
         assert health["cluster"]["peers"] == 4
-        assert "found by mDNS" in h.log() or "mDNS: found" in h.log()
+    # no seeds anywhere, so the joins came from mDNS (a host the others find first may
+    # be joined before its own browser has resolved anyone: check the fleet, not each)
+    assert any("found by mDNS" in h.log() for h in hosts)
     print(f"5 hosts converged by mDNS in {took:.1f}s")
 
 
