@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""Boot the built image under QEMU and prove it comes up as a working edge-agent node.
+
+`make image-test` runs this (as root, after `make image`). For each VM it copies the image
+(sparse), makes the copy 512 MiB larger (so the first-boot growth has room), writes the
+first-boot settings onto the copy's FAT boot partition with mtools (edge-agent.toml, a
+gossip keyring, an API token, authorized_keys, a hostname for the first VM only, a
+networkd file for the VM-to-VM link), takes Debian's kernel and initrd out of that
+partition, and boots it with qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG) under the
+image's own systemd. Then, through forwarded loopback ports only (QEMU user networking with
+restrict=on: the guests reach nothing else), it checks that
+
+  - the agent reached READY (Type=notify: ActiveState=active) and /v1/health answers 200;
+  - the hostname and the config from the boot partition were applied (and the secrets
+    removed from it); a board without a hostname file named itself pi-<8 hex digits>;
+  - the hardware watchdog is armed (RuntimeWatchdogUSec=14s, /dev/watchdog0 active) and
+    the unit's own WatchdogSec is set;
+  - journald writes to /run only, no swap, / mounted noatime,commit=30, root grown;
+  - ssh takes keys only and root has no password;
+  - a bad edge-agent.toml is rejected without touching the running config;
+  - with two VMs (the default), they form one gossip cluster over a private link
+    (QEMU socket netdev over 127.0.0.1; addresses from TEST-NET-1, 192.0.2.0/24).
+
+It prints the time from starting QEMU to the first 200 from /v1/health and to READY.
+Exit status 0 when every check passed. Python stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_IMAGE = IMAGE_DIR / "out" / "edge-agent.img"
+GOSSIP_KEY = "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s="  # a test key (32 bytes, AES-256)
+API_TOKEN = "image-boot-test-token"
+HOST_TOOLS = {
+    "qemu-system-aarch64": "qemu-system-arm",
+    "mcopy": "mtools",
+    "sfdisk": "fdisk",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+@dataclass
+class Vm:
+    name: str
+    index: int
+    work: Path
+    hostname: str | None
+    link_ip: str
+    peer_ip: str | None
+    ssh_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    t_ssh: float | None = None
+    t_health: float | None = None
+    img: Path = Path()
+    config: str = ""
+
+    @property
+    def mac_user(self) -> str:
+        return f"52:54:00:12:34:{self.index + 10:02x}"
+
+    @property
+    def mac_link(self) -> str:
+        return f"52:54:00:ed:9e:{self.index + 10:02x}"
+
+    def ssh(self, key: Path, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "ssh",
+                "-i",
+                str(key),
+                "-p",
+                str(self.ssh_port),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                command,
+            ],
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.passed = 0
+
+    def check(self, ok: bool, what: str, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+            print(f"  ok    {what}")
+        else:
+            self.failed.append(what)
+            print(f"  FAIL  {what}" + (f": {detail.strip()[:600]}" if detail else ""))
+        return ok
+
+
+def boot_partition_offset(img: Path) -> int:
+    table = json.loads(run(["sfdisk", "--json", str(img)]).stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    first = table["partitions"][0]
+    return int(first["start"]) * sector
+
+
+def mtools(*args: str) -> str:
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    return run(list(args), env=env).stdout
+
+
+def agent_config(vm: Vm) -> str:
+    join = f'["{vm.peer_ip}:7946"]' if vm.peer_ip else "[]"
+    return f"""# written by image/boot_test.py
+[node]
+tags = {{ site = "qemu", vm = "{vm.name}" }}
+
+[cluster]
+name = "imagetest"
+bind = "0.0.0.0:7946"
+advertise = "{vm.link_ip}:7946"
+join = {join}
+discover = false
+keyring_file = "/etc/edge-agent/keyring"
+
+[api]
+listen = "0.0.0.0:8080"
+token_file = "/etc/edge-agent/api-token"
+
+[leds]
+enabled = false
+
+[[origin]]
+id = "guest-ssh"
+url = "tcp://127.0.0.1:22"
+interval = "2s"
+timeout = "1s"
+"""
+
+
+def prepare(vm: Vm, base: Path, pubkey: str) -> tuple[Path, Path, str]:
+    """Copy the image, put the first-boot files on its boot partition, return kernel/initrd."""
+    vm.img = vm.work / f"{vm.name}.img"
+    run(["cp", "--sparse=always", str(base), str(vm.img)])
+    with open(vm.img, "r+b") as f:  # a bigger "card": the root must grow into it
+        f.truncate(base.stat().st_size + 512 * 1024 * 1024)
+    fat = f"{vm.img}@@{boot_partition_offset(vm.img)}"
+    files = vm.work / f"{vm.name}-boot"
+    files.mkdir()
+    vm.config = agent_config(vm)
+    (files / "edge-agent.toml").write_text(vm.config)
+    (files / "edge-agent.keyring").write_text(GOSSIP_KEY + "\r\n")  # CRLF, as from a laptop
+    (files / "edge-agent.token").write_text(API_TOKEN + "\n")
+    (files / "authorized_keys").write_text(pubkey)
+    if vm.hostname:
+        (files / "hostname").write_text(vm.hostname + "\n")
+    (files / "network").mkdir()
+    (files / "network" / "10-test-link.network").write_text(
+        f"[Match]\nMACAddress={vm.mac_link}\n\n[Network]\nAddress={vm.link_ip}/24\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    for p in sorted(files.iterdir()):
+        mtools("mcopy", "-s", "-o", "-i", fat, str(p), "::/")
+    listing = mtools("mdir", "-b", "-i", fat, "::/")
+    names = [line.rsplit("/", 1)[-1] for line in listing.split()]
+    kernel = sorted(n for n in names if n.startswith("vmlinuz-"))[-1]
+    initrd = sorted(n for n in names if n.startswith("initrd.img-"))[-1]
+    cmdline = mtools("mtype", "-i", fat, "::/cmdline.txt").strip()
+    out_k, out_i = vm.work / f"{vm.name}-{kernel}", vm.work / f"{vm.name}-{initrd}"
+    mtools("mcopy", "-i", fat, f"::/{kernel}", str(out_k))
+    mtools("mcopy", "-i", fat, f"::/{initrd}", str(out_i))
+    return out_k, out_i, cmdline
+
+
+def start(vm: Vm, kernel: Path, initrd: Path, link: str, smp: int, mem: int) -> None:
+    console = vm.work / f"{vm.name}-console.log"
+    cmd = [
+        "qemu-system-aarch64",
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        str(smp),
+        "-m",
+        str(mem),
+        "-accel",
+        "tcg,thread=multi",
+        "-kernel",
+        str(kernel),
+        "-initrd",
+        str(initrd),
+        # Pi-like: root by label, eth0; console on QEMU's PL011
+        "-append",
+        "root=LABEL=EDGEROOT rw rootwait fsck.repair=yes net.ifnames=0 console=ttyAMA0",
+        "-drive",
+        f"file={vm.img},format=raw,if=none,id=d0,cache=unsafe",
+        "-device",
+        "virtio-blk-pci,drive=d0",
+        "-netdev",
+        "user,id=n0,restrict=on,"
+        f"hostfwd=tcp:127.0.0.1:{vm.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{vm.api_port}-:8080",
+        "-device",
+        f"virtio-net-pci,netdev=n0,mac={vm.mac_user}",
+        "-netdev",
+        f"socket,id=n1,{link}",
+        "-device",
+        f"virtio-net-pci,netdev=n1,mac={vm.mac_link}",
+        # a PCI watchdog stands in for the BCM2835 one (same /dev/watchdog0 to systemd)
+        "-device",
+        "i6300esb",
+        "-object",
+        "rng-random,filename=/dev/urandom,id=rng0",
+        "-device",
+        "virtio-rng-pci,rng=rng0",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{console}",
+    ]
+    vm.started = time.monotonic()
+    with open(vm.work / f"{vm.name}-qemu.err", "wb") as err:
+        vm.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
+
+
+def health(vm: Vm) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{vm.api_port}/v1/health", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+def api_json(vm: Vm, path: str) -> object:
+    with urllib.request.urlopen(f"http://127.0.0.1:{vm.api_port}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_up(vms: list[Vm], key: Path, deadline: float) -> None:
+    pending = list(vms)
+    while pending and time.monotonic() < deadline:
+        for vm in list(pending):
+            assert vm.proc is not None
+            if vm.proc.poll() is not None:
+                pending.remove(vm)
+                continue
+            if vm.t_health is None and health(vm)[0] == 200:
+                vm.t_health = time.monotonic() - vm.started
+                print(f"  {vm.name}: /v1/health 200 after {vm.t_health:.1f} s")
+            if vm.t_ssh is None and vm.ssh(key, "true", timeout=15).returncode == 0:
+                vm.t_ssh = time.monotonic() - vm.started
+                print(f"  {vm.name}: ssh after {vm.t_ssh:.1f} s")
+            if vm.t_health is not None and vm.t_ssh is not None:
+                pending.remove(vm)
+        time.sleep(1)
+
+
+def check_vm(vm: Vm, key: Path, c: Checks, base_root_mib: int) -> dict[str, float]:
+    print(f"{vm.name} (ssh 127.0.0.1:{vm.ssh_port}, api 127.0.0.1:{vm.api_port}):")
+    figures: dict[str, float] = {}
+
+    def sh(command: str) -> str:
+        r = vm.ssh(key, command)
+        return r.stdout + (r.stderr if r.returncode else "")
+
+    c.check(vm.t_ssh is not None, "ssh with the key from authorized_keys on the boot partition")
+    code, body = health(vm)
+    c.check(code == 200, "GET /v1/health answers 200", f"{code} {body}")
+    show = dict(
+        line.split("=", 1)
+        for line in sh(
+            "systemctl show edge-agent -p ActiveState -p SubState -p StatusText -p WatchdogUSec "
+            "-p NRestarts -p ActiveEnterTimestampMonotonic -p ExecMainStartTimestampMonotonic"
+        ).splitlines()
+        if "=" in line
+    )
+    c.check(
+        show.get("ActiveState") == "active" and show.get("SubState") == "running",
+        "edge-agent READY under the image's systemd (Type=notify: active/running)",
+        str(show),
+    )
+    c.check(show.get("NRestarts") == "0", "edge-agent never restarted", str(show))
+    c.check(show.get("WatchdogUSec") == "30s", "the unit's WatchdogSec=30s is set", str(show))
+    ready_us = int(show.get("ActiveEnterTimestampMonotonic", "0") or 0)
+    if ready_us:
+        figures["kernel_to_ready_s"] = ready_us / 1e6
+        print(f"  .     READY {ready_us / 1e6:.1f} s after the guest kernel started")
+    hostname = sh("hostname").strip()
+    if vm.hostname:
+        c.check(
+            hostname == vm.hostname, f"hostname from the boot partition ({vm.hostname})", hostname
+        )
+    else:
+        c.check(
+            re.fullmatch(r"pi-[0-9a-f]{8}", hostname) is not None,
+            "hostname unique per board without a hostname file (pi-<8 hex>)",
+            hostname,
+        )
+        mid = sh("cat /etc/machine-id").strip()
+        c.check(
+            mid.endswith(hostname[3:]), "... derived as the agent derives it (machine-id here)", mid
+        )
+    installed = sh("cat /etc/edge-agent/agent.toml")
+    c.check(
+        installed.strip() == vm.config.strip(), "edge-agent.toml from the boot partition installed"
+    )
+    boot_ls = sh("ls -1 /boot/firmware").split()
+    c.check(
+        "edge-agent.toml.applied" in boot_ls and "edge-agent.toml" not in boot_ls,
+        "boot partition: edge-agent.toml renamed .applied",
+        " ".join(boot_ls),
+    )
+    c.check(
+        "edge-agent.keyring" not in boot_ls and "edge-agent.token" not in boot_ls,
+        "boot partition: keyring and token removed after install",
+        " ".join(boot_ls),
+    )
+    perms = sh("stat -c '%U:%G %a' /etc/edge-agent/keyring /etc/edge-agent/api-token").split("\n")
+    c.check(
+        all(p.strip() == "root:edge-agent 640" for p in perms if p.strip()) and len(perms) >= 2,
+        "keyring and token installed root:edge-agent 0640",
+        "|".join(perms),
+    )
+    keyring = sh("cat /etc/edge-agent/keyring").strip()
+    c.check(keyring == GOSSIP_KEY, "keyring installed without the laptop's CR", repr(keyring))
+    # Watchdog: PID 1 holds /dev/watchdog0 with the 14 s runtime timeout.
+    c.check(
+        sh("systemctl show -p RuntimeWatchdogUSec --value").strip() == "14s",
+        "systemd RuntimeWatchdogSec=14s",
+    )
+    wd = sh("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout").split()
+    c.check(
+        wd[:1] == ["active"],
+        "hardware watchdog armed (/sys/class/watchdog/watchdog0 active)",
+        " ".join(wd),
+    )
+    # SD-card care
+    jr = sh(
+        "find /var/log/journal -type f 2>/dev/null; ls -d /run/log/journal/*; "
+        "journalctl --header -q | grep -m1 'File path'"
+    )
+    c.check(
+        "/var/log/journal/" not in jr and "File path: /run/log/journal/" in jr,
+        "journald writes to /run only (volatile), no file under /var/log/journal",
+        jr,
+    )
+    c.check(sh("tail -n +2 /proc/swaps").strip() == "", "no swap")
+    opts = sh("findmnt -n -o OPTIONS /").strip()
+    c.check("noatime" in opts and "commit=30" in opts, "/ mounted noatime,commit=30", opts)
+    root_mib = int(sh("df -B1M --output=size / | tail -n 1").strip() or 0)
+    figures["root_mib"] = root_mib
+    c.check(
+        root_mib > base_root_mib + 300,
+        f"root grown to the card ({base_root_mib} -> {root_mib} MiB)",
+    )
+    sshd = sh(
+        "sshd -T 2>/dev/null | grep -E '^(passwordauthentication|kbdinteractiveauthentication) '"
+    )
+    c.check(
+        sshd.split() == ["passwordauthentication", "no", "kbdinteractiveauthentication", "no"],
+        "sshd: no password or keyboard-interactive login",
+        sshd,
+    )
+    shadow = sh("getent shadow | awk -F: 'length($2) > 2 {print $1}'").strip()
+    c.check(shadow == "", "no account has a password", shadow)
+    warnings = sh("journalctl -b -u edge-agent -p warning -o cat --no-pager -q").strip()
+    for line in warnings.splitlines()[:10]:
+        print(f"  .     agent warning: {line[:160]}")
+    boot_log = sh("cat /boot/firmware/edge-agent-boot.log")
+    c.check(
+        "edge-agent.toml applied" in boot_log,
+        "edge-agent-boot.log on the boot partition says what was applied",
+        boot_log,
+    )
+    return figures
+
+
+def check_bad_config(vm: Vm, key: Path, c: Checks) -> None:
+    """A bad edge-agent.toml on the card is rejected; the running config and agent stay."""
+    print(f"{vm.name}: a bad edge-agent.toml on the boot partition")
+    before = vm.ssh(key, "md5sum /etc/edge-agent/agent.toml").stdout.strip()
+    r = vm.ssh(
+        key,
+        'printf \'[node]\\nweigth = 2\\n[[origin]]\\nid = "x"\\nurl = "ftp://nope"\\n\' '
+        "> /boot/firmware/edge-agent.toml && /usr/lib/edge-agent-image/boot-config >/dev/null; "
+        "ls /boot/firmware; tail -n 8 /boot/firmware/edge-agent-boot.log",
+        timeout=120,
+    )
+    out = r.stdout + r.stderr
+    after = vm.ssh(key, "md5sum /etc/edge-agent/agent.toml").stdout.strip()
+    c.check("edge-agent.toml.rejected" in out, "bad config renamed edge-agent.toml.rejected", out)
+    c.check(
+        before != "" and before == after, "the previous /etc/edge-agent/agent.toml is kept", after
+    )
+    c.check("weigth" in out and "REJECTED" in out, "edge-agent-boot.log names the bad key", out)
+    state = vm.ssh(key, "systemctl is-active edge-agent").stdout.strip()
+    c.check(state == "active", "agent still running", state)
+
+
+def check_cluster(vms: list[Vm], c: Checks, deadline: float) -> float | None:
+    print("cluster:")
+    want = len(vms)
+    t0 = time.monotonic()
+    seen: object = None
+    while time.monotonic() < deadline:
+        try:
+            views = [api_json(vm, "/v1/members") for vm in vms]
+        except (OSError, ValueError) as e:
+            views = [str(e)]
+        seen = views
+        if all(
+            isinstance(v, list) and sum(1 for m in v if m.get("state") == "alive") == want
+            for v in views
+        ):
+            c.check(True, f"{want} VMs form one gossip cluster (encrypted, over 192.0.2.0/24)")
+            names = sorted(m["name"] for m in views[0])  # type: ignore[index]
+            print(f"  .     members: {', '.join(names)}")
+            return time.monotonic() - t0
+        time.sleep(2)
+    c.check(False, f"{want} VMs form one gossip cluster", json.dumps(seen)[:600])
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("image", nargs="?", type=Path, default=DEFAULT_IMAGE)
+    ap.add_argument("--vms", type=int, default=2, choices=(1, 2))
+    ap.add_argument("--timeout", type=float, default=420, help="seconds to wait for boot")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+
+    missing = [f"{t} (apt: {p})" for t, p in HOST_TOOLS.items() if not shutil.which(t)]
+    if missing:
+        print("image-test: missing host tools: " + ", ".join(missing), file=sys.stderr)
+        return 2
+    base: Path = args.image.resolve()
+    if not base.is_file():
+        print(f"image-test: no image at {args.image}: run `make image` first", file=sys.stderr)
+        return 2
+    print(f"image: {base} ({base.stat().st_size / 2**20:.0f} MiB)")
+    table = json.loads(run(["sfdisk", "--json", str(base)]).stdout)["partitiontable"]
+    base_root_mib = int(table["partitions"][1]["size"]) * 512 // 2**20
+
+    work = Path(tempfile.mkdtemp(prefix="edge-agent-image-test."))
+    vms: list[Vm] = []
+    c = Checks()
+    t_start = time.monotonic()
+    try:
+        key = work / "id_ed25519"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
+        pubkey = (work / "id_ed25519.pub").read_text()
+        ips = ["192.0.2.11", "192.0.2.12"]
+        for i in range(args.vms):
+            peer = ips[1 - i] if args.vms == 2 else None
+            hostname = "edge-test-a" if i == 0 else None
+            vms.append(Vm(f"vm{i + 1}", i, work, hostname, ips[i], peer))
+        link_port = free_port()
+        smp, mem = (2, 1536) if args.vms == 1 else (1, 1024)
+        prepared = [prepare(vm, base, pubkey) for vm in vms]
+        print(f"boot partition cmdline.txt (used by a real Pi): {prepared[0][2]}")
+        c.check("root=LABEL=EDGEROOT" in prepared[0][2], "cmdline.txt boots root=LABEL=EDGEROOT")
+        for i, (vm, (kernel, initrd, _)) in enumerate(zip(vms, prepared, strict=True)):
+            link = f"listen=127.0.0.1:{link_port}" if i == 0 else f"connect=127.0.0.1:{link_port}"
+            start(vm, kernel, initrd, link, smp, mem)
+            if i == 0 and len(vms) > 1:
+                time.sleep(1)  # the listening end of the link first
+        print(
+            f"booting {len(vms)} VM(s): TCG, {smp} vCPU and {mem} MiB each, "
+            f"kernel {prepared[0][0].name.split('-', 1)[1]}"
+        )
+        wait_up(vms, key, time.monotonic() + args.timeout)
+        figures: dict[str, dict[str, float]] = {}
+        for vm in vms:
+            figures[vm.name] = check_vm(vm, key, c, base_root_mib)
+        t_cluster = check_cluster(vms, c, time.monotonic() + 120) if len(vms) == 2 else None
+        check_bad_config(vms[0], key, c)
+        print("\nfigures:")
+        for vm in vms:
+            f = figures.get(vm.name, {})
+            print(
+                f"  {vm.name}: qemu start -> ssh {vm.t_ssh or float('nan'):.1f} s, "
+                f"-> /v1/health 200 {vm.t_health or float('nan'):.1f} s; "
+                f"guest kernel -> agent READY {f.get('kernel_to_ready_s', float('nan')):.1f} s; "
+                f"root {f.get('root_mib', 0):.0f} MiB"
+            )
+        if t_cluster is not None:
+            print(f"  cluster of {len(vms)} converged {t_cluster:.1f} s after both answered")
+        print(f"  whole test {time.monotonic() - t_start:.0f} s")
+    finally:
+        for vm in vms:
+            if vm.proc and vm.proc.poll() is None:
+                vm.proc.send_signal(signal.SIGTERM)
+                try:
+                    vm.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    vm.proc.kill()
+                    vm.proc.wait()
+        if c.failed:
+            for vm in vms:
+                log = work / f"{vm.name}-console.log"
+                if log.exists():
+                    print(f"--- {vm.name} console (last 40 lines) ---")
+                    print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{c.passed} passed, {len(c.failed)} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
