@@ -20,6 +20,8 @@ in the process that serves the request)::
     POST /control?mode=down         # the default, for every origin without its own
     GET  /control/ID                # {"id": ..., "mode": ...}
     GET  /stats                     # {"requests": ..., "pid": ...}
+    POST /hook, GET /hooks          # a webhook receiver for edge-agent's [[webhook]], and
+                                    # what it received (per process: use --processes 1)
 
 ``python -m agent.farm --port P --count N --processes K`` serves origins ``0`` .. ``N-1``
 from K processes sharing one port with SO_REUSEPORT, so the farm is not what limits a
@@ -212,12 +214,28 @@ def make_app(
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"requests": counter[0], "pid": os.getpid()})
 
+    hooks: list[dict[str, Any]] = []  # webhook deliveries received (demos and tests)
+
+    async def hook(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="not JSON\n") from None
+        hooks.append({"body": body, "event": request.headers.get("X-Edge-Agent-Event", "")})
+        del hooks[:-1000]
+        return web.json_response({"ok": True})
+
+    async def hook_list(request: web.Request) -> web.Response:
+        return web.json_response(hooks)
+
     app = web.Application()
     app.router.add_get("/o/{id}", origin)  # also HEAD
     app.router.add_post("/control/{id}", set_one)
     app.router.add_get("/control/{id}", get_one)
     app.router.add_post("/control", set_default)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/hook", hook)  # a webhook receiver: POST /hook, GET /hooks
+    app.router.add_get("/hooks", hook_list)
     return app
 
 

@@ -40,6 +40,14 @@ def farm_set(f: Fleet, oid: int, mode: str) -> None:
     assert status == 200
 
 
+def hooks(f: Fleet) -> list[dict[str, Any]]:
+    """The webhook deliveries the farm received."""
+    farm = f.extra["farm"]
+    status, body = ns_http(farm.ns, "GET", "/hooks", port=8000, host=farm.ip)
+    assert status == 200
+    return list(body)
+
+
 def views(hosts: Iterable[Host]) -> dict[str, dict[str, dict[str, Any]]]:
     return {h.name: h.origins() for h in hosts}
 
@@ -98,11 +106,28 @@ def test_declare_check_kill_partition_heal(fleet: MakeFleet) -> None:
     f = fleet()
     hosts = f.add_many(5)
     base = f.start_farm(count=16)
-    f.origins_toml = origins_toml(base, range(10))
+    f.origins_toml = origins_toml(base, range(10)) + f'[[webhook]]\nurl = "{base}/hook"\n'
     f.start()
     f.wait_converged(30)
     all_ids = {f"o{i}" for i in range(10)}
     wait(lambda: agreed(hosts, all_ids), 30, "placement settled", explain(hosts))
+
+    # one webhook per transition, from the origin's rank-1 owner, though 5 hosts judge it
+    def o3_everywhere(verdict: str) -> bool:
+        return all(h.origins()["o3"]["verdict"] == verdict for h in hosts)
+
+    wait(lambda: o3_everywhere("up"), 15, "o3 up everywhere first", explain(hosts))
+    farm_set(f, 3, "down")
+    wait(lambda: o3_everywhere("down"), 15, "o3 down everywhere", explain(hosts))
+    farm_set(f, 3, "up")
+    wait(lambda: o3_everywhere("up"), 15, "o3 up everywhere", explain(hosts))
+    wait(lambda: len(hooks(f)) >= 2, 10, "two webhooks")
+    got = hooks(f)
+    rank1 = hosts[0].origins()["o3"]["owners"][0]
+    assert [(h["body"]["from"], h["body"]["to"]) for h in got] == [("up", "down"), ("down", "up")]
+    assert {h["body"]["node"] for h in got} == {rank1}
+    assert all(h["event"].startswith("o3/") for h in got)
+    print(f"webhooks: {len(got)} for 2 transitions of o3, all from its rank-1 owner {rank1}")
 
     # an origin declared through one host's API: checked, and judged alike everywhere
     spec = {"url": f"{base}/o/12", "interval": f"{INTERVAL:g}s", "rise": 1, "fall": 1}
