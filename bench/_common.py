@@ -18,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -147,22 +148,40 @@ class Children:
 
     def stop(self, p: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
         """SIGTERM, wait, SIGKILL; returns the exit code (None if it had to be killed)."""
-        code: int | None = p.poll()
-        if code is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                code = p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait()
-                code = None
+        code = stop_process(p, timeout)
         if p.stdout is not None:
             p.stdout.close()
         if p in self.procs:
             self.procs.remove(p)
         return code
+
+
+def stop_process(p: subprocess.Popen[Any], timeout: float) -> int | None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit code (None if killed)."""
+    code: int | None = p.poll()
+    if code is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+        try:
+            code = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)
+            code = None
+    return code
+
+
+def run_async_main(main: Coroutine[Any, Any, int]) -> int:
+    """Run a benchmark's async main: harness errors and interrupts become exit codes."""
+    try:
+        return asyncio.run(main)
+    except HarnessError as e:
+        print(f"harness error: {e}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
 
 
 def cancel_on_signals() -> None:

@@ -26,6 +26,7 @@ from _common import (  # the constants and /proc readings every benchmark shares
     HarnessError,
     cpu_seconds,
     status_kib,
+    stop_process,
     tail,
 )
 
@@ -172,17 +173,7 @@ class ProcSet:
 
     def stop(self, p: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
         """SIGTERM, wait, SIGKILL; the exit code (None if it had to be killed)."""
-        code: int | None = p.poll()
-        if code is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                code = p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(10)
-                code = None
+        code = stop_process(p, timeout)
         if p in self.procs:
             self.procs.remove(p)
         return code

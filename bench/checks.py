@@ -33,6 +33,7 @@ from _common import (
     host_jiffies,
     log_problems,
     median,
+    run_async_main,
     self_cpu,
     start_agent,
     start_blackbox,
@@ -343,14 +344,7 @@ def main() -> int:
         help="edge-agent,blackbox (default both)",
     )
     args = ap.parse_args()
-    try:
-        return asyncio.run(main_async(args))
-    except HarnessError as e:
-        print(f"harness error: {e}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; every process started was stopped", file=sys.stderr)
-        return 130
+    return run_async_main(main_async(args))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from _common import (
     MIB,
     Children,
     FarmProc,
-    HarnessError,
     agent_checks,
     cancel_on_signals,
+    run_async_main,
     start_agent,
     start_blackbox,
     start_farm,
@@ -114,14 +114,7 @@ def main() -> int:
         help="edge-agent,blackbox (default both)",
     )
     args = ap.parse_args()
-    try:
-        return asyncio.run(main_async(args))
-    except HarnessError as e:
-        print(f"harness error: {e}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; every process started was stopped", file=sys.stderr)
-        return 130
+    return run_async_main(main_async(args))
 
 
 if __name__ == "__main__":
