@@ -49,7 +49,7 @@ from agent.membership.meta import decode_tags
 from agent.membership.protocol import Event, MemberEvent
 from agent.placement import Member, OwnerChange, Placement, member_from_tags
 from agent.replication import Gossip, Output, Replicator
-from agent.state import Delta, State, decode_delta, encode_delta, latency_band
+from agent.state import Delta, State, canonical_spec, decode_delta, encode_delta, latency_band
 from agent.store import SnapshotBudget, Store
 
 log = logging.getLogger(__name__)
@@ -597,8 +597,6 @@ class Coordinator:
 
 
 def _same_spec(a: OriginSpec, b: OriginSpec) -> bool:
-    from agent.state import canonical_spec
-
     return canonical_spec(a) == canonical_spec(b)
 
 

@@ -83,7 +83,7 @@ def _render(agent: Agent, url: str, tty: bool) -> str:
         lat_s = "" if lat is None else f"{lat:.0f}ms"
         lines.append(f"{o['id']:<12} {shown} {lat_s:>8}  {obs.get('reason', '')}")
     lines += ["", "recent transitions:"]
-    for t in list(agent.transitions)[-6:]:
+    for t in agent.transitions_view()[-6:]:
         at = time.strftime("%H:%M:%S", time.localtime(t["at"] or 0))
         lines.append(f"  {at}  {t['origin']:<12} {t['from']} -> {t['to']}  ({t['reason']})")
     lines += ["", "Ctrl-C stops the demo."]
@@ -92,15 +92,16 @@ def _render(agent: Agent, url: str, tty: bool) -> str:
 
 async def _screen(agent: Agent, url: str) -> None:
     tty = sys.stdout.isatty()
-    seen = 0
+    last = 0.0  # the time of the last transition printed (the kept list is bounded)
     while True:
         if tty:
             sys.stdout.write("\033[H\033[2J" + _render(agent, url, tty) + "\n")
             sys.stdout.flush()
         else:  # a pipe or a log: print transitions as they happen
-            for t in list(agent.transitions)[seen:]:
-                print(f"{t['origin']}: {t['from']} -> {t['to']} ({t['reason']})", flush=True)
-            seen = len(agent.transitions)
+            for t in agent.transitions_view():
+                if t["at"] > last:
+                    print(f"{t['origin']}: {t['from']} -> {t['to']} ({t['reason']})", flush=True)
+                    last = t["at"]
         await asyncio.sleep(1.0)
 
 

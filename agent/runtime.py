@@ -17,7 +17,6 @@ import os
 import resource
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,6 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
 API_RETRY = 2.0
-TRANSITIONS_KEPT = 200
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
 
 
@@ -112,7 +110,6 @@ class Agent:
         self.health = Health()
         self.notifier = Notifier.from_env()
         self.watchdog = Watchdog.from_env(self.notifier)
-        self.transitions: deque[dict[str, Any]] = deque(maxlen=TRANSITIONS_KEPT)
         self.started_at = time.time()
         self.events = EventHub()
         self.engine = CheckEngine(
@@ -337,7 +334,6 @@ class Agent:
     def _on_verdict(self, change: VerdictChange) -> None:
         """The fleet's verdict on an origin changed (from any node's observations)."""
         record = change.as_dict()
-        self.transitions.append(record)
         self.metrics.transitions.labels(change.new).inc()
         self.events.publish("transition", record)
         if change.old != "unknown" or change.new != "up":
