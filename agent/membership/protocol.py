@@ -228,6 +228,7 @@ class Membership:
         self.node_map: dict[str, Member] = {}
         self.addr_names: dict[Address, str] = {}  # (host, port) -> node name
         self._conflicts_logged: dict[tuple[str, Address], float] = {}
+        self._former: set[Address] = set()  # addresses we moved away from (readdress)
         self.suspicions: dict[str, Suspicion] = {}
         self._suspicion_keys: dict[str, Hashable] = {}
         self.awareness = Awareness(self.settings.awareness_max_multiplier)
@@ -305,6 +306,42 @@ class Membership:
         self._events.append(IncarnationChanged(self.incarnation))
         a = Alive(self.incarnation, self.name, self.addr, self.port, meta, DEFAULT_VSN)
         self._alive_node(a, now, bootstrap=True)
+
+    def readdress(self, addr: str, port: int, now: float) -> None:
+        """Our address changed under us (a new DHCP lease, a network that came up after
+        we started): move to it without a restart.
+
+        memberlist cannot do this: a peer that holds a name alive at one address calls
+        an alive message at another a conflict, and ignores it until the old entry has
+        been dead for dead_node_reclaim_time. So first leave under the old incarnation
+        (dead with From == us, sent straight to every live peer, which frees the name as
+        a graceful leave does), then announce ourselves alive at the new address with a
+        higher incarnation. Peers see a leave and a join. A peer that misses the leave
+        takes the new address once it has found the old one failed and the name may be
+        reclaimed; gossip and push/pull carry it there. Stale news of us at a former
+        address is not a name conflict.
+        """
+        wire = ip_to_wire(addr)
+        me = self.node_map.get(self.name)
+        if (wire, port) == (self.addr, self.port) or me is None or self.left:
+            self.addr, self.port = wire, port
+            return
+        old = Dead(me.incarnation, self.name, self.name)
+        for n in self.nodes:
+            if n.state in (NodeState.ALIVE, NodeState.SUSPECT) and n.name != self.name:
+                self._send(n.address, old, target=n.name)
+        if self.addr_names.get(me.address) == self.name:
+            del self.addr_names[me.address]
+        self._former.add(me.address)
+        self._former.discard((addr, port))
+        self.addr, self.port = wire, port
+        me.addr, me.port = wire, port
+        self.addr_names[me.address] = self.name
+        self.incarnation = min(max(self.incarnation, me.incarnation) + 1, MAX_INCARNATION)
+        me.incarnation = self.incarnation
+        self._events.append(IncarnationChanged(self.incarnation))
+        a = Alive(self.incarnation, self.name, wire, port, self.meta, me.vsn)
+        self.broadcasts.queue(Broadcast(encode_message(a), self.name))
 
     def queue_user_broadcast(
         self,
@@ -772,6 +809,12 @@ class Membership:
             self.nodes.append(state)
             self.nodes[offset], self.nodes[n] = self.nodes[n], self.nodes[offset]
         elif state.addr != a.addr or state.port != a.port:
+            if (
+                state.name == self.name
+                and (_host(a.addr), a.port) in self._former
+                and a.incarnation < state.incarnation
+            ):
+                return  # stale news of us from before we moved: not a rival
             reclaim = self.settings.dead_node_reclaim_time
             can_reclaim = reclaim > 0 and now - state.state_change > reclaim
             if state.state == NodeState.LEFT or (state.state == NodeState.DEAD and can_reclaim):

@@ -157,6 +157,15 @@ class Simulator:
         self._at(self.now, "start", name)
         return node
 
+    def readdress(self, name: str, addr: Address) -> None:
+        """A running node's address changes (a new DHCP lease): the old one goes dead."""
+        node = self.nodes[name]
+        del self.by_addr[node.addr]
+        node.addr = addr
+        self.by_addr[addr] = node
+        node.core.readdress(addr[0], addr[1], self.now)
+        self._flush(node)
+
     def stall(self, name: str, seconds: float) -> None:
         node = self.nodes[name]
         node.stalled_until = max(node.stalled_until, self.now + seconds)

@@ -213,6 +213,14 @@ class MembershipNode:
         core.update_meta(meta, self._now())
         self._pump()
 
+    def readdress(self, advertise: Address) -> None:
+        """Announce ourselves at a new address (see Membership.readdress); the sockets are
+        bound to the wildcard address and stay as they are."""
+        self.advertise = advertise
+        core = self._need_core()
+        core.readdress(advertise[0], advertise[1], self._now())
+        self._pump()
+
     def send_user(self, addr: Address, payload: bytes) -> None:
         self._need_core().send_user(addr, payload)
         self._pump()

@@ -245,6 +245,80 @@ def test_graceful_leave_is_left_everywhere() -> None:
     assert dead_events(sim, "n0002") == []
 
 
+def addresses(sim: Simulator, member: str) -> dict[str, tuple[str, str, int]]:
+    """observer -> (state, host, port) of `member` in that observer's view."""
+    out = {}
+    for n in sim.live_nodes():
+        m = n.core.node_map.get(member)
+        if m is not None:
+            out[n.name] = (m.state_name, m.host, m.port)
+    return out
+
+
+def test_running_node_moves_to_a_new_address_without_a_restart() -> None:
+    sim = Simulator(10, seed=11)
+    sim.join_all()
+    sim.run_for(10)
+    assert sim.converged()
+    t0 = sim.now
+    sim.readdress("n0003", ("10.9.9.9", 7946))  # a new DHCP lease; the old address is gone
+    sim.run_for(2)
+    want = ("alive", "10.9.9.9", 7946)
+    assert addresses(sim, "n0003") == {n.name: want for n in sim.live_nodes()}
+    assert sim.converged()
+    # peers saw it leave and come back (never a failure), and nobody else moved
+    assert dead_events(sim, "n0003") == []
+    back = {
+        o.observer for o in sim.observed if o.kind == "join" and o.member == "n0003" and o.at >= t0
+    }
+    assert back == {n.name for n in sim.live_nodes()} - {"n0003"}
+    assert not [o for o in sim.observed if o.at >= t0 and o.member != "n0003"]
+    sim.run_for(60)  # and it stays that way: no stale gossip drags it back
+    assert addresses(sim, "n0003") == {n.name: want for n in sim.live_nodes()}
+
+
+def test_new_address_reaches_a_peer_that_missed_the_leave() -> None:
+    """10% loss: some peers miss the direct leave and call the new address a conflict;
+    they find the old one failed, reclaim the name and take the new address."""
+    sim = Simulator(10, seed=12, loss=0.10)
+    sim.join_all()
+    sim.run_for(20)
+    assert sim.converged()
+    sim.readdress("n0005", ("10.9.9.5", 7946))
+    want = ("alive", "10.9.9.5", 7946)
+    deadline = sim.now + 120
+    while sim.now < deadline:
+        sim.run_for(1)
+        if addresses(sim, "n0005") == {n.name: want for n in sim.live_nodes()}:
+            break
+    assert addresses(sim, "n0005") == {n.name: want for n in sim.live_nodes()}
+    assert sim.converged()
+
+
+def test_readdress_before_any_peer_only_changes_what_we_announce() -> None:
+    """Started before the network had an address (loopback): nobody to tell yet."""
+    a = core("a", "127.0.0.1")
+    a.readdress("10.0.0.7", 7946, 1.0)
+    assert a.node_map["a"].host == "10.0.0.7"
+    assert a.packets_to_send() == []
+    a_state = a._local_push_pull(join=False)  # what a joiner learns of us
+    assert [(n.name, n.addr) for n in a_state.nodes] == [("a", bytes([10, 0, 0, 7]))]
+
+
+def test_stale_news_of_our_former_address_is_not_a_rival() -> None:
+    a = core("a", "10.0.0.1")
+    before = alive_of(a)
+    a.readdress("10.0.0.7", 7946, 1.0)
+    a.events()
+    a.handle_message(before, ("10.0.0.2", 7946), 2.0)  # a peer that missed the move
+    assert not [e for e in a.events() if isinstance(e, NameConflict)]
+    assert a.node_map["a"].host == "10.0.0.7"
+    # a rival at an address we never had is still one
+    rival = Alive(before.incarnation, "a", bytes([10, 0, 0, 66]), 7946, b"", before.vsn)
+    a.handle_message(rival, ("10.0.0.66", 7946), 3.0)
+    assert [e for e in a.events() if isinstance(e, NameConflict)]
+
+
 def test_partition_heals() -> None:
     sim = Simulator(10, seed=4)
     sim.join_all()
