@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.advertise import advertise_address, is_derived
 from agent.config import Config, is_loopback, parse_hostport
 from agent.identity import NameGuard
 from agent.membership.keyring import Keyring
@@ -47,6 +48,10 @@ ROLE = PLACEMENT_ROLE  # the tag placement uses to tell our nodes from Serf's
 REJOIN_MIN, REJOIN_MAX = 1.0, 60.0
 RECONNECT_INTERVAL = 30.0  # Serf's ReconnectInterval
 RECONNECT_TIMEOUT = 24 * 3600.0  # Serf's ReconnectTimeout: then a failed member is forgotten
+# after we move to a new address, push/pull with every live peer at these delays: the
+# last ones reach a peer that missed our leave, once it has found the old address failed
+# and may reclaim the name (suspicion ~5 s + dead_node_reclaim_time 10 s)
+READDRESS_PUSHES = (1.0, 20.0, 40.0)
 
 
 class KeyringError(Exception):
@@ -68,22 +73,6 @@ def load_keyring(path: Path) -> Keyring:
         return Keyring.from_base64(keys)
     except ValueError as e:
         raise KeyringError(f"{path}: {e}") from None
-
-
-def advertise_address(config: Config) -> tuple[str, int]:
-    """What peers should dial: [cluster] advertise, else the bind address when specific,
-    else the address of the interface that carries the default route."""
-    if config.cluster.advertise is not None:
-        return config.cluster.advertise.host, config.cluster.advertise.port
-    host, port = config.cluster.bind.host, config.cluster.bind.port
-    if host not in ("0.0.0.0", "::", ""):
-        return host, port
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # a route lookup only: UDP connect sends nothing
-            return s.getsockname()[0], port
-        except OSError:
-            return "127.0.0.1", port
 
 
 def resolve_seeds(seeds: Iterable[str]) -> list[tuple[str, int]]:
@@ -131,6 +120,8 @@ class Cluster:
         self.discovery: Discovery | None = None
         self._discovery_task: asyncio.Task[None] | None = None
         self._joining: set[tuple[str, int]] = set()
+        self._readdress_task: asyncio.Task[None] | None = None
+        self.readdresses = 0  # times we moved to a new address (metrics)
         self._had_peers = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.name_guard = NameGuard(
@@ -155,10 +146,11 @@ class Cluster:
         if self.config.cluster.keyring_file is not None:
             self.keyring = load_keyring(self.config.cluster.keyring_file)
         bind = self.config.cluster.bind
+        adv_host, adv_port = advertise_address(self.config)
         self.node = MembershipNode(
             self.node_name,
             (bind.host, bind.port),
-            advertise=advertise_address(self.config),
+            advertise=(adv_host, adv_port),
             meta=encode_tags(self.tags()),
             settings=self.config.gossip,
             keyring=self.keyring,
@@ -167,7 +159,6 @@ class Cluster:
             local_state=self.local_state,
         )
         await self.node.start()
-        adv_host, adv_port = advertise_address(self.config)
         self.advertise = (adv_host, adv_port or self.node.port)
         self.remembered = self.peer_store.load()
         if self.peer_store.corrupt:
@@ -178,8 +169,7 @@ class Cluster:
             "gossip on %s:%d (advertising %s:%d)%s",
             bind.host,
             self.node.port,
-            *advertise_address(self.config)[:1],
-            self.node.port,
+            *self.advertise,
             ", encrypted" if self.keyring else "",
         )
 
@@ -215,7 +205,58 @@ class Cluster:
             if node is not None and now >= next_reconnect:
                 next_reconnect = now + RECONNECT_INTERVAL
                 await self._reconnect_one(now)
+            if node is not None:
+                await self.follow_address()
             await asyncio.sleep(1.0)
+
+    async def follow_address(self) -> bool:
+        """Move to the network's address when it changed under us; True if we moved.
+
+        Only a derived advertise address is followed (a configured one is the operator's
+        word), and never to loopback: a pulled cable leaves the old address standing
+        until there is a better one. The common cases are a Pi that booted before its
+        network (it started on loopback, alone, without mDNS) and a new DHCP lease.
+        """
+        if self.node is None or not is_derived(self.config):
+            return False
+        host = advertise_address(self.config)[0]
+        if is_loopback(host) or host == self.advertise[0]:
+            return False
+        old = self.advertise[0]
+        self.advertise = (host, self.advertise[1])
+        log.warning(
+            "advertise address changed: %s -> %s; announcing the move to the cluster",
+            old,
+            host,
+        )
+        self.node.readdress(self.advertise)
+        self.faults.pop("advertise", None)
+        self.readdresses += 1
+        await self._stop_discovery()
+        self.discovery = None
+        self._start_discovery()
+        if self._readdress_task is not None:
+            self._readdress_task.cancel()
+        task = self._readdress_task = asyncio.ensure_future(self._push_after_move())
+        self._tasks.add(task)  # cancelled by leave_and_stop
+        task.add_done_callback(self._tasks.discard)
+        if self.on_change is not None:
+            self.on_change()
+        return True
+
+    async def _push_after_move(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for delay in READDRESS_PUSHES:
+            await asyncio.sleep(max(0.0, start + delay - loop.time()))
+            node = self.node
+            peers = [m.address for m in self._alive_peers()]
+            if node is None or not peers:
+                continue
+            try:
+                await node.join(peers)
+            except (TimeoutError, OSError) as e:
+                log.debug("push/pull after the move: %s", e)
 
     def may_find_peers(self) -> bool:
         """Whether this node has any way to find a peer: seeds, remembered peers, or mDNS
@@ -502,6 +543,11 @@ class ClusterCollector(Collector):
             ("edge_agent_gossip_bytes_sent", "UDP gossip bytes sent.", c.bytes_out),
             ("edge_agent_gossip_streams_received", "TCP gossip streams accepted.", c.streams_in),
             ("edge_agent_gossip_streams_opened", "TCP gossip streams opened.", c.streams_out),
+            (
+                "edge_agent_advertise_moves",
+                "Times this node moved to a new advertise address without a restart.",
+                self.cluster.readdresses,
+            ),
         ):
             yield CounterMetricFamily(name, help_, value=value)
         bad = CounterMetricFamily(

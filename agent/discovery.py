@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.advertise import interface_addresses
+
 log = logging.getLogger(__name__)
 
 RETRY_MIN, RETRY = 5.0, 30.0  # after a failure, try again: 5 s, 10 s, 20 s, then every 30 s
@@ -58,18 +60,6 @@ def host_label(name: str) -> str:
     """A DNS-safe label from the node name (for our never-answered multicast probe)."""
     label = re.sub(r"[^A-Za-z0-9-]", "-", name).strip("-")[:40] or "node"
     return f"{label}-edge-agent.local."
-
-
-def interface_addresses() -> dict[str, list[str]]:
-    """Interface name -> its IPv4 addresses (via ifaddr, which zeroconf depends on)."""
-    import ifaddr
-
-    out: dict[str, list[str]] = {}
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str):
-                out.setdefault(adapter.nice_name, []).append(ip.ip)
-    return out
 
 
 def choose_interface(
