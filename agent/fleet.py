@@ -301,12 +301,18 @@ class Host:
         self.fleet.exec(self, "nft", "-f", "-", input=script)
 
     def move(self, new_ip: str) -> None:
-        """Give the host a new address (DHCP lease changed); restart it yourself."""
+        """Give the host a new address (DHCP lease changed). A running agent follows it
+        by itself; a stopped one finds it when started."""
         f = self.fleet
         f.exec(self, "ip", "addr", "flush", "dev", "eth0")
         f.exec(self, "ip", "addr", "add", f"{new_ip}/24", "dev", "eth0")
         f._routes(self.ns)
         self.ip = new_ip
+
+    def unaddress(self) -> None:
+        """Take the host's address and routes away: no DHCP lease yet (a Pi that boots
+        before its network). ``move`` gives it one."""
+        self.fleet.exec(self, "ip", "addr", "flush", "dev", "eth0")
 
     # --- views ---
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -170,6 +171,56 @@ def test_node_restarted_after_peers_moved_finds_them_by_mdns(fleet: MakeFleet) -
     for h in others:
         state, addr = n1.members()[h.name]
         assert (state, addr) == ("alive", h.ip)
+
+
+def test_running_node_follows_a_new_dhcp_lease(fleet: MakeFleet) -> None:
+    """A running node whose address changes is alive at the new one in every view,
+    without a restart, and the cluster saw it leave and rejoin (never fail)."""
+    f = fleet()
+    hosts = f.add_many(4)
+    n3 = hosts[2]
+    f.start()
+    f.wait_converged(30)
+    pid = n3.proc.pid if n3.proc else None
+    old = n3.ip
+    n3.move(f.new_ip())
+    t0 = time.monotonic()
+
+    def everyone_sees_the_new_address() -> bool:
+        return all(h.members().get(n3.name) == ("alive", n3.ip) for h in hosts)
+
+    wait(everyone_sees_the_new_address, 20, "n3 at its new address everywhere", f.describe)
+    took = time.monotonic() - t0
+    print(f"n3 moved {old} -> {n3.ip}: alive at the new address in every view {took:.2f} s later")
+    assert n3.proc is not None and n3.proc.pid == pid and n3.alive()  # no restart
+    assert "advertise address changed" in n3.log()
+    for h in hosts:
+        assert f"member {n3.name}: dead" not in h.log(), h.name  # a leave, not a failure
+    _, metrics = n3.get("/metrics")
+    assert "edge_agent_advertise_moves_total 1.0" in metrics
+    f.wait_converged(10)
+
+
+def test_node_booted_before_its_network_joins_when_the_lease_comes(fleet: MakeFleet) -> None:
+    """No address at start (no DHCP lease yet): the node runs alone on loopback, with no
+    mDNS. When the lease comes it moves to it, starts mDNS and joins by itself."""
+    f = fleet()
+    a, b, late = f.add_many(3)
+    f.start([a, b])
+    f.wait_converged(30, [a, b])
+    ip = late.ip
+    late.unaddress()
+    late.start()
+    wait(lambda: " ready: node" in late.log(), 20, "late to start", late.log)
+    assert "mDNS off" in late.log()
+    assert late.alive_names() == {late.name}
+    late.move(ip)
+    t0 = time.monotonic()
+    f.wait_converged(30)
+    print(f"lease came: in the cluster {time.monotonic() - t0:.2f} s later")
+    assert a.members()[late.name] == ("alive", late.ip)
+    assert "mDNS: advertising" in late.log()
+    assert late.health()["status"] == "ok", late.health()
 
 
 def test_multicast_comes_back(fleet: MakeFleet) -> None:
