@@ -52,6 +52,7 @@ RECONNECT_TIMEOUT = 24 * 3600.0  # Serf's ReconnectTimeout: then a failed member
 # last ones reach a peer that missed our leave, once it has found the old address failed
 # and may reclaim the name (suspicion ~5 s + dead_node_reclaim_time 10 s)
 READDRESS_PUSHES = (1.0, 20.0, 40.0)
+SERF_HEAD_START = 0.1  # the Serf leave intent goes this long before the memberlist leave
 
 
 class KeyringError(Exception):
@@ -229,7 +230,18 @@ class Cluster:
             old,
             host,
         )
-        self.node.readdress(self.advertise)
+        # A Serf leave intent first, straight to every live peer: Serf's member states
+        # follow its intents, and a memberlist leave without one shows as `failed`
+        node = self.node
+        alive = [
+            m for m in node.members() if m.name != self.node_name and m.state == NodeState.ALIVE
+        ]
+        if alive:
+            intent = self.serf_clock.leave_intent(self.node_name)
+            for m in alive:
+                node.send_user(m.address, intent)
+            await asyncio.sleep(SERF_HEAD_START)
+        node.readdress(self.advertise)
         self.faults.pop("advertise", None)
         self.readdresses += 1
         await self._stop_discovery()

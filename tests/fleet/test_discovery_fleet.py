@@ -174,13 +174,32 @@ def test_node_restarted_after_peers_moved_finds_them_by_mdns(fleet: MakeFleet) -
 
 
 def test_running_node_follows_a_new_dhcp_lease(fleet: MakeFleet) -> None:
-    """A running node whose address changes is alive at the new one in every view,
-    without a restart, and the cluster saw it leave and rejoin (never fail)."""
+    """A running node whose address changes is alive at the new one in every view (a
+    stock Serf agent's too), without a restart, and the cluster saw it leave and rejoin
+    (never fail)."""
+    require_tool("serf", "serf")
     f = fleet()
     hosts = f.add_many(4)
     n3 = hosts[2]
     f.start()
     f.wait_converged(30)
+    serf = f.start_serf(node="serf1")
+
+    def serf_view() -> dict[str, tuple[str, str]]:
+        out = f.exec(serf, "serf", "members", "-rpc-addr=127.0.0.1:7373", check=False).stdout
+        return {
+            p[0]: (p[2], p[1].rsplit(":", 1)[0])
+            for p in map(str.split, out.splitlines())
+            if len(p) >= 3
+        }
+
+    wait(
+        lambda: serf_view().get(n3.name) == ("alive", n3.ip),
+        30,
+        "serf to see n3",
+        lambda: str(serf_view()),
+    )
+    f.wait_converged(30, names={h.name for h in hosts} | {"serf1"})
     pid = n3.proc.pid if n3.proc else None
     old = n3.ip
     n3.move(f.new_ip())
@@ -192,13 +211,20 @@ def test_running_node_follows_a_new_dhcp_lease(fleet: MakeFleet) -> None:
     wait(everyone_sees_the_new_address, 20, "n3 at its new address everywhere", f.describe)
     took = time.monotonic() - t0
     print(f"n3 moved {old} -> {n3.ip}: alive at the new address in every view {took:.2f} s later")
+    wait(
+        lambda: serf_view().get(n3.name) == ("alive", n3.ip),
+        20,
+        "serf to see the move",
+        lambda: str(serf_view()),
+    )
     assert n3.proc is not None and n3.proc.pid == pid and n3.alive()  # no restart
     assert "advertise address changed" in n3.log()
     for h in hosts:
         assert f"member {n3.name}: dead" not in h.log(), h.name  # a leave, not a failure
+    assert "EventMemberFailed" not in serf.log()
     _, metrics = n3.get("/metrics")
     assert "edge_agent_advertise_moves_total 1.0" in metrics
-    f.wait_converged(10)
+    f.wait_converged(10, names={h.name for h in hosts} | {"serf1"})
 
 
 def test_node_booted_before_its_network_joins_when_the_lease_comes(fleet: MakeFleet) -> None:
