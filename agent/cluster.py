@@ -272,16 +272,16 @@ class Cluster:
 
     def may_find_peers(self) -> bool:
         """Whether this node has any way to find a peer: seeds, remembered peers, or mDNS
-        on a real network. A node with none (a loopback demo, a one-node site) is alone
-        by design and need not wait to learn a cluster before it starts checking."""
+        on a real network (or on the network a derived address is waiting for). A node
+        with none (a loopback demo, a one-node site) is alone by design and need not
+        wait to learn a cluster before it starts checking."""
         if self.config.cluster.join or self.remembered or self._had_peers:
             return True
         if self.node is None and self.peer_store.load():  # before start: the file
             return True
         if not self.config.cluster.discover:
             return False
-        host = advertise_address(self.config)[0]
-        return not is_loopback(host)
+        return is_derived(self.config) or not is_loopback(advertise_address(self.config)[0])
 
     def _has_contacts(self) -> bool:
         return bool(
@@ -470,8 +470,14 @@ class Cluster:
         if not self.config.cluster.discover:
             return
         if is_loopback(self.advertise[0]):
-            # a loopback-only cluster (tests, the demo): nobody to find on a network
-            log.info("mDNS off: the advertise address %s is loopback", self.advertise[0])
+            if is_derived(self.config):
+                log.warning(
+                    "no network address yet: mDNS off, running alone on %s; "
+                    "mDNS and joining start when the network comes up",
+                    self.advertise[0],
+                )
+            else:  # a loopback-only cluster (tests, the demo): nobody to find on a network
+                log.info("mDNS off: the advertise address %s is loopback", self.advertise[0])
             return
         from agent.discovery import Discovery
 

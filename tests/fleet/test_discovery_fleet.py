@@ -238,8 +238,9 @@ def test_node_booted_before_its_network_joins_when_the_lease_comes(fleet: MakeFl
     late.unaddress()
     late.start()
     wait(lambda: " ready: node" in late.log(), 20, "late to start", late.log)
-    assert "mDNS off" in late.log()
+    assert "no network address yet: mDNS off" in late.log()
     assert late.alive_names() == {late.name}
+    assert late.health()["led"]["state"] == "searching"
     late.move(ip)
     t0 = time.monotonic()
     f.wait_converged(30)
