@@ -7,8 +7,16 @@ For each N and trial: N hosts (network namespaces on a private bridge, agent/fle
 the machine's own network is untouched), no seeds anywhere. The clock starts just
 before the first process is spawned (all N are spawned back to back) and stops when
 every node lists all N alive: ours polled through GET /v1/members, serf's through
-`serf members` in its namespace, every 100 ms (ours) / as fast as the CLI forks (serf).
-Python start-up (about 1 s here) counts against us; Go starts in milliseconds.
+`serf members` in its namespace, both every 20 ms (polling flat out would take a core
+from the agents). The namespaces of both are made before the clock starts.
+
+Python start-up counts against us, and Go starts in milliseconds. So the same run also
+measures the floor of our stack: N interpreters started together that do nothing, that
+only import asyncio, and that only import asyncio, aiohttp.web and zeroconf.asyncio
+(what any Python agent with an aiohttp API and python-zeroconf must load before it can
+answer), each timed until the last has exited. With N processes sharing this machine's
+cores, a floor alone can exceed serf's whole convergence; the figures show how much of
+our time is the stack and how much is ours.
 
 Serf polls mDNS once at start and then every 60 s (hashicorp/mdns, 1 s listen), and
 joins whatever answered; edge-agent browses continuously and sees each announcement.
@@ -19,19 +27,44 @@ Needs root, iproute2 and the Debian package serf. Exits 1 if it could not measur
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from _common import HarnessError, compile_agent
 
 from agent.fleet import Fleet, FleetError, cleanup, missing_prerequisites, wait
 
 PREFIX = "eabench-"
 DEADLINE = 150.0  # serf's second poll is at 60 s; a third at 120 s
+POLL = 0.02  # seconds between membership polls, for both
 LATE = 5.0  # how long the processes run before the network comes up
+
+
+FLOORS = {  # what N interpreters started together run, and then exit
+    "the interpreter alone": "pass",
+    "import asyncio": "import asyncio",
+    "import asyncio, aiohttp.web, zeroconf.asyncio": (
+        "import asyncio, aiohttp.web, zeroconf.asyncio"
+    ),
+}
+
+
+def floor(n: int, code: str) -> float:
+    """N interpreters started together, running only `code`; until the last has exited."""
+    env = {**os.environ, "SSL_CERT_FILE": os.devnull}  # as the agent does (lazy_ca_store)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(n)]
+    if any(p.wait() != 0 for p in procs):
+        raise FleetError(f"{sys.executable} -c {code!r} failed")
+    return time.monotonic() - t0
 
 
 def ours(n: int, tmp: Path) -> float:
@@ -39,16 +72,21 @@ def ours(n: int, tmp: Path) -> float:
         hosts = f.add_many(n)
         t0 = time.monotonic()
         f.start()
-        wait(lambda: f.converged(hosts), DEADLINE, f"{n} edge-agents to converge", f.describe)
+        wait(
+            lambda: f.converged(hosts),
+            DEADLINE,
+            f"{n} edge-agents to converge",
+            f.describe,
+            interval=POLL,
+        )
         return time.monotonic() - t0
 
 
 def serf(n: int, tmp: Path) -> float:
     with Fleet(tmp / f"serf{n}", prefix=PREFIX) as f:
-        hosts = []
+        plain = [f.add_plain(f"s{i + 1}") for i in range(n)]
         t0 = time.monotonic()
-        for i in range(n):
-            hosts.append(f.start_serf(label=f"s{i + 1}"))
+        hosts = [f.start_serf(label=h.name, host=h) for h in plain]
         names = {h.name for h in hosts}
 
         def converged() -> bool:
@@ -58,7 +96,7 @@ def serf(n: int, tmp: Path) -> float:
                     return False
             return True
 
-        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=0.0)
+        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=POLL)
         return time.monotonic() - t0
 
 
@@ -74,7 +112,13 @@ def ours_late(n: int, tmp: Path) -> float:
         t0 = time.monotonic()
         for h in hosts:
             h.plug()
-        wait(lambda: f.converged(hosts), DEADLINE, f"{n} edge-agents to converge", f.describe)
+        wait(
+            lambda: f.converged(hosts),
+            DEADLINE,
+            f"{n} edge-agents to converge",
+            f.describe,
+            interval=POLL,
+        )
         return time.monotonic() - t0
 
 
@@ -96,7 +140,7 @@ def serf_late(n: int, tmp: Path) -> float:
                 {k for k, v in f.serf_members(h).items() if v == "alive"} == names for h in hosts
             )
 
-        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=0.0)
+        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=POLL)
         return time.monotonic() - t0
 
 
@@ -118,7 +162,13 @@ def main() -> int:
         "started together, network up": (ours, serf),
         f"network up {LATE:.0f} s after the processes": (ours_late, serf_late),
     }
+    try:
+        compile_agent()  # load bytecode like an installed node, not compile at each start
+    except HarnessError as e:
+        print(f"could not measure: {e}", file=sys.stderr)
+        return 1
     rows = []
+    floors: dict[tuple[str, int], list[float]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="edge-agent-bench-discovery-") as tmp:
             for title, (fa, fs) in scenarios.items():
@@ -129,6 +179,9 @@ def main() -> int:
                     a_s = ", ".join(f"{x:.2f}" for x in a)
                     s_s = ", ".join(f"{x:.2f}" for x in s)
                     print(f"{title}, N={n}: edge-agent [{a_s}]  serf [{s_s}]", flush=True)
+            for what, code in FLOORS.items():
+                for n in sizes:
+                    floors[(what, n)] = [floor(n, code) for _ in range(5)]
     except (FleetError, TimeoutError) as e:
         print(f"could not measure: {e}", file=sys.stderr)
         return 1
@@ -137,10 +190,20 @@ def main() -> int:
     print()
     print("seconds to full membership by mDNS alone (median of trials); the clock starts at")
     print("the first process spawn (first scenario) or when the network comes up (second)")
-    print(f"{'scenario':<34} {'N':>3}  {'edge-agent':>10}  {'serf':>7}  {'serf/ours':>9}")
+    print(f"{'scenario':<34} {'N':>3}  {'edge-agent':>10}  {'serf':>7}  {'ours/serf':>9}")
     for title, n, a, s in rows:
         ma, ms = statistics.median(a), statistics.median(s)
-        print(f"{title:<34} {n:>3}  {ma:>10.2f}  {ms:>7.2f}  {ms / ma:>8.1f}x")
+        print(f"{title:<34} {n:>3}  {ma:>10.2f}  {ms:>7.2f}  {ma / ms:>8.2f}x")
+    print()
+    print("floor: N interpreters started together that only do this and exit (median of 5),")
+    print("against serf's whole convergence when started together")
+    together = {n: statistics.median(s) for t, n, _, s in rows if t.startswith("started")}
+    for what in FLOORS:
+        cells = []
+        for n in sizes:
+            fl = statistics.median(floors[(what, n)])
+            cells.append(f"N={n}: {fl:.2f} s ({fl / together[n]:.2f}x serf)")
+        print(f"  {what:<48} " + "   ".join(cells))
     for title in scenarios:
         ok = all(statistics.median(a) <= statistics.median(s) for t, _, a, s in rows if t == title)
         print(f"goal (no slower than serf), {title}: {'met' if ok else 'MISSED'}")
