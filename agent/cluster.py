@@ -452,9 +452,21 @@ class Cluster:
         host = self.advertise[0]
         if not is_loopback(host):
             return
-        remote = [s for s in self.config.cluster.join if not is_loopback(parse_hostport(s).host)]
+        remote = [
+            s
+            for s in self.config.cluster.join
+            if not is_loopback(parse_hostport(s, default_port=7946).host)
+        ]
         remote += [f"{p.addr}:{p.port}" for p in self.remembered if not is_loopback(p.addr)]
-        if remote:
+        if remote and is_derived(self.config):
+            # no network yet (a Pi rebooted before its DHCP lease): not a misconfiguration;
+            # follow_address moves us when the address comes, and then we join
+            log.warning(
+                "no network address yet (advertising %s): joining %s once there is one",
+                host,
+                ", ".join(remote[:3]),
+            )
+        elif remote:
             reason = (
                 f"advertise address {host} is loopback but peers are not "
                 f"({', '.join(remote[:3])}): not joining them; "

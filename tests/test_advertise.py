@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agent.advertise import advertise_address, is_derived
+from agent.cluster import Cluster
 from agent.config import parse_config
 
 ADDRS = {"lo": ["127.0.0.1"], "eth0": ["10.0.0.7"], "wlan0": ["192.168.4.7", "192.168.4.8"]}
@@ -56,3 +58,23 @@ def test_no_network_yet_is_loopback() -> None:
 def test_the_real_machine_gives_a_usable_address() -> None:
     host, port = advertise_address(cfg(bind="0.0.0.0:7946"))
     assert host and port == 7946
+
+
+async def test_configured_loopback_with_remote_seeds_is_failing(tmp_path: Path) -> None:
+    """bind = 127.0.0.1 and a seed on another host: a misconfiguration, said as failing
+    (a derived loopback address is only "no network yet": tests/fleet covers that)."""
+    c = parse_config(
+        {
+            "node": {"data_dir": str(tmp_path)},
+            "cluster": {"bind": "127.0.0.1:0", "join": ["10.0.0.5"], "discover": False},
+        }
+    )
+    cluster = Cluster(c, "n1")
+    await cluster.start()
+    try:
+        level, reason = cluster.faults["advertise"]
+        assert level == "failing"
+        assert "127.0.0.1 is loopback but peers are not (10.0.0.5)" in reason
+        assert not await cluster.follow_address()  # configured: never moved
+    finally:
+        await cluster.leave_and_stop(1.0)
