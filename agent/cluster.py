@@ -48,10 +48,11 @@ ROLE = PLACEMENT_ROLE  # the tag placement uses to tell our nodes from Serf's
 REJOIN_MIN, REJOIN_MAX = 1.0, 60.0
 RECONNECT_INTERVAL = 30.0  # Serf's ReconnectInterval
 RECONNECT_TIMEOUT = 24 * 3600.0  # Serf's ReconnectTimeout: then a failed member is forgotten
-# after we move to a new address, push/pull with every live peer at these delays: the
-# last ones reach a peer that missed our leave, once it has found the old address failed
-# and may reclaim the name (suspicion ~5 s + dead_node_reclaim_time 10 s)
-READDRESS_PUSHES = (1.0, 20.0, 40.0)
+# after we move to a new address, push/pull with every live peer: first after this long,
+# then again every READDRESS_RETRY while a round's answers show a peer that still holds
+# the old address (it missed our leave, and takes the new address once it has found the
+# old one failed and the name may be reclaimed), for at most READDRESS_PUSH_FOR
+READDRESS_FIRST, READDRESS_RETRY, READDRESS_PUSH_FOR = 1.0, 3.0, 90.0
 SERF_HEAD_START = 0.1  # the Serf leave intent goes this long before the memberlist leave
 
 
@@ -190,6 +191,9 @@ class Cluster:
             node = self.node
             if node is not None:
                 self.peer_store.flush()
+                # first: joining seeds from a stale address (a new lease after the cable
+                # came back) would only time out
+                await self.follow_address()
             if node is not None and now >= next_seed:
                 next_seed = now + REJOIN_MIN
                 if self._has_contacts() and self.peers() == 0:
@@ -206,8 +210,6 @@ class Cluster:
             if node is not None and now >= next_reconnect:
                 next_reconnect = now + RECONNECT_INTERVAL
                 await self._reconnect_one(now)
-            if node is not None:
-                await self.follow_address()
             await asyncio.sleep(1.0)
 
     async def follow_address(self) -> bool:
@@ -257,18 +259,25 @@ class Cluster:
         return True
 
     async def _push_after_move(self) -> None:
+        """Push our state to every live peer until all of them show our new address."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        for delay in READDRESS_PUSHES:
-            await asyncio.sleep(max(0.0, start + delay - loop.time()))
+        give_up = loop.time() + READDRESS_PUSH_FOR
+        await asyncio.sleep(READDRESS_FIRST)
+        while loop.time() < give_up:
             node = self.node
+            core = node.core if node is not None else None
             peers = [m.address for m in self._alive_peers()]
-            if node is None or not peers:
-                continue
-            try:
-                await node.join(peers)
-            except (TimeoutError, OSError) as e:
-                log.debug("push/pull after the move: %s", e)
+            if node is None or core is None:
+                return
+            before = core.stale_views
+            if peers:
+                try:
+                    await node.join(peers)
+                except (TimeoutError, OSError) as e:
+                    log.debug("push/pull after the move: %s", e)
+                if core.stale_views == before:
+                    return  # every peer that answered holds our new address
+            await asyncio.sleep(READDRESS_RETRY)
 
     def may_find_peers(self) -> bool:
         """Whether this node has any way to find a peer: seeds, remembered peers, or mDNS

@@ -229,6 +229,9 @@ class Membership:
         self.addr_names: dict[Address, str] = {}  # (host, port) -> node name
         self._conflicts_logged: dict[tuple[str, Address], float] = {}
         self._former: set[Address] = set()  # addresses we moved away from (readdress)
+        # push/pull states seen since a move that still hold us at a former address or
+        # not alive: the adapter pushes again until a round sees none
+        self.stale_views = 0
         self.suspicions: dict[str, Suspicion] = {}
         self._suspicion_keys: dict[str, Hashable] = {}
         self.awareness = Awareness(self.settings.awareness_max_multiplier)
@@ -748,6 +751,10 @@ class Membership:
             self._reject("incompatible", problem)
             return
         for r in pp.nodes:
+            moved_from = r.name == self.name and self._former
+            stale = (r.addr, r.port) != (self.addr, self.port) or r.state != NodeState.ALIVE
+            if moved_from and stale:
+                self.stale_views += 1  # a peer that has not taken our move yet
             if r.state == NodeState.ALIVE:
                 self._alive_node(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
             elif r.state == NodeState.LEFT:

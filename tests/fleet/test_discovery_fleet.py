@@ -227,6 +227,37 @@ def test_running_node_follows_a_new_dhcp_lease(fleet: MakeFleet) -> None:
     f.wait_converged(10, names={h.name for h in hosts} | {"serf1"})
 
 
+def test_cable_back_with_a_new_lease(fleet: MakeFleet) -> None:
+    """The cable is pulled long enough for the others to call the node dead, and when it
+    goes back in DHCP hands out another address: the node is alive at that address in
+    every view, without a restart."""
+    f = fleet()
+    hosts = f.add_many(3)
+    n2 = hosts[1]
+    others = [h for h in hosts if h is not n2]
+    f.start()
+    f.wait_converged(30)
+    n2.unplug()
+    wait(
+        lambda: all(h.members().get(n2.name, ("",))[0] == "dead" for h in others),
+        30,
+        "the others to find n2 dead",
+        f.describe,
+    )
+    n2.move(f.new_ip())  # the lease is renewed as the link comes back
+    n2.plug()
+    t0 = time.monotonic()
+    wait(
+        lambda: all(h.members().get(n2.name) == ("alive", n2.ip) for h in hosts),
+        60,
+        "n2 alive at its new address everywhere",
+        f.describe,
+    )
+    print(f"cable back with a new lease: alive everywhere {time.monotonic() - t0:.2f} s later")
+    assert "advertise address changed" in n2.log()
+    f.wait_converged(10)
+
+
 def test_node_booted_before_its_network_joins_when_the_lease_comes(fleet: MakeFleet) -> None:
     """A Pi reboots and its agent starts before the DHCP lease: no address at all. It
     runs alone on loopback, without mDNS, and says it is searching (not failing: its

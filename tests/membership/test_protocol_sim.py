@@ -313,6 +313,16 @@ def test_stale_news_of_our_former_address_is_not_a_rival() -> None:
     a.handle_message(before, ("10.0.0.2", 7946), 2.0)  # a peer that missed the move
     assert not [e for e in a.events() if isinstance(e, NameConflict)]
     assert a.node_map["a"].host == "10.0.0.7"
+    # a push/pull from a peer that still holds the old address is counted: the adapter
+    # pushes again until a round sees none
+    b = core("b", "10.0.0.2")
+    b.handle_message(before, ("10.0.0.1", 7946), 2.0)
+    a._merge_remote(b._local_push_pull(join=False), 2.5)
+    assert a.stale_views == 1
+    b.handle_message(alive_of(a), ("10.0.0.7", 7946), 3.0)  # b misses the leave: conflict
+    a._merge_remote(b._local_push_pull(join=False), 3.5)
+    assert a.stale_views == 2
+    a.events()
     # a rival at an address we never had is still one
     rival = Alive(before.incarnation, "a", bytes([10, 0, 0, 66]), 7946, b"", before.vsn)
     a.handle_message(rival, ("10.0.0.66", 7946), 3.0)
