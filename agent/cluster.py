@@ -47,7 +47,12 @@ log = logging.getLogger(__name__)
 ROLE = PLACEMENT_ROLE  # the tag placement uses to tell our nodes from Serf's
 REJOIN_MIN, REJOIN_MAX = 1.0, 60.0
 RECONNECT_INTERVAL = 30.0  # Serf's ReconnectInterval
-RECONNECT_TIMEOUT = 24 * 3600.0  # Serf's ReconnectTimeout: then a failed member is forgotten
+# Serf's ReconnectTimeout: Serf forgets a failed member after this. We keep trying it, one
+# such long-lost member every LONG_LOST_INTERVAL: otherwise two halves of a fleet split
+# for longer (a dead uplink over a weekend) would never join again without mDNS
+RECONNECT_TIMEOUT = 24 * 3600.0
+LONG_LOST_INTERVAL = 600.0
+MAX_FAILED = 256  # failed members remembered for reconnecting; the oldest go first
 # after we move to a new address, push/pull with every live peer: first after this long,
 # then again every READDRESS_RETRY while a round's answers show a peer that still holds
 # the old address (it missed our leave, and takes the new address once it has found the
@@ -116,6 +121,7 @@ class Cluster:
         # level "failing" or "degraded"; set and cleared by this part only
         self.faults: dict[str, tuple[str, str]] = {}
         self.failed: dict[str, tuple[tuple[str, int], float]] = {}  # name -> (addr, since)
+        self._next_long_lost = 0.0
         self.advertise: tuple[str, int] = ("", 0)
         self.peer_store = PeerStore(config.node.data_dir)
         self.remembered: list[Peer] = []
@@ -318,15 +324,24 @@ class Cluster:
         return n > 0
 
     async def _reconnect_one(self, now: float) -> None:
-        for name, (_, since) in list(self.failed.items()):
-            if now - since > RECONNECT_TIMEOUT:
-                del self.failed[name]
-        if not self.failed or self.node is None:
+        """Try one member that failed in the last RECONNECT_TIMEOUT (as Serf does) and, at
+        most every LONG_LOST_INTERVAL, one that failed before that."""
+        if self.node is None:
             return
-        name = random.choice(sorted(self.failed))
-        addr = self.failed[name][0]
+        while len(self.failed) > MAX_FAILED:
+            oldest = min(self.failed, key=lambda n: self.failed[n][1])
+            del self.failed[oldest]
+        recent = sorted(n for n, (_, t) in self.failed.items() if now - t <= RECONNECT_TIMEOUT)
+        lost = sorted(n for n, (_, t) in self.failed.items() if now - t > RECONNECT_TIMEOUT)
+        tries = [random.choice(recent)] if recent else []
+        if lost and now >= self._next_long_lost:
+            self._next_long_lost = now + LONG_LOST_INTERVAL
+            tries.append(random.choice(lost))
+        await asyncio.gather(*(self._reconnect(n, self.failed[n][0]) for n in tries))
+
+    async def _reconnect(self, name: str, addr: tuple[str, int]) -> None:
         try:
-            if await self.node.join([addr]):
+            if self.node is not None and await self.node.join([addr]):
                 log.info("reconnected to failed member %s at %s:%d", name, *addr)
         except TimeoutError:
             pass

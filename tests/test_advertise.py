@@ -1,10 +1,13 @@
-"""Which address a node advertises, and that a derived one follows the network."""
+"""Which address a node advertises, that a derived one follows the network, and that
+a member lost for over a day is still tried."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from agent import cluster as cluster_module
 from agent.advertise import advertise_address, is_derived
 from agent.cluster import Cluster
 from agent.config import parse_config
@@ -78,3 +81,41 @@ async def test_configured_loopback_with_remote_seeds_is_failing(tmp_path: Path) 
         assert not await cluster.follow_address()  # configured: never moved
     finally:
         await cluster.leave_and_stop(1.0)
+
+
+async def test_a_member_failed_over_a_day_ago_is_still_tried(tmp_path: Path) -> None:
+    """Serf forgets a failed member after 24 h; we keep trying one such member every
+    LONG_LOST_INTERVAL, so two halves split for longer still join again."""
+
+    def config(name: str) -> Any:
+        return parse_config(
+            {
+                "node": {"name": name, "data_dir": str(tmp_path / name)},
+                "cluster": {"bind": "127.0.0.1:0", "discover": False},
+            }
+        )
+
+    a, b = Cluster(config("a"), "a"), Cluster(config("b"), "b")
+    await a.start()
+    await b.start()
+    try:
+        assert a.node is not None and b.node is not None
+        now = asyncio.get_running_loop().time()
+        day = cluster_module.RECONNECT_TIMEOUT
+        for i in range(cluster_module.MAX_FAILED + 10):  # long gone, never answering
+            a.failed[f"gone{i}"] = (("127.0.0.1", 1), now - day - 3600 - i)
+        await a._reconnect_one(now)
+        assert len(a.failed) == cluster_module.MAX_FAILED  # the oldest went
+        assert "gone0" in a.failed and f"gone{cluster_module.MAX_FAILED + 9}" not in a.failed
+        assert a._next_long_lost == now + cluster_module.LONG_LOST_INTERVAL
+        a.failed = {f"gone{i}": (("127.0.0.1", 1), now - day - 60) for i in range(2)}
+        a.failed["b"] = (("127.0.0.1", b.node.port), now - day - 60)
+        for _ in range(100):  # one long-lost member per interval, b among them
+            a._next_long_lost = 0.0  # the next interval
+            await a._reconnect_one(now)
+            if a.peers() == 1:
+                break
+        assert a.peers() == 1 and b.peers() == 1
+    finally:
+        await a.leave_and_stop(1.0)
+        await b.leave_and_stop(1.0)
