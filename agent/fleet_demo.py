@@ -79,7 +79,15 @@ def _scenario(f: Fleet, say: Narrator) -> None:
     f.start()
     if say.watch(60, f.converged):
         say.say(f"converged: every node sees all {len(hosts)} alive")
-    victim, unplugged = hosts[-1], hosts[-2]
+    victim, unplugged, mover = hosts[-1], hosts[-2], hosts[1]
+    spare = f.new_ip()  # the mover's addresses alternate between its own and this one
+
+    def moved() -> bool:
+        try:
+            return all(h.members().get(mover.name) == ("alive", mover.ip) for h in hosts)
+        except Exception:
+            return False
+
     while True:
         say.say(f"origins as {hosts[0].name} sees them: {_verdicts(hosts[0])}")
         say.say(f"kill -9 {victim.name} (no goodbye): the others must notice")
@@ -98,6 +106,15 @@ def _scenario(f: Fleet, say: Narrator) -> None:
         unplugged.plug()
         if say.watch(60, f.converged):
             say.say("healed: every node sees every other alive again")
+        old_ip = mover.ip
+        mover.move(spare)
+        spare = old_ip
+        say.say(
+            f"{mover.name} gets a new DHCP lease ({old_ip} -> {mover.ip}): "
+            "it must move without a restart"
+        )
+        if say.watch(30, moved):
+            say.say(f"every node sees {mover.name} alive at {mover.ip}")
         say.watch(15)
 
 
