@@ -238,16 +238,10 @@ class Cluster:
             old,
             host,
         )
-        # A Serf leave intent first, straight to every live peer: Serf's member states
-        # follow its intents, and a memberlist leave without one shows as `failed`
+        # A Serf leave intent first: Serf's member states follow its intents, and a
+        # memberlist leave without one shows as `failed`
         node = self.node
-        alive = [
-            m for m in node.members() if m.name != self.node_name and m.state == NodeState.ALIVE
-        ]
-        if alive:
-            intent = self.serf_clock.leave_intent(self.node_name)
-            for m in alive:
-                node.send_user(m.address, intent)
+        if self._send_to_live_peers(node, self.serf_clock.leave_intent(self.node_name)):
             await asyncio.sleep(SERF_HEAD_START)
         node.readdress(self.advertise)
         self.faults.pop("advertise", None)
@@ -362,15 +356,23 @@ class Cluster:
             # it, and give it a gossip interval's head start.
             loop = asyncio.get_running_loop()
             intent = self.serf_clock.leave_intent(self.node_name)
-            for m in node.members():
-                if m.name != self.node_name and m.state == NodeState.ALIVE:
-                    node.send_user(m.address, intent)
+            self._send_to_live_peers(node, intent)
             node.broadcast(intent)
             head_start = loop.time() + max(2 * self.config.gossip.gossip_interval, 0.2)
             while loop.time() < head_start:
                 await asyncio.sleep(0.02)
             await node.leave(timeout)
         await node.stop()
+
+    def _send_to_live_peers(self, node: MembershipNode, payload: bytes) -> int:
+        """A user message straight to every live peer (our nodes do not relay Serf
+        messages, so gossip alone may not reach a Serf agent in time); how many."""
+        alive = [
+            m for m in node.members() if m.name != self.node_name and m.state == NodeState.ALIVE
+        ]
+        for m in alive:
+            node.send_user(m.address, payload)
+        return len(alive)
 
     def peers(self) -> int:
         if self.node is None:
