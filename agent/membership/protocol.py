@@ -751,10 +751,13 @@ class Membership:
             self._reject("incompatible", problem)
             return
         for r in pp.nodes:
-            moved_from = r.name == self.name and self._former
-            stale = (r.addr, r.port) != (self.addr, self.port) or r.state != NodeState.ALIVE
-            if moved_from and stale:
-                self.stale_views += 1  # a peer that has not taken our move yet
+            # since we moved: a peer that still holds our old address, or us not alive
+            if (
+                r.name == self.name
+                and self._former
+                and ((r.addr, r.port) != (self.addr, self.port) or r.state != NodeState.ALIVE)
+            ):
+                self.stale_views += 1
             if r.state == NodeState.ALIVE:
                 self._alive_node(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
             elif r.state == NodeState.LEFT:
