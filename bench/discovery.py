@@ -40,7 +40,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _common import HarnessError, compile_agent
 
-from agent.fleet import Fleet, FleetError, cleanup, missing_prerequisites, wait
+from agent.fleet import Fleet, FleetError, Host, cleanup, missing_prerequisites, wait
 
 PREFIX = "eabench-"
 DEADLINE = 150.0  # serf's second poll is at 60 s; a third at 120 s
@@ -67,19 +67,37 @@ def floor(n: int, code: str) -> float:
     return time.monotonic() - t0
 
 
+def _ours_converged(f: Fleet, hosts: list[Host], t0: float) -> float:
+    """Seconds from t0 until every host lists all of them alive (GET /v1/members)."""
+    wait(
+        lambda: f.converged(hosts),
+        DEADLINE,
+        f"{len(hosts)} edge-agents to converge",
+        f.describe,
+        interval=POLL,
+    )
+    return time.monotonic() - t0
+
+
+def _serf_converged(f: Fleet, hosts: list[Host], t0: float) -> float:
+    """Seconds from t0 until every serf agent lists all of them alive (`serf members`)."""
+    names = {h.name for h in hosts}
+
+    def converged() -> bool:
+        return all(
+            {k for k, v in f.serf_members(h).items() if v == "alive"} == names for h in hosts
+        )
+
+    wait(converged, DEADLINE, f"{len(hosts)} serf agents to converge", interval=POLL)
+    return time.monotonic() - t0
+
+
 def ours(n: int, tmp: Path) -> float:
     with Fleet(tmp / f"ours{n}", prefix=PREFIX, log_level="warning") as f:
         hosts = f.add_many(n)
         t0 = time.monotonic()
         f.start()
-        wait(
-            lambda: f.converged(hosts),
-            DEADLINE,
-            f"{n} edge-agents to converge",
-            f.describe,
-            interval=POLL,
-        )
-        return time.monotonic() - t0
+        return _ours_converged(f, hosts, t0)
 
 
 def serf(n: int, tmp: Path) -> float:
@@ -87,17 +105,7 @@ def serf(n: int, tmp: Path) -> float:
         plain = [f.add_plain(f"s{i + 1}") for i in range(n)]
         t0 = time.monotonic()
         hosts = [f.start_serf(label=h.name, host=h) for h in plain]
-        names = {h.name for h in hosts}
-
-        def converged() -> bool:
-            for h in hosts:
-                members = f.serf_members(h)
-                if {k for k, v in members.items() if v == "alive"} != names:
-                    return False
-            return True
-
-        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=POLL)
-        return time.monotonic() - t0
+        return _serf_converged(f, hosts, t0)
 
 
 def ours_late(n: int, tmp: Path) -> float:
@@ -112,14 +120,7 @@ def ours_late(n: int, tmp: Path) -> float:
         t0 = time.monotonic()
         for h in hosts:
             h.plug()
-        wait(
-            lambda: f.converged(hosts),
-            DEADLINE,
-            f"{n} edge-agents to converge",
-            f.describe,
-            interval=POLL,
-        )
-        return time.monotonic() - t0
+        return _ours_converged(f, hosts, t0)
 
 
 def serf_late(n: int, tmp: Path) -> float:
@@ -133,15 +134,7 @@ def serf_late(n: int, tmp: Path) -> float:
         t0 = time.monotonic()
         for h in hosts:
             h.plug()
-        names = {h.name for h in hosts}
-
-        def converged() -> bool:
-            return all(
-                {k for k, v in f.serf_members(h).items() if v == "alive"} == names for h in hosts
-            )
-
-        wait(converged, DEADLINE, f"{n} serf agents to converge", interval=POLL)
-        return time.monotonic() - t0
+        return _serf_converged(f, hosts, t0)
 
 
 def main() -> int:
