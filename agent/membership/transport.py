@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 MAX_UDP = 65536
+BIND_ATTEMPTS = 10  # with port 0, as memberlist's makeNetRetry
 
 
 @dataclass
@@ -130,21 +132,17 @@ class MembershipNode:
 
     async def start(self) -> None:
         """Bind UDP and TCP on one port (OSError if taken), then announce ourselves."""
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         host, port = self.bind
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(host, port), family=family
-        )
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        try:
-            self._tcp = await asyncio.start_server(
-                self._on_stream, host, self.port, family=family, reuse_address=True
-            )
-        except OSError:
-            transport.close()
-            raise
+        # Port 0: the kernel picks a free UDP port, which TCP may already hold (an
+        # outgoing connection's ephemeral port); pick again, as memberlist does
+        for attempt in range(BIND_ATTEMPTS if port == 0 else 1):
+            try:
+                await self._bind(host, port)
+                break
+            except OSError as e:
+                if port != 0 or e.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
+                    raise
         adv_host, adv_port = self.advertise or (host, self.port)
         if adv_port == 0:
             adv_port = self.port
@@ -160,8 +158,25 @@ class MembershipNode:
             encryption_overhead=overhead,
             local_state=self.local_state,
         )
-        self.core.start(loop.time())
+        self.core.start(self._now())
         self._pump()
+
+    async def _bind(self, host: str, port: int) -> None:
+        """UDP on ``port`` (0: any), then TCP on the same port; OSError if either fails."""
+        assert self._loop is not None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(host, port), family=family
+        )
+        self.port = transport.get_extra_info("sockname")[1]
+        try:
+            self._tcp = await asyncio.start_server(
+                self._on_stream, host, self.port, family=family, reuse_address=True
+            )
+        except OSError:
+            transport.close()
+            raise
+        self._udp = transport
 
     async def join(self, addrs: list[Address], timeout: float | None = None) -> int:
         """Push/pull with each seed; returns how many answered."""
