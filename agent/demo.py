@@ -69,13 +69,13 @@ def demo_config(farm: Farm, api_port: int, data_dir: str) -> dict[str, Any]:
 
 def _render(agent: Agent, url: str, tty: bool) -> str:
     lines = [
-        f"edge-agent demo — node {agent.node_name}: {agent.health.status}, {agent.summary()}",
+        f"edge-agent demo — node {agent.node_name}: {agent.health.status}, {agent.views.summary()}",
         f"status page: {url}/   API: {url}/v1/origins   metrics: {url}/metrics",
         f"LEDs: {agent.leds.describe()}",
         "",
         f"{'ORIGIN':<12} {'VERDICT':<8} {'LATENCY':>8}  LAST CHECK",
     ]
-    for o in agent.origins_view():
+    for o in agent.views.origins():
         obs = o["observations"][0] if o["observations"] else {}
         lat = obs.get("latency_ms")
         verdict = o["verdict"]
@@ -83,7 +83,7 @@ def _render(agent: Agent, url: str, tty: bool) -> str:
         lat_s = "" if lat is None else f"{lat:.0f}ms"
         lines.append(f"{o['id']:<12} {shown} {lat_s:>8}  {obs.get('reason', '')}")
     lines += ["", "recent transitions:"]
-    for t in agent.transitions_view()[-6:]:
+    for t in agent.views.transitions()[-6:]:
         at = time.strftime("%H:%M:%S", time.localtime(t["at"] or 0))
         lines.append(f"  {at}  {t['origin']:<12} {t['from']} -> {t['to']}  ({t['reason']})")
     lines += ["", "Ctrl-C stops the demo."]
@@ -98,7 +98,7 @@ async def _screen(agent: Agent, url: str) -> None:
             sys.stdout.write("\033[H\033[2J" + _render(agent, url, tty) + "\n")
             sys.stdout.flush()
         else:  # a pipe or a log: print transitions as they happen
-            for t in agent.transitions_view():
+            for t in agent.views.transitions():
                 if t["at"] > last:
                     print(f"{t['origin']}: {t['from']} -> {t['to']} ({t['reason']})", flush=True)
                     last = t["at"]

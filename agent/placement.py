@@ -40,6 +40,8 @@ from typing import NamedTuple
 
 import mmh3
 
+from agent.roles import ROLE
+
 __all__ = [
     "ROLE",
     "SEED",
@@ -57,9 +59,6 @@ __all__ = [
 
 SEED = 0x65646765
 """mmh3 seed of the placement hash (b"edge"); part of the frozen spec."""
-
-ROLE = "edge-agent"
-"""The role tag that makes a member eligible (agent.cluster.ROLE tags our nodes with it)."""
 
 SPARE = 2
 """Default extra ranked entries cached per origin beyond k, so most leaves need no rescan."""

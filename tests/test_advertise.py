@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agent import cluster as cluster_module
+from agent import rejoin as cluster_module
 from agent.advertise import advertise_address, interface_addresses, is_derived
 from agent.cluster import Cluster
 from agent.config import parse_config
@@ -104,16 +104,19 @@ async def test_a_member_failed_over_a_day_ago_is_still_tried(tmp_path: Path) -> 
         now = asyncio.get_running_loop().time()
         day = cluster_module.RECONNECT_TIMEOUT
         for i in range(cluster_module.MAX_FAILED + 10):  # long gone, never answering
-            a.failed[f"gone{i}"] = (("127.0.0.1", 1), now - day - 3600 - i)
-        await a._reconnect_one(now)
-        assert len(a.failed) == cluster_module.MAX_FAILED  # the oldest went
-        assert "gone0" in a.failed and f"gone{cluster_module.MAX_FAILED + 9}" not in a.failed
-        assert a._next_long_lost == now + cluster_module.LONG_LOST_INTERVAL
-        a.failed = {f"gone{i}": (("127.0.0.1", 1), now - day - 60) for i in range(2)}
-        a.failed["b"] = (("127.0.0.1", b.node.port), now - day - 60)
+            a.rejoiner.failed[f"gone{i}"] = (("127.0.0.1", 1), now - day - 3600 - i)
+        await a.rejoiner.reconnect_one(now)
+        assert len(a.rejoiner.failed) == cluster_module.MAX_FAILED  # the oldest went
+        assert (
+            "gone0" in a.rejoiner.failed
+            and f"gone{cluster_module.MAX_FAILED + 9}" not in a.rejoiner.failed
+        )
+        assert a.rejoiner._next_long_lost == now + cluster_module.LONG_LOST_INTERVAL
+        a.rejoiner.failed = {f"gone{i}": (("127.0.0.1", 1), now - day - 60) for i in range(2)}
+        a.rejoiner.failed["b"] = (("127.0.0.1", b.node.port), now - day - 60)
         for _ in range(100):  # one long-lost member per interval, b among them
-            a._next_long_lost = 0.0  # the next interval
-            await a._reconnect_one(now)
+            a.rejoiner._next_long_lost = 0.0  # the next interval
+            await a.rejoiner.reconnect_one(now)
             if a.peers() == 1:
                 break
         assert a.peers() == 1 and b.peers() == 1

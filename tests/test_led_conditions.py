@@ -121,9 +121,9 @@ class Node:
     async def shows(self, state: LedState, timeout: float = 20.0) -> None:
         """Wait until the agent's own LED state is ``state``, then check every pin."""
         await async_wait_for(
-            lambda: self.agent.health_view()["led"]["state"] == str(state),
+            lambda: self.agent.views.health_view()["led"]["state"] == str(state),
             timeout,
-            f"{self.name} to show {state} (shows {self.agent.health_view()['led']})",
+            f"{self.name} to show {state} (shows {self.agent.views.health_view()['led']})",
         )
         await assert_pins(self.pins(), self.expected(state), f"{self.name} {state}")
 
@@ -207,12 +207,12 @@ async def test_starting(nodes: Callable[..., Awaitable[Node]], layout: str) -> N
     n = await nodes("s", layout, start=False)
     task = asyncio.create_task(n.agent.start())
     await asyncio.sleep(0)  # start() runs up to its first await: not READY yet
-    assert n.agent.health_view()["led"]["state"] == str(LedState.STARTING)
+    assert n.agent.views.health_view()["led"]["state"] == str(LedState.STARTING)
     exp = n.expected(LedState.STARTING)
     for c, p in n.pins().items():  # the first step of the blink: the "on" values
         assert float(p.state) == pytest.approx(exp[c][0]), (c, p.state)
     await task
-    assert n.agent.health_view()["led"]["state"] != str(LedState.STARTING)
+    assert n.agent.views.health_view()["led"]["state"] != str(LedState.STARTING)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -245,7 +245,7 @@ async def test_suspected_with_a_damaged_peers_file(
     (n.dir / "data").mkdir(parents=True, exist_ok=True)
     (n.dir / "data" / "peers.json").write_bytes(b"\x00not json{")
     await n.agent.start()
-    assert any("peers" in r for r in n.agent.health_view()["reasons"])
+    assert any("peers" in r for r in n.agent.views.health_view()["reasons"])
     await n.shows(LedState.SUSPECTED)
 
 
@@ -259,7 +259,7 @@ async def test_storage_fault_when_the_store_cannot_be_written(
     store.write_text("a file where the store's directory should be\n")
     await n.agent.start()
     await n.shows(LedState.STORAGE_FAULT)
-    assert n.agent.health_view()["status"] == "degraded"
+    assert n.agent.views.health_view()["status"] == "degraded"
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -269,7 +269,7 @@ async def test_fault_with_an_unusable_keyring(
     keyring = tmp_path / "keyring"
     keyring.write_text("this is not a base64 key\n")
     n = await nodes("k", layout, pre=f'keyring_file = "{keyring}"')
-    assert n.agent.health_view()["status"] == "failing"
+    assert n.agent.views.health_view()["status"] == "failing"
     await n.shows(LedState.FAULT)
 
 

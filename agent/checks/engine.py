@@ -16,13 +16,14 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
 from agent.config import OriginSpec
 from agent.metrics import Metrics
 
+from .check_metrics import CheckMetrics, OriginGauges
 from .probes import make_session, probe
 from .state import OriginState, ProbeResult, Status, Transition, initial_delay
 
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 COALESCE = 0.002
 #: Distinct internal errors logged with a traceback; later ones are logged briefly.
 _TRACEBACKS_MAX = 64
-
-_UP_VALUE = {Status.UNKNOWN: -1.0, Status.UP: 1.0, Status.DOWN: 0.0}
 
 
 class ProbeFn(Protocol):
@@ -63,7 +62,7 @@ class _Entry:
     """One scheduled origin. ``gen`` changes whenever the entry is rescheduled, changed or
     removed, so stale heap items and late results from cancelled probes are ignored."""
 
-    __slots__ = ("gen", "pending", "spec", "state", "task", "tls_gauge", "up_gauge")
+    __slots__ = ("gauges", "gen", "pending", "spec", "state", "task")
 
     def __init__(self, spec: OriginSpec) -> None:
         self.spec = spec
@@ -71,8 +70,34 @@ class _Entry:
         self.gen = 0
         self.task: asyncio.Task[None] | None = None
         self.pending: float | None = None  # delay to apply at start(), if set before it
-        self.up_gauge: Any = None
-        self.tls_gauge: Any = None
+        self.gauges = OriginGauges()
+
+
+class Alarm:
+    """The scheduler's one wake-up: a deadline, or an earlier ``ring`` (a sooner origin,
+    a freed slot). ``until`` tells callers whether the sleeper would look too late."""
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[None] | None = None
+        self.until = float("-inf")  # awake: no one needs to ring
+
+    def ring(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def sleep(self, loop: asyncio.AbstractEventLoop, until: float | None) -> None:
+        """Wait until ``until`` (None: indefinitely) or an earlier ``ring``."""
+        self._fut = fut = loop.create_future()
+        self.until = float("inf") if until is None else until
+        handle = None if until is None else loop.call_at(until, self.ring)
+        try:
+            await fut
+        finally:
+            self._fut = None
+            self.until = float("-inf")
+            if handle is not None:
+                handle.cancel()
 
 
 class CheckEngine:
@@ -102,7 +127,7 @@ class CheckEngine:
         self._session = session
         self._owns_session = session is None
         self._concurrency = concurrency
-        self._metrics = metrics
+        self._metrics = CheckMetrics(metrics)
         self._on_transition = on_transition
         self._on_result = on_result
         self._rng = random.Random(seed)
@@ -116,16 +141,13 @@ class CheckEngine:
         self._running = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Future[None] | None = None
-        self._sleep_until = float("inf")  # when the sleeping scheduler will next look
+        self._alarm = Alarm()
         self._waiting_slot = False
         self._stopped = False
         self._logged_errors: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # every probe task not yet finished
 
         self._counts = dict.fromkeys(Status, 0)  # origins by status, kept incrementally
-        self._m_checks: dict[tuple[str, bool], Any] = {}
-        self._m_latency: dict[str, Any] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -163,9 +185,7 @@ class CheckEngine:
             if entry.pending is not None:
                 self._schedule(entry, now + entry.pending)
                 entry.pending = None
-        if self._metrics is not None:
-            # Read at scrape time: no per-check cost.
-            self._metrics.checks_in_flight.set_function(lambda: self._running)
+        self._metrics.in_flight(lambda: self._running)
         self._scheduler = loop.create_task(self._run_scheduler(), name="check-scheduler")
 
     async def stop(self) -> None:
@@ -184,8 +204,7 @@ class CheckEngine:
         self._heap.clear()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._metrics is not None:
-            self._metrics.checks_in_flight.set_function(lambda: 0.0)
+        self._metrics.in_flight(lambda: 0.0)
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -214,7 +233,7 @@ class CheckEngine:
             if entry is None:
                 entry = self._entries[oid] = _Entry(spec)
                 self._counts[Status.UNKNOWN] += 1
-                self._set_up_gauge(entry)
+                self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
             elif entry.spec != spec:
                 self._stop_entry(entry)
                 same_target = entry.spec.url == spec.url
@@ -225,8 +244,8 @@ class CheckEngine:
                     self._counts[entry.state.status] -= 1
                     self._counts[Status.UNKNOWN] += 1
                     entry.state = OriginState.for_spec(spec)
-                    self._drop_tls_gauge(entry)
-                    self._set_up_gauge(entry)
+                    self._metrics.drop_tls(oid, entry.gauges)
+                    self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
             elif now_ and entry.task is None:
                 self._stop_entry(entry)
             else:
@@ -257,10 +276,7 @@ class CheckEngine:
         entry = self._entries.pop(oid)
         self._counts[entry.state.status] -= 1
         self._stop_entry(entry)
-        if self._metrics is not None:
-            if entry.up_gauge is not None:
-                self._metrics.origin_up.remove(oid)
-            self._drop_tls_gauge(entry)
+        self._metrics.removed(oid, entry.gauges)
 
     def _stop_entry(self, entry: _Entry) -> None:
         """Invalidate the entry's heap item and cancel its probe (its slot frees when the
@@ -290,36 +306,17 @@ class CheckEngine:
             # drop them when they outnumber the live ones (in place: the scheduler holds it).
             heap[:] = [item for item in heap if item[2].gen == item[3]]
             heapq.heapify(heap)
-        if due < self._sleep_until and not self._waiting_slot:
-            self._wake()
-
-    def _wake(self) -> None:
-        w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def _sleep(self, until: float | None) -> None:
-        """Wait until ``until`` (None: indefinitely) or an earlier _wake()."""
-        assert self._loop is not None
-        self._wakeup = fut = self._loop.create_future()
-        self._sleep_until = float("inf") if until is None else until
-        handle = None if until is None else self._loop.call_at(until, self._wake)
-        try:
-            await fut
-        finally:
-            self._wakeup = None
-            self._sleep_until = float("-inf")  # awake: no one needs to wake us
-            if handle is not None:
-                handle.cancel()
+        if due < self._alarm.until and not self._waiting_slot:
+            self._alarm.ring()
 
     async def _run_scheduler(self) -> None:
         loop = self._loop
         assert loop is not None
         heap = self._heap
-        self._sleep_until = float("-inf")
+        alarm = self._alarm
         while True:
             if not heap:
-                await self._sleep(None)
+                await alarm.sleep(loop, None)
                 continue
             due, _, entry, gen = heap[0]
             if entry.gen != gen:
@@ -327,12 +324,12 @@ class CheckEngine:
                 continue
             now = loop.time()
             if due > now + COALESCE:
-                await self._sleep(due)
+                await alarm.sleep(loop, due)
                 continue
             if self._running >= self._concurrency:
                 self._waiting_slot = True
                 try:
-                    await self._sleep(None)
+                    await alarm.sleep(loop, None)
                 finally:
                     self._waiting_slot = False
                 continue
@@ -348,9 +345,7 @@ class CheckEngine:
         assert loop is not None and self._session is not None
         spec = entry.spec
         start = loop.time()
-        m = self._metrics
-        if m is not None:
-            m.check_lag.observe(start - due if start > due else 0.0)
+        self._metrics.lag(start - due if start > due else 0.0)
         try:
             try:
                 result = await self._probe(self._session, spec, clock=loop.time)
@@ -361,7 +356,7 @@ class CheckEngine:
         finally:
             self._running -= 1
             if self._waiting_slot:
-                self._wake()
+                self._alarm.ring()
             if entry.gen == gen:
                 entry.task = None
         if entry.gen != gen or self._stopped:
@@ -392,25 +387,7 @@ class CheckEngine:
         if transition is not None:
             self._counts[transition.old] -= 1
             self._counts[transition.new] += 1
-        m = self._metrics
-        if m is not None:
-            kind = entry.spec.kind
-            key = (kind, result.ok)
-            counter = self._m_checks.get(key)
-            if counter is None:
-                counter = self._m_checks[key] = m.checks.labels(kind, "ok" if result.ok else "fail")
-            counter.inc()
-            hist = self._m_latency.get(kind)
-            if hist is None:
-                hist = self._m_latency[kind] = m.check_latency.labels(kind)
-            hist.observe(result.latency)
-            if result.tls_expiry_days is not None:
-                if entry.tls_gauge is None:
-                    entry.tls_gauge = m.tls_expiry_days.labels(entry.spec.id)
-                entry.tls_gauge.set(result.tls_expiry_days)
-            if transition is not None:
-                m.transitions.labels(transition.new.value).inc()
-                self._set_up_gauge(entry)
+        self._metrics.result(entry.spec.id, entry.spec.kind, entry.gauges, result, transition)
         if self._on_result is not None:
             try:
                 self._on_result(entry.spec.id, result)
@@ -421,18 +398,6 @@ class CheckEngine:
                 self._on_transition(transition)
             except Exception:
                 log.exception("check %s: on_transition callback failed", entry.spec.id)
-
-    def _set_up_gauge(self, entry: _Entry) -> None:
-        if self._metrics is None:
-            return
-        if entry.up_gauge is None:
-            entry.up_gauge = self._metrics.origin_up.labels(entry.spec.id)
-        entry.up_gauge.set(_UP_VALUE[entry.state.status])
-
-    def _drop_tls_gauge(self, entry: _Entry) -> None:
-        if self._metrics is not None and entry.tls_gauge is not None:
-            self._metrics.tls_expiry_days.remove(entry.spec.id)
-        entry.tls_gauge = None
 
 
 def _view(entry: _Entry) -> OriginView:
