@@ -62,7 +62,7 @@ def fallback_notify(state: str) -> bool:
     if not name:
         return False
     address: str | bytes = b"\0" + name[1:].encode() if name.startswith("@") else name
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # not inherited (PEP 446)
         sock.sendto(state.encode(), address)
     return True
 
@@ -155,9 +155,6 @@ class Notifier:
     def extend_timeout(self, seconds: float) -> bool:
         """Ask for more time to start or stop (a long log recovery on a slow SD card)."""
         return self.send(f"EXTEND_TIMEOUT_USEC={round(seconds * 1_000_000)}")
-
-    def close(self) -> None:
-        """Nothing to release: each message goes through a socket of its own, as sd_notify's."""
 
 
 # --- the watchdog --------------------------------------------------------------------------
