@@ -1,9 +1,10 @@
 """Talking to systemd: readiness and status (sd_notify), the watchdog, and the journal.
 
-The notify protocol is one datagram of ``KEY=value`` lines sent to the AF_UNIX socket
-named by ``$NOTIFY_SOCKET``. :class:`Notifier` speaks it directly instead of going through
-``systemd.daemon.notify`` so it behaves the same with or without systemd-python, in
-tests and on a laptop (where ``$NOTIFY_SOCKET`` is unset and every call does nothing).
+systemd-python is the product's way to talk to systemd: ``systemd.daemon.notify`` for
+READY/STATUS/WATCHDOG/STOPPING and ``systemd.journal.JournalHandler`` for structured log
+entries. Every install on a machine with libsystemd has it (the image, the Ansible role,
+scripts/bootstrap.sh; CI fails without it). The FALLBACKs below exist only for machines
+without libsystemd (a laptop, macOS), where the agent still runs in the foreground.
 
 The watchdog pings are scheduled *on the event loop* (:func:`run_watchdog`): if the loop
 stalls (a blocking call, a busy loop), the pings stop and systemd restarts the agent,
@@ -27,68 +28,93 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+# By name: the repository's systemd/ folder (the unit file) would shadow the package for mypy.
+_daemon: Any
+_journal: Any
+try:
+    _daemon = importlib.import_module("systemd.daemon")
+    _journal = importlib.import_module("systemd.journal")
+except ImportError:  # FALLBACK: no libsystemd here (a laptop, macOS); see the module doc
+    _daemon = _journal = None
+
 log = logging.getLogger(__name__)
 
 SYSLOG_IDENTIFIER = "edge-agent"
 #: journald's native socket; the journal handler is used only when it exists.
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
-#: How long READY/STOPPING/WATCHDOG may block when systemd's queue is full (it never
-#: should be). STATUS never blocks: it is informational, and the event loop must not wait.
-SEND_TIMEOUT = 0.2
+
+#: What sends one sd_notify message: ``"KEY=value\nKEY=value"`` in, True if it was sent,
+#: False when ``$NOTIFY_SOCKET`` is unset; OSError when it could not be sent.
+NotifyFunction = Callable[[str], bool]
 
 
 # --- sd_notify -----------------------------------------------------------------------------
 
 
-def _socket_address(name: str) -> str | bytes:
-    """``@name`` is an abstract socket (leading NUL); anything else is a path."""
-    if name.startswith("@"):
-        return b"\0" + name[1:].encode()
-    return name
+def fallback_notify(state: str) -> bool:
+    """FALLBACK for machines without libsystemd: what sd_notify(3) does, minus credentials.
+
+    One datagram to the AF_UNIX socket named by ``$NOTIFY_SOCKET`` (``@name`` is an
+    abstract socket); False when the variable is unset. Used only when systemd-python
+    cannot be imported.
+    """
+    name = os.environ.get("NOTIFY_SOCKET")
+    if not name:
+        return False
+    address: str | bytes = b"\0" + name[1:].encode() if name.startswith("@") else name
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # not inherited (PEP 446)
+        sock.sendto(state.encode(), address)
+    return True
+
+
+def notify_function() -> NotifyFunction:
+    """``systemd.daemon.notify`` when systemd-python is installed, else the fallback."""
+    if _daemon is not None:
+        notify: NotifyFunction = _daemon.notify
+        return notify
+    return fallback_notify
 
 
 class Notifier:
     """Sends sd_notify messages to ``$NOTIFY_SOCKET``; does nothing when it is unset.
 
+    Like ``sd_notify(3)``, the socket is read from the process environment at each send.
     Send errors are logged once and otherwise ignored: telling systemd how we are must
     never be the reason the agent stops.
     """
 
-    def __init__(self, socket_name: str | None = None) -> None:
-        """``socket_name`` is ``$NOTIFY_SOCKET``'s value (a path or ``@abstract``)."""
-        self._address = _socket_address(socket_name) if socket_name else None
-        self._sock: socket.socket | None = None
+    def __init__(self, notify: NotifyFunction | None = None) -> None:
+        """``notify``: what sends a message; by default :func:`notify_function`'s choice."""
+        self.notify = notify_function() if notify is None else notify
         self._status: str | None = None
         self._warned = False
+        if self.enabled and self.notify is fallback_notify and notify is None:
+            log.warning(
+                "systemd-python is not installed: notifying systemd with edge-agent's "
+                "fallback (install edge-agent[systemd]; docs/systemd.md)"
+            )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Notifier:
+    def from_env(cls) -> Notifier:
         """A notifier for ``$NOTIFY_SOCKET`` (a no-op one when it is unset or empty)."""
-        env = os.environ if env is None else env
-        return cls(env.get("NOTIFY_SOCKET") or None)
+        return cls()
 
     @property
     def enabled(self) -> bool:
         """True when there is a socket to notify (we run as a Type=notify service)."""
-        return self._address is not None
+        return bool(os.environ.get("NOTIFY_SOCKET"))
 
-    def send(self, *fields: str, block: bool = True) -> bool:
-        """Send one message of ``KEY=value`` fields; True if it was delivered. With
-        ``block=False`` a full queue drops the message instead of waiting."""
-        if self._address is None:
+    def send(self, *fields: str) -> bool:
+        """Send one message of ``KEY=value`` fields; True if it was delivered."""
+        if not self.enabled:
             return False
-        data = "\n".join(fields).encode()
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.settimeout(SEND_TIMEOUT if block else 0.0)
-            self._sock.sendto(data, self._address)
+            return bool(self.notify("\n".join(fields)))
         except OSError as e:
             if not self._warned:
                 self._warned = True
-                log.warning("cannot notify systemd at %r: %s", self._address, e)
+                log.warning("cannot notify systemd at %r: %s", os.environ.get("NOTIFY_SOCKET"), e)
             return False
-        return True
 
     def ready(self, status: str | None = None) -> bool:
         """Startup (or a reload) is complete: systemd moves the unit to "active"."""
@@ -102,7 +128,7 @@ class Notifier:
         """Set the one-line status ``systemctl status`` shows; sent only when it changes."""
         if text == self._status:
             return False
-        sent = self.send(f"STATUS={text}", block=False)
+        sent = self.send(f"STATUS={text}")
         self._status = text if sent else None  # not delivered: send the next one anyway
         return sent
 
@@ -129,11 +155,6 @@ class Notifier:
     def extend_timeout(self, seconds: float) -> bool:
         """Ask for more time to start or stop (a long log recovery on a slow SD card)."""
         return self.send(f"EXTEND_TIMEOUT_USEC={round(seconds * 1_000_000)}")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 # --- the watchdog --------------------------------------------------------------------------
@@ -216,10 +237,6 @@ _PRIORITY = {
     logging.CRITICAL: 2,
 }
 _OURS = "_edge_agent_handler"
-#: Fields the journal handler sets itself; an ``extra`` cannot override them.
-_RESERVED_FIELDS = frozenset(
-    ("MESSAGE", "PRIORITY", "LOGGER", "THREAD_NAME", "CODE_FILE", "CODE_LINE", "CODE_FUNC")
-)
 
 LogDestination = Literal["journal", "journal-stream", "stderr"]
 
@@ -249,13 +266,6 @@ def _stream_is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
-def _journal_module() -> Any:
-    try:
-        return importlib.import_module("systemd.journal")
-    except ImportError:
-        return None
-
-
 def log_destination(
     env: Mapping[str, str] | None = None, stream: TextIO | None = None
 ) -> LogDestination:
@@ -264,15 +274,15 @@ def log_destination(
     - ``journal``: under systemd (stderr is the journal stream, or ``$INVOCATION_ID`` is
       set), with systemd-python installed and journald's socket present: native journal
       entries with structured fields.
-    - ``journal-stream``: stderr is the journal but systemd-python is missing: plain lines
-      with a ``<N>`` priority prefix and no timestamp (journald adds its own).
+    - ``journal-stream`` (FALLBACK): stderr is the journal but systemd-python is missing:
+      plain lines with a ``<N>`` priority prefix and no timestamp (journald adds its own).
     - ``stderr``: anywhere else: timestamped lines.
     """
     env = os.environ if env is None else env
     stream = sys.stderr if stream is None else stream
     to_journal = _stream_is_journal(stream, env)
     under_systemd = to_journal or bool(env.get("INVOCATION_ID"))
-    if under_systemd and _journal_module() is not None and JOURNAL_SOCKET.exists():
+    if under_systemd and _journal is not None and JOURNAL_SOCKET.exists():
         return "journal"
     return "journal-stream" if to_journal else "stderr"
 
@@ -307,41 +317,18 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
-def _journal_handler(sender: Callable[..., Any] | None = None) -> logging.Handler:
-    """A systemd.journal.JournalHandler that sends only valid, uppercase fields.
+def _journal_handler() -> logging.Handler:
+    """systemd-python's JournalHandler, as its documentation says to use it.
 
-    The stock handler forwards the whole ``record.__dict__`` (msg, args, …) and lets
-    journald drop what is not a field name; this one sends what the docs promise.
+    ``SYSLOG_IDENTIFIER`` is a constant field given to the constructor; a record's own
+    fields come through ``extra={"ORIGIN": ...}`` (UPPERCASE journal field names, not one
+    the handler sets itself: MESSAGE, PRIORITY, LOGGER, THREAD_NAME, PROCESS_NAME, CODE_*).
+    The handler also passes the record's lowercase attributes, which journald drops as
+    invalid field names.
     """
-    journal = _journal_module()
-    if journal is None:
+    if _journal is None:
         raise RuntimeError("systemd-python is not installed")
-
-    base: Any = journal.JournalHandler
-
-    class StructuredJournalHandler(base):
-        def emit(self, record: logging.LogRecord) -> None:
-            try:
-                fields = {**self._extra, **journal_fields(record)}
-                for k in _RESERVED_FIELDS:
-                    fields.pop(k, None)
-                self.send(
-                    self.format(record),
-                    PRIORITY=str(syslog_priority(record.levelno)),
-                    LOGGER=record.name,
-                    THREAD_NAME=str(record.threadName),
-                    CODE_FILE=record.pathname,
-                    CODE_LINE=record.lineno,
-                    CODE_FUNC=record.funcName,
-                    **fields,
-                )
-            except Exception:
-                self.handleError(record)
-
-    kwargs: dict[str, Any] = {"SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER}
-    if sender is not None:
-        kwargs["sender_function"] = sender
-    handler: logging.Handler = StructuredJournalHandler(**kwargs)
+    handler: logging.Handler = _journal.JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
 

@@ -46,8 +46,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 
+# systemd-python (the [systemd] extra) is a dependency wherever libsystemd is: it is how the
+# agent notifies systemd and writes to the journal. Only a machine without libsystemd (macOS,
+# a laptop without systemd) installs without it, and the agent falls back; never in CI.
 extras="dev"
-if pkg-config --exists libsystemd 2>/dev/null; then extras="dev,systemd"; fi
+if pkg-config --exists libsystemd 2>/dev/null; then
+  extras="dev,systemd"
+elif [ "${CI:-}" = true ]; then
+  echo "bootstrap: CI=true and libsystemd is missing: systemd-python cannot be built" >&2
+  echo "bootstrap: (apt-get install libsystemd-dev pkg-config, or run this script as root)" >&2
+  exit 1
+elif [ "$(uname -s)" = Linux ]; then
+  echo "bootstrap: libsystemd-dev/pkg-config missing: installing without systemd-python;" \
+    "the agent uses its fallback (sudo apt-get install libsystemd-dev pkg-config)" >&2
+fi
 stamp="$VENV/.installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing edge-agent[$extras] into $VENV"
@@ -55,4 +67,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q -e ".[$extras]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
+fi
+if [ "$extras" = dev,systemd ] && ! "$VENV/bin/python" -c 'import systemd.daemon, systemd.journal'; then
+  echo "bootstrap: systemd-python does not import in $VENV; rm -rf $VENV and run me again" >&2
+  exit 1
 fi

@@ -1,19 +1,25 @@
-"""agent.systemd against real AF_UNIX datagram sockets standing in for systemd's notify socket."""
+"""agent.systemd against real parts: AF_UNIX datagram sockets standing in for systemd's notify
+socket, and a real systemd-journald (started in a private mount namespace) for the journal."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import itertools
+import json
 import logging
 import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -26,6 +32,7 @@ from agent.systemd import (
     setup_logging,
     watchdog_interval,
 )
+from tests.conftest import require
 
 
 class Receiver:
@@ -106,56 +113,110 @@ def abstract_receiver() -> Iterator[Receiver]:
 # --- Notifier ------------------------------------------------------------------------------
 
 
-def test_without_notify_socket_every_call_is_a_no_op() -> None:
-    n = Notifier.from_env({})
+def _systemd_python() -> Any:
+    """systemd-python's modules: a product dependency wherever libsystemd is (CI fails without)."""
+    try:
+        import systemd.daemon
+        import systemd.journal
+    except ImportError:
+        require(False, "systemd-python (scripts/bootstrap.sh installs edge-agent[systemd])")
+    return systemd
+
+
+@pytest.fixture
+def notify_socket(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Receiver:
+    """$NOTIFY_SOCKET names the receiver: the library reads it from the environment."""
+    monkeypatch.setenv("NOTIFY_SOCKET", receiver.name)
+    return receiver
+
+
+@pytest.fixture(params=["systemd-python", "fallback"])
+def notify(request: pytest.FixtureRequest) -> Callable[[str], bool]:
+    """Each implementation a Notifier can use: the library's, and the fallback for machines
+    without libsystemd; both must say the same thing to the same socket."""
+    if request.param == "systemd-python":
+        return cast("Callable[[str], bool]", _systemd_python().daemon.notify)
+    return sd.fallback_notify
+
+
+def test_the_library_notifies_when_it_is_installed(notify_socket: Receiver) -> None:
+    systemd = _systemd_python()
+    n = Notifier.from_env()
+    assert n.notify is systemd.daemon.notify
+    assert n.ready("up")
+    assert notify_socket.wait_for(lambda m: len(m) >= 1) == ["READY=1\nSTATUS=up"]
+
+
+def test_without_the_library_the_fallback_notifies_and_says_so(
+    notify_socket: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sd, "_daemon", None)
+    with caplog.at_level(logging.WARNING, logger="agent.systemd"):
+        n = Notifier.from_env()
+        assert n.notify is sd.fallback_notify
+        assert n.ready()
+        assert n.watchdog()
+    assert notify_socket.wait_for(lambda m: len(m) >= 2) == ["READY=1", "WATCHDOG=1"]
+    warnings = [r for r in caplog.records if "systemd-python is not installed" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_without_notify_socket_every_call_is_a_no_op(
+    monkeypatch: pytest.MonkeyPatch, notify: Callable[[str], bool]
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    n = Notifier(notify)
     assert not n.enabled
     assert n.ready("up") is False
     assert n.watchdog() is False
     assert n.stopping() is False
+    assert notify("READY=1") is False  # the implementation itself: nothing to send to
 
 
-def test_messages_reach_the_socket(receiver: Receiver) -> None:
-    n = Notifier.from_env({"NOTIFY_SOCKET": receiver.name})
+def test_messages_reach_the_socket(notify_socket: Receiver, notify: Callable[[str], bool]) -> None:
+    n = Notifier(notify)
     assert n.enabled
     assert n.ready("serving 3 origins")
     assert n.status("serving 4 origins")
     assert n.watchdog()
     assert n.stopping()
-    got = receiver.wait_for(lambda m: len(m) >= 4)
+    got = notify_socket.wait_for(lambda m: len(m) >= 4)
     assert got == [
         "READY=1\nSTATUS=serving 3 origins",
         "STATUS=serving 4 origins",
         "WATCHDOG=1",
         "STOPPING=1",
     ]
-    n.close()
 
 
-def test_abstract_socket(abstract_receiver: Receiver) -> None:
-    n = Notifier.from_env({"NOTIFY_SOCKET": abstract_receiver.name})
-    assert n.ready()
+def test_abstract_socket(
+    abstract_receiver: Receiver, monkeypatch: pytest.MonkeyPatch, notify: Callable[[str], bool]
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", abstract_receiver.name)
+    assert Notifier(notify).ready()
     assert abstract_receiver.wait_for(lambda m: len(m) >= 1) == ["READY=1"]
-    n.close()
 
 
-def test_status_is_sent_only_when_it_changes(receiver: Receiver) -> None:
-    n = Notifier(receiver.name)
+def test_status_is_sent_only_when_it_changes(
+    notify_socket: Receiver, notify: Callable[[str], bool]
+) -> None:
+    n = Notifier(notify)
     n.ready("a")
     assert n.status("a") is False  # ready() already said "a"
     assert n.status("b") is True
     assert n.status("b") is False
     assert n.status("a") is True
     n.watchdog()  # a marker: everything before it has arrived once it has
-    got = receiver.wait_for(lambda m: "WATCHDOG=1" in m)
+    got = notify_socket.wait_for(lambda m: "WATCHDOG=1" in m)
     assert got == ["READY=1\nSTATUS=a", "STATUS=b", "STATUS=a", "WATCHDOG=1"]
 
 
-def test_reloading_then_ready(receiver: Receiver) -> None:
-    n = Notifier(receiver.name)
+def test_reloading_then_ready(notify_socket: Receiver, notify: Callable[[str], bool]) -> None:
+    n = Notifier(notify)
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     n.reloading()
     n.ready()
-    reloading, ready = receiver.wait_for(lambda m: len(m) >= 2)
+    reloading, ready = notify_socket.wait_for(lambda m: len(m) >= 2)
     fields = dict(line.split("=", 1) for line in reloading.split("\n"))
     assert fields["RELOADING"] == "1"
     after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -163,15 +224,19 @@ def test_reloading_then_ready(receiver: Receiver) -> None:
     assert ready == "READY=1"
 
 
-def test_extend_timeout(receiver: Receiver) -> None:
-    Notifier(receiver.name).extend_timeout(2.5)
-    assert receiver.wait_for(lambda m: len(m) >= 1) == ["EXTEND_TIMEOUT_USEC=2500000"]
+def test_extend_timeout(notify_socket: Receiver, notify: Callable[[str], bool]) -> None:
+    Notifier(notify).extend_timeout(2.5)
+    assert notify_socket.wait_for(lambda m: len(m) >= 1) == ["EXTEND_TIMEOUT_USEC=2500000"]
 
 
 def test_send_errors_are_logged_once_and_not_raised(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    notify: Callable[[str], bool],
 ) -> None:
-    n = Notifier(str(tmp_path / "nobody-listens"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
+    n = Notifier(notify)
     with caplog.at_level(logging.WARNING, logger="agent.systemd"):
         assert n.ready() is False
         assert n.watchdog() is False
@@ -199,8 +264,9 @@ def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
     assert watchdog_interval(env) == expected
 
 
-async def test_watchdog_pings_at_half_of_watchdog_usec(receiver: Receiver) -> None:
-    notifier = Notifier(receiver.name)
+async def test_watchdog_pings_at_half_of_watchdog_usec(notify_socket: Receiver) -> None:
+    receiver = notify_socket
+    notifier = Notifier.from_env()
     wd = Watchdog.from_env(notifier, {"WATCHDOG_USEC": "200000"})
     assert wd.interval == pytest.approx(0.1)
     wd.start()
@@ -218,9 +284,10 @@ async def test_watchdog_pings_at_half_of_watchdog_usec(receiver: Receiver) -> No
     assert not wd.running
 
 
-async def test_a_blocked_event_loop_stops_the_pings(receiver: Receiver) -> None:
+async def test_a_blocked_event_loop_stops_the_pings(notify_socket: Receiver) -> None:
     """The whole point of pinging from the loop: a stuck loop must look dead to systemd."""
-    notifier = Notifier(receiver.name)
+    receiver = notify_socket
+    notifier = Notifier.from_env()
     wd = Watchdog(notifier, 0.05)
     wd.start()
     await receiver.async_wait_for(lambda m: m.count("WATCHDOG=1") >= 3)
@@ -248,8 +315,9 @@ async def test_a_blocked_event_loop_stops_the_pings(receiver: Receiver) -> None:
     assert gap >= 0.45
 
 
-async def test_watchdog_pid_mismatch_sends_no_pings(receiver: Receiver) -> None:
-    notifier = Notifier(receiver.name)
+async def test_watchdog_pid_mismatch_sends_no_pings(notify_socket: Receiver) -> None:
+    receiver = notify_socket
+    notifier = Notifier.from_env()
     env = {"WATCHDOG_USEC": "100000", "WATCHDOG_PID": str(os.getpid() + 1)}
     wd = Watchdog.from_env(notifier, env)
     assert wd.interval is None
@@ -260,14 +328,18 @@ async def test_watchdog_pid_mismatch_sends_no_pings(receiver: Receiver) -> None:
     assert receiver.texts() == []
 
 
-async def test_run_watchdog_returns_at_once_without_a_watchdog(receiver: Receiver) -> None:
-    await asyncio.wait_for(run_watchdog(Notifier(receiver.name), None), 1.0)
-    await asyncio.wait_for(run_watchdog(Notifier(None), 0.01), 1.0)
-    assert receiver.texts() == []
+async def test_run_watchdog_returns_at_once_without_a_watchdog(
+    notify_socket: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await asyncio.wait_for(run_watchdog(Notifier.from_env(), None), 1.0)
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    await asyncio.wait_for(run_watchdog(Notifier.from_env(), 0.01), 1.0)
+    assert notify_socket.texts() == []
 
 
-def test_watchdog_is_off_without_a_notify_socket() -> None:
-    wd = Watchdog.from_env(Notifier(None), {"WATCHDOG_USEC": "200000"})
+def test_watchdog_is_off_without_a_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    wd = Watchdog.from_env(Notifier.from_env(), {"WATCHDOG_USEC": "200000"})
     assert wd.interval is None
 
 
@@ -303,8 +375,8 @@ def test_log_destination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         journal_socket.touch()
         assert log_destination({"JOURNAL_STREAM": _stream_id(f)}, f) == "journal"
         assert log_destination({"INVOCATION_ID": "abc"}, f) == "journal"
-        # Without systemd-python, plain lines with a priority prefix.
-        monkeypatch.setattr(sd, "_journal_module", lambda: None)
+        # Without systemd-python (the fallback), plain lines with a priority prefix.
+        monkeypatch.setattr(sd, "_journal", None)
         assert log_destination({"JOURNAL_STREAM": _stream_id(f)}, f) == "journal-stream"
         assert log_destination({"INVOCATION_ID": "abc"}, f) == "stderr"
 
@@ -355,41 +427,98 @@ def test_setup_logging_replaces_its_own_handler(restore_logging: None) -> None:
         setup_logging("chatty", env={})
 
 
-def test_journal_handler_sends_structured_fields(
+def test_under_systemd_the_log_handler_is_the_librarys_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
 ) -> None:
-    pytest.importorskip("systemd.journal", reason="systemd-python is not installed")
+    """systemd.journal.JournalHandler as published: no subclass reaching into its privates."""
+    systemd = _systemd_python()
     monkeypatch.setattr(sd, "JOURNAL_SOCKET", tmp_path / "socket")
     (tmp_path / "socket").touch()
-    # setup_logging picks the journal under systemd...
     handler = setup_logging("info", env={"INVOCATION_ID": "0123"}, stream=io.StringIO())
-    from systemd.journal import JournalHandler
+    assert type(handler) is systemd.journal.JournalHandler
 
-    assert isinstance(handler, JournalHandler)
-    # ...and that handler sends these fields (a sender stands in for journald's socket).
-    sent: list[tuple[str, dict[str, object]]] = []
-    h = sd._journal_handler(sender=lambda msg, **kw: sent.append((msg, kw)))
-    logger = logging.getLogger("agent.test-journal")
-    logger.addHandler(h)
-    logger.propagate = False
-    try:
-        logger.warning(
-            "origin %s is %s",
-            "shop",
-            "down",
-            extra={"ORIGIN": "shop", "VERDICT": "down", "lower": "x", "PRIORITY": "0"},
-        )
-    finally:
-        logger.removeHandler(h)
-        logger.propagate = True
-    [(msg, fields)] = sent
-    assert msg == "origin shop is down"
-    assert fields["ORIGIN"] == "shop"
-    assert fields["VERDICT"] == "down"
-    assert fields["SYSLOG_IDENTIFIER"] == "edge-agent"
-    assert fields["PRIORITY"] == "4"  # an extra cannot override the record's own priority
-    assert fields["LOGGER"] == "agent.test-journal"
-    assert "lower" not in fields and "msg" not in fields and "args" not in fields
+
+# Runs inside a private mount namespace (unshare --mount): /run and /var/log are fresh
+# tmpfs there, so the journald started below owns /run/systemd/journal/socket, the path
+# libsystemd sends to (compiled in, not configurable), and the host's are never touched.
+_JOURNALD_SCRIPT = """
+set -eu
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/log
+mkdir -p /run/systemd/journal /run/log/journal
+"$JOURNALD" & journald=$!
+trap 'kill $journald; wait $journald 2>/dev/null || true' EXIT
+deadline=$(( $(date +%s) + 10 ))
+until [ -S /run/systemd/journal/socket ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "journald made no socket in 10 s" >&2; exit 1; }
+  sleep 0.01
+done
+"$PYTHON" "$CHILD"
+journalctl --sync
+journalctl -o json --no-pager "TEST_RUN=$TEST_RUN"
+"""
+
+_JOURNAL_CHILD = """
+import logging, os, sys
+from agent.systemd import setup_logging
+handler = setup_logging("info")  # $INVOCATION_ID is set: we run "under systemd"
+print(type(handler).__module__, type(handler).__name__, file=sys.stderr)
+log = logging.getLogger("agent.checks")
+log.warning(
+    "origin %s is %s", "shop", "down",
+    extra={"ORIGIN": "shop", "VERDICT": "down", "TEST_RUN": os.environ["TEST_RUN"]},
+)
+log.debug("below the level", extra={"TEST_RUN": os.environ["TEST_RUN"]})
+"""
+
+
+def test_journal_fields_reach_a_real_journald(tmp_path: Path) -> None:
+    """The agent's records land in journald with their fields (read back with journalctl).
+
+    This machine's journald may not run (a container without systemd as PID 1), and the
+    host's journal is not ours to write test entries into: the test starts its own
+    systemd-journald in a private mount namespace (root, util-linux's unshare).
+    """
+    _systemd_python()
+    journald = Path("/lib/systemd/systemd-journald")
+    unshare = shutil.which("unshare")
+    require(journald.exists() and shutil.which("journalctl") is not None, "systemd (journald)")
+    require(unshare is not None, "unshare (util-linux)")
+    require(os.geteuid() == 0, "root, to mount tmpfs over /run in a private mount namespace")
+    assert unshare is not None
+    (tmp_path / "journald.sh").write_text(_JOURNALD_SCRIPT)
+    (tmp_path / "child.py").write_text(_JOURNAL_CHILD)
+    run_id = uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "JOURNALD": str(journald),
+        "PYTHON": sys.executable,
+        "CHILD": str(tmp_path / "child.py"),
+        "TEST_RUN": run_id,
+        "INVOCATION_ID": uuid.uuid4().hex,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "SYSTEMD_PAGER": "",
+    }
+    env.pop("JOURNAL_STREAM", None)
+    r = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", str(tmp_path / "journald.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "systemd.journal JournalHandler" in r.stderr
+    [entry] = [json.loads(line) for line in r.stdout.splitlines()]
+    assert entry["MESSAGE"] == "origin shop is down"
+    assert entry["PRIORITY"] == "4"
+    assert entry["SYSLOG_IDENTIFIER"] == "edge-agent"
+    assert entry["ORIGIN"] == "shop"
+    assert entry["VERDICT"] == "down"
+    assert entry["LOGGER"] == "agent.checks"
+    assert entry["_TRANSPORT"] == "journal"  # the native protocol, not a stream line
+    # The record's own attributes (msg, args, levelname, ...) are not journal fields.
+    assert not [k for k in entry if k.islower()], entry
 
 
 def test_syslog_priorities() -> None:
