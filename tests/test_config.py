@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 
 from agent.config import (
+    Config,
     ConfigError,
     HostPort,
+    LedsConfig,
+    OriginSpec,
+    WebhookConfig,
     load_config,
     parse_config,
     parse_duration,
     parse_hostport,
 )
+from agent.membership.settings import Settings as GossipSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,3 +206,31 @@ def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
     res = edge_agent("run", "--config", str(bad))
     assert res.returncode == 2
     assert "cluster.replicas: 0 is out of range" in res.stderr
+
+
+# --- defaults are stated once: the dataclasses -----------------------------------------------
+
+
+def test_an_empty_config_is_the_dataclass_defaults() -> None:
+    """Every section the parser reads defaults to its dataclass's own field defaults, so the
+    two can never drift (the parser reads them; this guards that it keeps doing so)."""
+    cfg = parse_config({}, "<defaults>")
+    assert cfg == Config()
+    for section in ("node", "cluster", "store", "gossip", "api", "checks", "log"):
+        # an empty table is the same as an absent one
+        assert getattr(parse_config({section: {}}), section) == getattr(Config(), section)
+    assert cfg.gossip == GossipSettings()
+    assert cfg.leds == LedsConfig()
+    # except [leds]: a present table lists the colours in use, so an empty one drives none
+    assert parse_config({"leds": {}}).leds == LedsConfig(green=None, amber=None, red=None)
+
+
+def test_origin_and_webhook_defaults_are_their_dataclass_defaults() -> None:
+    cfg = parse_config(
+        {"origin": [{"id": "o", "url": "http://h/"}], "webhook": [{"url": "http://w/"}]}
+    )
+    assert cfg.origins == (OriginSpec(id="o", url="http://h/", kind="http", host="h", port=80),)
+    assert cfg.webhooks == (WebhookConfig(url="http://w/"),)
+    # the default timeout never exceeds the interval: the dataclass's, capped by it
+    short = parse_config({"origin": [{"id": "o", "url": "tcp://h:1", "interval": "500ms"}]})
+    assert short.origins[0].timeout == 0.5
