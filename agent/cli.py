@@ -297,8 +297,9 @@ def lazy_ca_store(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
 
 def cmd_run(args: argparse.Namespace) -> int:
     lazy_ca_store()  # before agent.runtime imports aiohttp
-    # The agent serves no files, but aiohttp's static-file handler reads the system's MIME
-    # table (/etc/mime.types, ~0.3 MiB resident) at import; Python's built-in table stays.
+    # The dashboard's files go out with fixed content types (agent/api/page.py), but
+    # aiohttp's static-file handler reads the system's MIME table (/etc/mime.types,
+    # ~0.3 MiB resident) at import; Python's built-in table stays.
     mimetypes.knownfiles = []
     from agent.runtime import Agent
     from agent.systemd import setup_logging
