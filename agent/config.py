@@ -360,6 +360,17 @@ def _positive_duration(v: Any) -> float:
     return d
 
 
+def _hostport(v: Any) -> HostPort:
+    if not isinstance(v, str):
+        raise TypeError
+    return parse_hostport(v)
+
+
+def _optional_hostport(v: Any) -> HostPort | None:
+    """An address; "" (how TOML spells "not set") is None."""
+    return _hostport(v) if v != "" else None
+
+
 def _path(v: Any) -> Path:
     if not isinstance(v, str):
         raise TypeError
@@ -580,10 +591,8 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
             r.bad(f"join[{i}]", f"{_show(j)} is not host:port ({e})")
     cluster = ClusterConfig(
         name=cname,
-        bind=r.conv("bind", cd.bind, parse_hostport, "host:port"),
-        advertise=r.conv(
-            "advertise", cd.advertise, lambda v: parse_hostport(v) if v else None, "host:port"
-        ),
+        bind=r.conv("bind", cd.bind, _hostport, "host:port"),
+        advertise=r.conv("advertise", cd.advertise, _optional_hostport, "host:port"),
         join=tuple(j for j in join if isinstance(j, str)),
         discover=r.get("discover", bool, cd.discover, "true or false"),
         interface=r.conv("interface", cd.interface, _optional_str, "a string"),
@@ -633,7 +642,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     r = _Reader(problems, "api", _table(problems, root, "api"))
     ad = ApiConfig()
     api = ApiConfig(
-        listen=r.conv("listen", ad.listen, parse_hostport, "host:port"),
+        listen=r.conv("listen", ad.listen, _hostport, "host:port"),
         token_file=r.conv("token_file", ad.token_file, _optional_path, "a string"),
     )
     r.finish()
@@ -759,13 +768,18 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = p.read_bytes()
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read: {e.strerror or e}"]) from None
+    return parse_config_bytes(data, str(p))
+
+
+def parse_config_bytes(data: bytes, source: str) -> Config:
+    """A config file's bytes (TOML in UTF-8) into a Config; ConfigError for any problem."""
     try:
         root = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(str(p), [f"not UTF-8 text (byte {e.start})"]) from None
+        raise ConfigError(source, [f"not UTF-8 text (byte {e.start})"]) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
-    return parse_config(root, str(p))
+        raise ConfigError(source, [f"not valid TOML: {e}"]) from None
+    return parse_config(root, source)
 
 
 def resolve_config_path(cli_path: str | None) -> Path:
