@@ -2,9 +2,12 @@
 
 Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed), 2 bad usage or
 invalid config. Client commands (status, origins, members, identify) talk to the local
-agent's API: --api URL, else the [api] listen address of the config, else
-127.0.0.1:8080. Writes (identify) send the bearer token from the config's [api]
-token_file when one is set.
+agent's API: --api URL, else the [api] listen address of the config (--config, else
+$EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml). Only when there is no file at the
+default path do they use the default address, 127.0.0.1:8080, without a word; a config
+that is invalid, or named but missing, is an error (exit 2), and one this user may not
+read is said so on stderr. Writes (identify) send the bearer token from the config's
+[api] token_file when one is set. docs/config.md#client-commands says the same.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import ConfigError, load_config, resolve_config_path
+from agent.config import (
+    CONFIG_ENV,
+    ApiConfig,
+    Config,
+    ConfigError,
+    HostPort,
+    load_config,
+    parse_config_bytes,
+    resolve_config_path,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -29,25 +41,59 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 # --- helpers --------------------------------------------------------------------------------
 
 
+class ClientConfigError(Exception):
+    """The config a client command needs cannot be used: exit 2, with the reason."""
+
+
+def _client_config(args: argparse.Namespace, needed_for: str) -> Config | None:
+    """The config a client command takes its [api] settings from (read once per command).
+
+    None when there is none to use: no file at the default path (a machine without an
+    agent config: the defaults apply, quietly), or a file this user may not read (the
+    image and Ansible install it 0640 root:edge-agent; said on stderr, since the address
+    may then be wrong). A file named by --config or $EDGE_AGENT_CONFIG that is missing,
+    or any config that is not valid, raises ClientConfigError: never a silent fallback.
+    """
+    cache: dict[str, Config | None] = args.__dict__.setdefault("_client_config", {})
+    if "cfg" in cache:
+        return cache["cfg"]
+    named = "--config" if args.config else CONFIG_ENV if os.environ.get(CONFIG_ENV) else None
+    path = resolve_config_path(args.config)
+    cfg: Config | None = None
+    try:
+        cfg = parse_config_bytes(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        if named:
+            raise ClientConfigError(f"{path}: no such file (named by {named})") from None
+    except PermissionError as e:
+        print(
+            f"edge-agent: cannot read {path} ({e.strerror}): going without its [api] "
+            f"settings, to {_base(ApiConfig().listen)}; pass --api, or run as a user who can "
+            "read it",
+            file=sys.stderr,
+        )
+    except OSError as e:
+        raise ClientConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ConfigError as e:
+        hint = "fix it, or pass --api" if needed_for == "API address" else "fix it"
+        msg = f"the {needed_for} comes from an invalid config ({hint}):\n{e}"
+        raise ClientConfigError(msg) from None
+    cache["cfg"] = cfg
+    return cfg
+
+
+def _base(listen: HostPort) -> str:
+    """The URL that reaches an API listening on ``listen`` from this host."""
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
+    return f"http://{HostPort(host, listen.port)}"
+
+
 def _api_base(args: argparse.Namespace) -> str:
+    """--api, else the config's [api] listen, else (no config file) ApiConfig's default."""
     if args.api:
         return str(args.api).rstrip("/")
-    path = resolve_config_path(args.config)
-    listen = "127.0.0.1:8080"
-    if path.exists():
-        try:
-            cfg = load_config(path)
-            host = cfg.api.listen.host
-            if host in ("0.0.0.0", "::", ""):
-                host = "127.0.0.1"
-            listen = (
-                f"[{host}]:{cfg.api.listen.port}"
-                if ":" in host
-                else f"{host}:{cfg.api.listen.port}"
-            )
-        except ConfigError:
-            pass
-    return f"http://{listen}"
+    cfg = _client_config(args, "API address")
+    return _base(cfg.api.listen if cfg is not None else ApiConfig().listen)
 
 
 class ApiError(Exception):
@@ -97,14 +143,10 @@ def _request(
 
 
 def _api_token(args: argparse.Namespace) -> str | None:
-    """The bearer token from the config's [api] token_file; None when none is set."""
-    path = resolve_config_path(args.config)
-    if not path.exists():
-        return None
-    try:
-        token_file = load_config(path).api.token_file
-    except ConfigError:
-        return None
+    """The bearer token from the config's [api] token_file; None when none is set (or there
+    is no config to read it from, see _client_config)."""
+    cfg = _client_config(args, "API token")
+    token_file = cfg.api.token_file if cfg is not None else None
     if token_file is None:
         return None
     try:
@@ -297,8 +339,9 @@ def lazy_ca_store(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
 
 def cmd_run(args: argparse.Namespace) -> int:
     lazy_ca_store()  # before agent.runtime imports aiohttp
-    # The agent serves no files, but aiohttp's static-file handler reads the system's MIME
-    # table (/etc/mime.types, ~0.3 MiB resident) at import; Python's built-in table stays.
+    # The dashboard's files go out with fixed content types (agent/api/page.py), but
+    # aiohttp's static-file handler reads the system's MIME table (/etc/mime.types,
+    # ~0.3 MiB resident) at import; Python's built-in table stays.
     mimetypes.knownfiles = []
     from agent.runtime import Agent
     from agent.systemd import setup_logging
@@ -433,7 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", help="config file (default: $EDGE_AGENT_CONFIG or /etc/edge-agent/agent.toml)"
     )
-    p.add_argument("--api", help="the agent's API for client commands (default: from the config)")
+    p.add_argument(
+        "--api",
+        help="the agent's API for client commands, e.g. http://127.0.0.1:8080 (default: the "
+        "config's [api] listen; 127.0.0.1:8080 when there is no config file)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("run", help="run the agent in the foreground (systemd runs this)")
@@ -482,7 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    rc: int = args.func(args)
+    try:
+        rc: int = args.func(args)
+    except ClientConfigError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_USAGE
     return rc
 
 

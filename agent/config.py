@@ -9,13 +9,14 @@ examples/agent.toml is an annotated example.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -323,6 +324,16 @@ class _Reader:
                 self.problems.append(f"{self.key(k)}: unknown key")
 
 
+def _default(cls: type[Any], name: str) -> Any:
+    """The dataclass field's own default: each default is stated once, on the field."""
+    f = cls.__dataclass_fields__[name]
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise TypeError(f"{cls.__name__}.{name} has no default")
+
+
 def _show(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace('"', '\\"') + '"'
@@ -349,10 +360,44 @@ def _positive_duration(v: Any) -> float:
     return d
 
 
+def _hostport(v: Any) -> HostPort:
+    if not isinstance(v, str):
+        raise TypeError
+    return parse_hostport(v)
+
+
+def _optional_hostport(v: Any) -> HostPort | None:
+    """An address; "" (how TOML spells "not set") is None."""
+    return _hostport(v) if v != "" else None
+
+
+def _path(v: Any) -> Path:
+    if not isinstance(v, str):
+        raise TypeError
+    return Path(v)
+
+
+def _optional_path(v: Any) -> Path | None:
+    """A path; "" (how TOML spells "not set") is None."""
+    if not isinstance(v, str):
+        raise TypeError
+    return Path(v) if v else None
+
+
+def _optional_str(v: Any) -> str | None:
+    if not isinstance(v, str):
+        raise TypeError
+    return v or None
+
+
 def _str_table(v: Any) -> Mapping[str, str]:
     if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
         raise TypeError
     return MappingProxyType(dict(v))
+
+
+def _header_pairs(v: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(_str_table(v).items()))
 
 
 def _pin(v: Any) -> int | None:
@@ -432,27 +477,27 @@ def _parse_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
             kind, host, port = _parse_target(url)
         except ValueError as e:
             r.bad("url", f"{_show(url)} is not a valid URL ({e})")
-    interval = r.conv("interval", 10.0, _positive_duration, "a duration")
+    d = functools.partial(_default, OriginSpec)
+    interval = r.conv("interval", d("interval"), _positive_duration, "a duration")
     # the default timeout never exceeds the interval (a 1 s check times out after 1 s)
-    timeout = r.conv("timeout", min(2.0, interval), _positive_duration, "a duration")
-    down_interval = r.conv("down_interval", None, _positive_duration, "a duration")
-    rise = r.get("rise", int, 2, "an integer")
-    fall = r.get("fall", int, 3, "an integer")
+    timeout = r.conv("timeout", min(d("timeout"), interval), _positive_duration, "a duration")
+    down_interval = r.conv("down_interval", d("down_interval"), _positive_duration, "a duration")
+    rise = r.get("rise", int, d("rise"), "an integer")
+    fall = r.get("fall", int, d("fall"), "an integer")
     for name, val in (("rise", rise), ("fall", fall)):
         if not 1 <= val <= 100:
             r.bad(name, f"{val} is out of range (1..100)")
     if timeout > interval and "timeout" in t:
         r.bad("timeout", f"{_show(t['timeout'])} is longer than the interval")
     expect_status: tuple[int, ...] = r.conv(
-        "expect_status", (200,), _status_list, "a list of status codes"
+        "expect_status", d("expect_status"), _status_list, "a list of status codes"
     )
-    expect_body = r.get("expect_body", str, "", "a string")
-    method = r.get("method", str, "GET", "a string").upper()
+    expect_body = r.get("expect_body", str, d("expect_body"), "a string")
+    method = r.get("method", str, d("method"), "a string").upper()
     if method not in HTTP_METHODS:
         r.bad("method", f"{_show(method)} is not one of {', '.join(HTTP_METHODS)}")
-    no_headers: Mapping[str, str] = MappingProxyType({})
-    headers = r.conv("headers", no_headers, _str_table, "a table of strings")
-    tls_verify = r.get("tls_verify", bool, True, "true or false")
+    headers = r.conv("headers", d("headers"), _header_pairs, "a table of strings")
+    tls_verify = r.get("tls_verify", bool, d("tls_verify"), "true or false")
     if kind == "tcp":
         for k in ("expect_status", "expect_body", "method", "headers", "tls_verify"):
             if k in t:
@@ -474,7 +519,7 @@ def _parse_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
         expect_status=expect_status,
         expect_body=expect_body,
         method=method,
-        headers=tuple(sorted(headers.items())),
+        headers=headers,
         tls_verify=tls_verify,
     )
 
@@ -516,24 +561,26 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
             problems.append(f"{k}: unknown key")
 
     r = _Reader(problems, "node", _table(problems, root, "node"))
-    name = r.get("name", str, "", "a string")
+    nd = NodeConfig()
+    name = r.get("name", str, nd.name, "a string")
     if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
         r.bad("name", f"{_show(name)} is not a valid node name")
     node = NodeConfig(
         name=name,
-        data_dir=Path(r.get("data_dir", str, "/var/lib/edge-agent", "a string")),
-        weight=r.get("weight", float, 1.0, "a number"),
-        tags=r.conv("tags", MappingProxyType({}), _str_table, "a table of strings"),
+        data_dir=r.conv("data_dir", nd.data_dir, _path, "a string"),
+        weight=r.get("weight", float, nd.weight, "a number"),
+        tags=r.conv("tags", nd.tags, _str_table, "a table of strings"),
     )
     if not (node.weight > 0 and math.isfinite(node.weight)):
         r.bad("weight", f"{node.weight} must be a positive number")
     r.finish()
 
     r = _Reader(problems, "cluster", _table(problems, root, "cluster"))
-    cname = r.get("name", str, "edge", "a string")
+    cd = ClusterConfig()
+    cname = r.get("name", str, cd.name, "a string")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,40}", cname):
         r.bad("name", f"{_show(cname)} is not a valid cluster name (letters, digits, '-')")
-    join = r.get("join", list, [], "an array of strings")
+    join = r.get("join", list, list(cd.join), "an array of strings")
     for i, j in enumerate(join):
         if not isinstance(j, str):
             r.bad(f"join[{i}]", f"{_show(j)} is not a string")
@@ -542,19 +589,16 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
             parse_hostport(j, default_port=7946)
         except ValueError as e:
             r.bad(f"join[{i}]", f"{_show(j)} is not host:port ({e})")
-    keyring = r.get("keyring_file", str, "", "a string")
     cluster = ClusterConfig(
         name=cname,
-        bind=r.conv("bind", HostPort("0.0.0.0", 7946), parse_hostport, "host:port"),
-        advertise=r.conv(
-            "advertise", None, lambda v: parse_hostport(v) if v else None, "host:port"
-        ),
+        bind=r.conv("bind", cd.bind, _hostport, "host:port"),
+        advertise=r.conv("advertise", cd.advertise, _optional_hostport, "host:port"),
         join=tuple(j for j in join if isinstance(j, str)),
-        discover=r.get("discover", bool, True, "true or false"),
-        interface=r.get("interface", str, "", "a string") or None,
-        keyring_file=Path(keyring) if keyring else None,
-        replicas=r.get("replicas", int, 2, "an integer"),
-        reap_after=r.conv("reap_after", 3600.0, _duration, "a duration"),
+        discover=r.get("discover", bool, cd.discover, "true or false"),
+        interface=r.conv("interface", cd.interface, _optional_str, "a string"),
+        keyring_file=r.conv("keyring_file", cd.keyring_file, _optional_path, "a string"),
+        replicas=r.get("replicas", int, cd.replicas, "an integer"),
+        reap_after=r.conv("reap_after", cd.reap_after, _duration, "a duration"),
     )
     iface = cluster.interface
     if iface is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", iface):
@@ -566,9 +610,10 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     r.finish()
 
     r = _Reader(problems, "store", _table(problems, root, "store"))
+    sd = StoreConfig()
     store = StoreConfig(
-        commit_interval=r.conv("commit_interval", 1.0, _duration, "a duration"),
-        max_bytes=r.get("max_bytes", int, 64 << 20, "an integer (bytes)"),
+        commit_interval=r.conv("commit_interval", sd.commit_interval, _duration, "a duration"),
+        max_bytes=r.get("max_bytes", int, sd.max_bytes, "an integer (bytes)"),
     )
     if not 0.01 <= store.commit_interval <= 60:
         r.bad("commit_interval", f"{store.commit_interval:g}s is out of range (10ms..60s)")
@@ -595,20 +640,21 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     r.finish()
 
     r = _Reader(problems, "api", _table(problems, root, "api"))
-    token = r.get("token_file", str, "", "a string")
+    ad = ApiConfig()
     api = ApiConfig(
-        listen=r.conv("listen", HostPort("127.0.0.1", 8080), parse_hostport, "host:port"),
-        token_file=Path(token) if token else None,
+        listen=r.conv("listen", ad.listen, _hostport, "host:port"),
+        token_file=r.conv("token_file", ad.token_file, _optional_path, "a string"),
     )
     r.finish()
 
     leds_t = _table(problems, root, "leds")
     r = _Reader(problems, "leds", leds_t)
-    layout = r.get("layout", str, "three", '"three" or "rgb"')
+    ld = LedsConfig()
+    layout = r.get("layout", str, ld.layout, '"three" or "rgb"')
     if layout not in ("three", "rgb"):
         r.bad("layout", f'must be "three" or "rgb", not {layout!r}')
-        layout = "three"
-    rgb = r.conv("rgb", None, _rgb_pins, "three BCM pins [red, green, blue]")
+        layout = ld.layout
+    rgb = r.conv("rgb", ld.rgb, _rgb_pins, "three BCM pins [red, green, blue]")
     if layout == "rgb":  # one RGB LED; single-colour keys would be a second, unused layout
         for c in LEDS_COLOURS:
             if c in leds_t:
@@ -620,14 +666,14 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     elif "leds" in root:  # a present [leds] table lists the colours in use; omitted = off
         pins = {c: r.conv(c, None, _pin, "a BCM pin (0..27) or false") for c in LEDS_COLOURS}
     else:
-        pins = {c: getattr(LedsConfig(), c) for c in LEDS_COLOURS}
+        pins = {c: getattr(ld, c) for c in LEDS_COLOURS}
     leds = LedsConfig(
         **pins,
-        enabled=r.get("enabled", bool, True, "true or false"),
+        enabled=r.get("enabled", bool, ld.enabled, "true or false"),
         layout=layout,
         rgb=rgb if layout == "rgb" else None,
-        common_anode=r.get("common_anode", bool, False, "true or false"),
-        act=r.get("act", bool, False, "true or false"),
+        common_anode=r.get("common_anode", bool, ld.common_anode, "true or false"),
+        act=r.get("act", bool, ld.act, "true or false"),
     )
     used = [p for p in pins.values() if p is not None] + list(leds.rgb or ())
     if len(used) != len(set(used)):
@@ -635,16 +681,17 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     r.finish()
 
     r = _Reader(problems, "checks", _table(problems, root, "checks"))
+    chd = ChecksConfig()
     checks = ChecksConfig(
-        concurrency=r.get("concurrency", int, 256, "an integer"),
-        user_agent=r.get("user_agent", str, "edge-agent", "a string"),
+        concurrency=r.get("concurrency", int, chd.concurrency, "an integer"),
+        user_agent=r.get("user_agent", str, chd.user_agent, "a string"),
     )
     if not 1 <= checks.concurrency <= 10000:
         r.bad("concurrency", f"{checks.concurrency} is out of range (1..10000)")
     r.finish()
 
     r = _Reader(problems, "log", _table(problems, root, "log"))
-    level = r.get("level", str, "info", "a string").lower()
+    level = r.get("level", str, LogConfig().level, "a string").lower()
     if level not in LOG_LEVELS:
         r.bad("level", f"{_show(level)} is not one of {', '.join(LOG_LEVELS)}")
     r.finish()
@@ -686,9 +733,6 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     )
 
 
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-
-
 def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
     if not isinstance(raw, list):
         problems.append("webhook: must be an array of tables ([[webhook]])")
@@ -704,8 +748,8 @@ def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
             r.bad("url", f"{_show(url)} is not an http(s) URL")
         hook = WebhookConfig(
             url=url,
-            timeout=r.conv("timeout", 5.0, _duration, "a duration"),
-            headers=tuple(sorted(r.conv("headers", _NO_HEADERS, _str_table, "a table").items())),
+            timeout=r.conv("timeout", _default(WebhookConfig, "timeout"), _duration, "a duration"),
+            headers=r.conv("headers", _default(WebhookConfig, "headers"), _header_pairs, "a table"),
         )
         if not 0 < hook.timeout <= 60:
             r.bad("timeout", f"{hook.timeout:g}s is out of range (0..60s)")
@@ -724,13 +768,18 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = p.read_bytes()
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read: {e.strerror or e}"]) from None
+    return parse_config_bytes(data, str(p))
+
+
+def parse_config_bytes(data: bytes, source: str) -> Config:
+    """A config file's bytes (TOML in UTF-8) into a Config; ConfigError for any problem."""
     try:
         root = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(str(p), [f"not UTF-8 text (byte {e.start})"]) from None
+        raise ConfigError(source, [f"not UTF-8 text (byte {e.start})"]) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
-    return parse_config(root, str(p))
+        raise ConfigError(source, [f"not valid TOML: {e}"]) from None
+    return parse_config(root, source)
 
 
 def resolve_config_path(cli_path: str | None) -> Path:

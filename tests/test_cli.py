@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,13 +13,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.cli import STATUS_ORIGIN_ROWS, members_table, origins_table, status_text
+import pytest
+
+import agent.config
+from agent.cli import (
+    STATUS_ORIGIN_ROWS,
+    _api_base,
+    build_parser,
+    members_table,
+    origins_table,
+    status_text,
+)
+from agent.config import CONFIG_ENV
 from tests.conftest import AgentProcess, OriginServer, require, wait_for
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, **run: Any
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, **(env or {})},
+        **run,
     )
 
 
@@ -78,6 +99,13 @@ def test_status_origins_members_against_a_live_agent(
     assert "storage   ok" in out
     health = json.loads(cli(*api, "status", "--json").stdout)["health"]
     assert health["status"] == "ok"
+
+    # with --api the config is not read for the address: an invalid one is no obstacle
+    bad = a.tmp / "invalid.toml"
+    bad.write_text('[api]\nlisten = "nowhere"\n')
+    for command in ("status", "origins", "members"):
+        res = cli(*api, "--config", str(bad), command)
+        assert res.returncode == 0 and not res.stderr, (command, res.stderr)
     led = health["led"]
     assert f"LEDs      {led['state']}: {led['meaning']}" in out
     # the troubled origin is listed under the summary, the healthy one is not
@@ -139,6 +167,76 @@ def test_identify_usage_and_an_unreadable_token(tmp_path: Path) -> None:
     res = cli("identify", "--config", str(cfg))
     assert res.returncode == 1
     assert "cannot read the API token" in res.stderr and str(tmp_path / "absent") in res.stderr
+
+
+# --- where client commands find the agent ---------------------------------------------------
+
+CLIENTS = (["status"], ["origins"], ["members"], ["identify"])
+
+
+def test_client_commands_refuse_an_invalid_config(tmp_path: Path) -> None:
+    """An invalid config is an error naming the problem (exit 2), never a silent fallback
+    to 127.0.0.1:8080: the agent may listen elsewhere, as that config meant to say."""
+    cfg = tmp_path / "agent.toml"
+    for text, problem in (
+        ('[api]\nlisten = "nowhere"\n', 'api.listen: "nowhere" is not host:port'),
+        ("[api\n", "not valid TOML"),
+        ("[api]\nlisten = 8080\n", "api.listen: 8080 is not host:port"),
+    ):
+        cfg.write_text(text)
+        for command in CLIENTS:
+            res = cli(*command, "--config", str(cfg))
+            assert res.returncode == 2, (command, text, res.stderr)
+            assert f"{cfg}: {problem}" in res.stderr and "--api" in res.stderr, res.stderr
+        res = cli("status", env={CONFIG_ENV: str(cfg)})  # the same when named by the env
+        assert res.returncode == 2 and problem in res.stderr, res.stderr
+
+
+def test_client_commands_refuse_a_named_config_that_is_missing(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.toml"
+    for named in (["--config", str(absent)], []):
+        env = {} if named else {CONFIG_ENV: str(absent)}
+        res = cli("status", *named, env=env)
+        assert res.returncode == 2, res.stderr
+        assert str(absent) in res.stderr and "no such file" in res.stderr, res.stderr
+
+
+def test_without_a_config_file_the_default_address_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No file at the default path (a machine without an agent config): the documented
+    default, ApiConfig's listen address, without a word."""
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.setattr(agent.config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    for command in CLIENTS:
+        assert _api_base(build_parser().parse_args(command)) == "http://127.0.0.1:8080"
+    assert capsys.readouterr() == ("", "")
+    # a config that is there gives its address (any-address binds are reached on loopback)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[api]\nlisten = "0.0.0.0:9181"\n')
+    monkeypatch.setattr(agent.config, "DEFAULT_CONFIG_PATH", cfg)
+    assert _api_base(build_parser().parse_args(["status"])) == "http://127.0.0.1:9181"
+
+
+def without_root_file_access() -> None:
+    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the
+    bounding set, so that even root is refused a file whose mode says no (as a user is)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0 and os.geteuid() == 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_a_config_this_user_cannot_read_is_said_so(tmp_path: Path) -> None:
+    """The image and Ansible install agent.toml 0640 root:edge-agent: an operator who may
+    not read it still reaches the agent at the default address, and is told why."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[api]\nlisten = "127.0.0.1:9"\n')
+    cfg.chmod(0)
+    res = cli("status", "--config", str(cfg), preexec_fn=without_root_file_access)
+    assert res.returncode != 2, res.stderr
+    assert f"cannot read {cfg}" in res.stderr and "--api" in res.stderr, res.stderr
 
 
 # --- formatting, from fixed documents --------------------------------------------------------

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.config import (
+    ApiConfig,
+    ChecksConfig,
+    ClusterConfig,
+    Config,
     ConfigError,
     HostPort,
+    LedsConfig,
+    LogConfig,
+    NodeConfig,
+    OriginSpec,
+    StoreConfig,
+    WebhookConfig,
     load_config,
     parse_config,
     parse_duration,
     parse_hostport,
 )
+from agent.membership.settings import Settings as GossipSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +106,9 @@ def test_hostport() -> None:
         ("[cluster]\ndiscover = 1\n", "cluster.discover: 1 is not true or false"),
         ('[node]\nweight = "heavy"\n', 'node.weight: "heavy" is not a number'),
         ('[api]\nlisten = "nowhere"\n', 'api.listen: "nowhere" is not host:port'),
+        ("[api]\nlisten = 8080\n", "api.listen: 8080 is not host:port"),
+        ("[cluster]\nbind = 7946\n", "cluster.bind: 7946 is not host:port"),
+        ('[cluster]\nadvertise = ["a:1"]\n', 'cluster.advertise: ["a:1"] is not host:port'),
         ('[cluster]\njoin = ["a:1", 5]\n', "cluster.join[1]: 5 is not a string"),
         ('[[origin]]\nid="a"\nurl="ftp://x"\n', 'origin[0].url: "ftp://x" is not a valid URL'),
         ('[[origin]]\nid="a"\nurl="tcp://db"\n', "tcp:// needs a port"),
@@ -201,3 +217,62 @@ def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
     res = edge_agent("run", "--config", str(bad))
     assert res.returncode == 2
     assert "cluster.replicas: 0 is out of range" in res.stderr
+
+
+# --- defaults are stated once: the dataclasses -----------------------------------------------
+
+
+def test_an_empty_config_is_the_dataclass_defaults() -> None:
+    """Every section the parser reads defaults to its dataclass's own field defaults, so the
+    two can never drift (the parser reads them; this guards that it keeps doing so)."""
+    cfg = parse_config({}, "<defaults>")
+    assert cfg == Config()
+    for section in ("node", "cluster", "store", "gossip", "api", "checks", "log"):
+        # an empty table is the same as an absent one
+        assert getattr(parse_config({section: {}}), section) == getattr(Config(), section)
+    assert cfg.gossip == GossipSettings()
+    assert cfg.leds == LedsConfig()
+    # except [leds]: a present table lists the colours in use, so an empty one drives none
+    assert parse_config({"leds": {}}).leds == LedsConfig(green=None, amber=None, red=None)
+
+
+def test_origin_and_webhook_defaults_are_their_dataclass_defaults() -> None:
+    cfg = parse_config(
+        {"origin": [{"id": "o", "url": "http://h/"}], "webhook": [{"url": "http://w/"}]}
+    )
+    assert cfg.origins == (OriginSpec(id="o", url="http://h/", kind="http", host="h", port=80),)
+    assert cfg.webhooks == (WebhookConfig(url="http://w/"),)
+    # the default timeout never exceeds the interval: the dataclass's, capped by it
+    short = parse_config({"origin": [{"id": "o", "url": "tcp://h:1", "interval": "500ms"}]})
+    assert short.origins[0].timeout == 0.5
+
+
+SECTIONS = {
+    "node": NodeConfig,
+    "cluster": ClusterConfig,
+    "store": StoreConfig,
+    "gossip": GossipSettings,
+    "api": ApiConfig,
+    "leds": LedsConfig,
+    "checks": ChecksConfig,
+    "log": LogConfig,
+}
+WRONG_TYPES: list[Any] = [5, -1, 1.5, True, "x", [1], ["a"], {"a": 1}, {"a": "b"}, 10**30]
+
+
+def test_a_value_of_any_type_is_a_config_error_never_a_crash() -> None:
+    """Every key of every section (and of an origin and a webhook), given each TOML type:
+    ConfigError naming the key, or a valid config; never another exception."""
+    cases: list[dict[str, Any]] = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            cases += [{section: {f.name: v}} for v in WRONG_TYPES]
+    for f in dataclasses.fields(OriginSpec):
+        cases += [{"origin": [{"id": "o", "url": "http://h/", f.name: v}]} for v in WRONG_TYPES]
+    for f in dataclasses.fields(WebhookConfig):
+        cases += [{"webhook": [{"url": "http://w/", f.name: v}]} for v in WRONG_TYPES]
+    for root in cases:
+        try:
+            parse_config(root)
+        except ConfigError as e:
+            assert e.problems, root

@@ -28,9 +28,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from agent.api.page import render_status_page
-from agent.leds import PATTERNS, LedState
+from agent.api.app import build_app
+from agent.api.events import EventHub
+from agent.leds import PATTERNS, LedState, patterns_json
+from agent.metrics import Metrics
 from tests.conftest import ROOT, AgentProcess, OriginServer, free_port, require, wait_for
 
 OUTPUT = ROOT / "test-output"
@@ -366,8 +369,108 @@ async def test_dashboard_shows_the_cluster_and_follows_it_live(
     await browser.screenshot(OUTPUT / "dashboard-phone.png")
 
 
-async def test_page_is_safe_with_hostile_names(browser: Browser, tmp_path: Path) -> None:
-    """Names go into the page as text, never markup, including in the embedded JSON."""
+class FixedBackend:
+    """The API's Backend protocol over fixed documents: the page as any agent serves it,
+    with the data a test chooses."""
+
+    def __init__(self, health: dict[str, Any], origins: list[dict[str, Any]]) -> None:
+        self.metrics = Metrics()
+        self.events = EventHub()
+        self.health = health
+        self.origins = origins
+
+    def health_view(self) -> dict[str, Any]:
+        return self.health
+
+    def origins_view(self) -> list[dict[str, Any]]:
+        return self.origins
+
+    def origin_view(self, origin_id: str) -> dict[str, Any] | None:
+        return next((o for o in self.origins if o["id"] == origin_id), None)
+
+    def members_view(self) -> list[dict[str, Any]]:
+        me = {"name": self.health["node"], "addr": "127.0.0.1", "port": 7946}
+        return [{**me, "state": "alive", "incarnation": 1, "tags": {}}]
+
+    def transitions_view(self) -> list[dict[str, Any]]:
+        return []
+
+    def api_token(self) -> str | None:
+        return None
+
+    async def put_origin(self, origin_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 405, {"error": "read-only"}
+
+    async def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]:
+        return 405, {"error": "read-only"}
+
+    def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]:
+        return 405, {"error": "read-only"}
+
+
+@contextlib.asynccontextmanager
+async def serving(backend: FixedBackend) -> AsyncIterator[str]:
+    """The real API app (build_app) on a loopback port; yields its base URL."""
+    runner = web.AppRunner(build_app(backend))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        backend.events.close()
+        await runner.cleanup()
+
+
+HEALTHY: dict[str, Any] = {
+    "node": "pi-x",
+    "status": "ok",
+    "reasons": [],
+    "summary": "",
+    "led": {"state": "healthy", "meaning": "x"},
+}
+
+
+async def test_static_files_are_served_with_their_types_and_revalidated() -> None:
+    """The page, its script, style and LED table: right Content-Type, no-cache with an ETag
+    (a repeat load is a body-less 304), nothing from outside the Pi."""
+    want = {
+        "/": "text/html; charset=utf-8",
+        "/static/dashboard.js": "text/javascript; charset=utf-8",
+        "/static/dashboard.css": "text/css; charset=utf-8",
+        "/static/leds.json": "application/json",
+    }
+    async with serving(FixedBackend(HEALTHY, [])) as url, aiohttp.ClientSession() as http:
+        for path, content_type in want.items():
+            async with http.get(url + path) as r:
+                body = await r.read()
+                assert r.status == 200, path
+                assert r.headers["Content-Type"] == content_type, path
+                assert r.headers["Cache-Control"] == "no-cache", path
+                assert r.headers["X-Content-Type-Options"] == "nosniff", path
+                etag = r.headers["ETag"]
+            assert body, path
+            async with http.get(url + path, headers={"If-None-Match": etag}) as r:
+                assert r.status == 304, path
+                assert await r.read() == b""
+                assert r.headers["ETag"] == etag
+            async with http.head(url + path) as r:
+                assert r.status == 200 and r.headers["Content-Type"] == content_type
+        async with http.get(url + "/") as r:
+            page = await r.text()
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+        assert '<script src="/static/dashboard.js">' in page
+        assert 'href="/static/dashboard.css"' in page
+        assert "http://" not in page and "https://" not in page  # no CDN: works offline
+        async with http.get(url + "/static/leds.json") as r:
+            assert await r.json() == json.loads(patterns_json())
+        async with http.get(url + "/static/nothing.js") as r:
+            assert r.status == 404
+
+
+async def test_page_is_safe_with_hostile_names(browser: Browser) -> None:
+    """Names from the API go into the page as text, never markup."""
     evil = "</script><img src=x onerror=window.__pwned=1>"
     health = {
         "node": evil,
@@ -386,12 +489,12 @@ async def test_page_is_safe_with_hostile_names(browser: Browser, tmp_path: Path)
             "observations": [{"observer": evil, "status": "down", "reason": evil}],
         }
     ]
-    page = tmp_path / "page.html"
-    page.write_text(render_status_page(health, origins))
-    await browser.goto(page.as_uri())
-    await browser.wait("document.getElementById('node').textContent.length > 0")
-    assert await browser.js("document.getElementById('node').textContent") == evil
-    assert await browser.js(f"{verdict_in_dom('o1')}") == "down"
-    assert await browser.js("document.querySelector('#origins .reason').textContent") == evil
-    assert await browser.js("window.__pwned === undefined && !document.querySelector('img')")
-    await browser.wait(leds_drawn_as("healthy"), what="healthy LEDs drawn")
+    async with serving(FixedBackend(health, origins)) as url:
+        await browser.goto(url + "/")
+        await browser.wait("document.getElementById('node').textContent.length > 0")
+        assert await browser.js("document.getElementById('node').textContent") == evil
+        assert await browser.js("document.title") == "edge-agent " + evil
+        await browser.wait(f"{verdict_in_dom('o1')} === 'down'", what="o1 in the page")
+        assert await browser.js("document.querySelector('#origins .reason').textContent") == evil
+        assert await browser.js("window.__pwned === undefined && !document.querySelector('img')")
+        await browser.wait(leds_drawn_as("healthy"), what="healthy LEDs drawn")

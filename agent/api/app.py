@@ -1,4 +1,4 @@
-"""aiohttp application for the JSON API and /metrics.
+"""aiohttp application for the JSON API, /metrics and the dashboard (agent/api/page.py).
 
 The app reads through a small `Backend` protocol, never the runtime's internals,
 so the API can be tested against any backend and the runtime can change freely.
@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.api.events import EventHub
-from agent.api.page import render_status_page
+from agent.api.page import dashboard_routes
 from agent.config import is_loopback
 from agent.metrics import Metrics
 
@@ -166,12 +166,8 @@ def build_app(backend: Backend) -> web.Application:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def page(_: web.Request) -> web.Response:
-        html = render_status_page(backend.health_view(), backend.origins_view())
-        return web.Response(text=html, content_type="text/html")
-
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
-    app.router.add_get("/", page)
+    app.router.add_routes(dashboard_routes())  # GET /: the dashboard, static files
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/origins", origins)
     app.router.add_get("/v1/origins/{id}", origin)
