@@ -9,13 +9,26 @@ cached: a ``labels()`` lookup per probe would cost more than the probe's bookkee
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from agent.metrics import Metrics
+from prometheus_client import Counter, Gauge, Histogram
 
 from .state import ProbeResult, Status, Transition
 
 _UP_VALUE = {Status.UNKNOWN: -1.0, Status.UP: 1.0, Status.DOWN: 0.0}
+
+
+class Figures(Protocol):
+    """The metric families the engine writes; the shell's registry (agent.metrics.Metrics)
+    owns them. A protocol, so the checks package does not depend on the shell."""
+
+    checks: Counter
+    check_latency: Histogram
+    check_lag: Histogram
+    checks_in_flight: Gauge
+    transitions: Counter
+    origin_up: Gauge
+    tls_expiry_days: Gauge
 
 
 class OriginGauges:
@@ -31,7 +44,7 @@ class OriginGauges:
 class CheckMetrics:
     """Writes the engine's figures into ``metrics`` (or nowhere, when it is None)."""
 
-    def __init__(self, metrics: Metrics | None) -> None:
+    def __init__(self, metrics: Figures | None) -> None:
         self.m = metrics
         self._checks: dict[tuple[str, bool], Any] = {}
         self._latency: dict[str, Any] = {}

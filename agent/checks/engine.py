@@ -21,9 +21,8 @@ from typing import Protocol
 import aiohttp
 
 from agent.config import OriginSpec
-from agent.metrics import Metrics
 
-from .check_metrics import CheckMetrics, OriginGauges
+from .check_metrics import CheckMetrics, Figures, OriginGauges
 from .probes import make_session, probe
 from .state import OriginState, ProbeResult, Status, Transition, initial_delay
 
@@ -114,7 +113,7 @@ class CheckEngine:
         *,
         session: aiohttp.ClientSession | None = None,
         concurrency: int = 256,
-        metrics: Metrics | None = None,
+        metrics: Figures | None = None,
         on_transition: Callable[[Transition], None] | None = None,
         on_result: Callable[[str, ProbeResult], None] | None = None,
         seed: int | None = None,
