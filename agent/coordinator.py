@@ -647,6 +647,11 @@ class CoordinatorCollector(Collector):
                 "Records dropped while faulted.",
                 s.records_dropped,
             ),
+            (
+                "edge_agent_store_unlink_errors",
+                "Files the store could not delete.",
+                s.unlink_errors,
+            ),
         ):
             yield CounterMetricFamily(name, help_, value=value)
         yield GaugeMetricFamily(

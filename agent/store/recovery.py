@@ -13,7 +13,6 @@ loses only the records it hit, and anti-entropy from peers refills those.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ class Recovered:
     log_bytes: int = 0  # bytes of log after the snapshot (for the snapshot budget)
     quarantined: list[str] = field(default_factory=list)  # files written to quarantine/
     problems: list[str] = field(default_factory=list)  # what was wrong, for the journal
+    unlink_errors: int = 0  # leftover temporary files that could not be deleted
 
 
 def parse_snapshot(data: bytes, number: int) -> Record | None:
@@ -139,8 +139,11 @@ class _Recovery:
             return out
         segs, snaps, tmps = names.parse(listing)
         for tmp in tmps:  # a snapshot interrupted before its rename: never valid
-            with contextlib.suppress(OSError):
+            try:
                 self.fs.unlink(os.path.join(self.dir, tmp))
+            except OSError as e:  # only disk space: counted, tried again at the next open
+                out.unlink_errors += 1
+                log.warning("store: could not delete the leftover %s (%s)", tmp, e)
         out.next_segment = max([*segs, *(n for n in snaps)], default=-1) + 1
         chosen: Record | None = None
         chosen_n = 0

@@ -62,6 +62,7 @@ class Store:
         self._last_snapshot_bytes = 0
         self.stats.log_bytes = rec.log_bytes
         self.stats.quarantined_files = len(rec.quarantined)
+        self.stats.unlink_errors = rec.unlink_errors
         self._log = SegmentLog(
             self.fs,
             self.dir,
@@ -141,7 +142,8 @@ class Store:
         self._log.gap = False
         self._log.cleared()
         self._snapshots.append(number)
-        prune(self.fs, self.dir, self._snapshots)
+        _, failed = prune(self.fs, self.dir, self._snapshots)
+        self.stats.unlink_errors += failed
         return True
 
     # --- state ---------------------------------------------------------------------------
