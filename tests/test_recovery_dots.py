@@ -13,11 +13,14 @@ with every origin anyone declared, and all replicas equal.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import pytest
+
 from agent.config import Config, NodeConfig, OriginSpec
-from agent.coordinator import Coordinator
+from agent.coordinator import Coordinator, CoordinatorCollector
+from agent.crdt.hlc import Timestamp
 from agent.membership.protocol import Event
 from agent.membership.settings import Settings
 from agent.membership.simulator import Simulator
@@ -146,3 +149,95 @@ def test_a_node_restarted_over_an_unreadable_store_never_reuses_its_dots(
     # it started over a store it could not read: it says so, and kept the damage
     assert "store-recovery" in n0.faults, n0.faults
     assert os.listdir(cl.data_dir("n0000") / "store" / "quarantine")
+
+
+# --- one node: which restarts change the replica id, and how it is reported ---------------
+
+
+def node(tmp_path: Path, name: str = "pi-1") -> Coordinator:
+    config = Config(node=NodeConfig(name=name, data_dir=tmp_path))
+    return Coordinator(name, config, IdleEngine(), wall=lambda: T0 / 1000)
+
+
+def own_counter(c: Coordinator) -> int:
+    return c.state.crdt.ctx.vv.get(c.state.dot_id, 0)
+
+
+def test_a_new_store_gets_its_own_replica_id_and_a_clean_restart_keeps_it(
+    tmp_path: Path,
+) -> None:
+    c = node(tmp_path)
+    first = c.state.dot_id
+    assert first.startswith("pi-1~") and not c.faults
+    c.put(spec("a"), 0.0)
+    c.close()
+    again = node(tmp_path)
+    assert again.state.dot_id == first and not again.faults
+    assert own_counter(again) == 1  # the counter carries on, under the same id
+    again.put(spec("b"), 0.0)
+    assert own_counter(again) == 2
+
+
+def test_a_store_from_before_replica_ids_keeps_signing_with_the_node_name(
+    tmp_path: Path,
+) -> None:
+    from agent.state import State, encode_delta
+    from agent.store import Store
+
+    st = State("pi-1")  # what the previous version wrote: dots named after the node
+    d = st.declare(spec("a"), "pi-1", "config", Timestamp(T0, 0, "pi-1"))
+    assert d is not None
+    s = Store(tmp_path / "store")
+    s.append_delta(encode_delta(d))
+    s.set_meta({"hlc": T0})
+    s.close()
+    c = node(tmp_path)
+    assert c.state.dot_id == "pi-1" and own_counter(c) == 1 and not c.faults
+    c.close()
+    assert node(tmp_path).state.dot_id == "pi-1"  # now persisted
+
+
+def corrupt_snapshot(c: Coordinator, store: Path) -> None:
+    c.commit(0.0)
+    assert c.store.snapshot(c.state.snapshot())
+    c.close()
+    snap = next(f for f in sorted(store.iterdir()) if f.suffix == ".snap")
+    snap.write_bytes(snap.read_bytes()[:-3] + b"\x00\x00\x00")
+
+
+def corrupt_log_tail(c: Coordinator, store: Path) -> None:
+    c.close()
+    seg = max(f for f in store.iterdir() if f.suffix == ".log" and f.stat().st_size)
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-4] + b"\xff\xff\xff\xff")
+
+
+def undecodable_delta(c: Coordinator, store: Path) -> None:
+    c.store.append_delta(b"\x93\x01\x02")  # a valid record whose delta does not decode
+    c.close()
+
+
+@pytest.mark.parametrize("damage", [corrupt_snapshot, corrupt_log_tail, undecodable_delta])
+def test_a_partly_readable_store_keeps_what_it_can_but_never_its_old_id(
+    tmp_path: Path, damage: Callable[[Coordinator, Path], None]
+) -> None:
+    c = node(tmp_path)
+    old_id = c.state.dot_id
+    for oid in ("a", "b", "c"):
+        c.put(spec(oid), 0.0)
+        c.commit(0.0)
+    damage(c, tmp_path / "store")
+    again = node(tmp_path)
+    assert again.state.dot_id != old_id and again.state.dot_id.startswith("pi-1~")
+    assert "store-recovery" in again.faults and again.faults["store-recovery"][0] == "degraded"
+    assert os.listdir(tmp_path / "store" / "quarantine")
+    assert set(again.state.catalogue()) <= {"a", "b", "c"}
+    assert again.hlc.high_water > T0  # the HLC never goes back
+    metrics = {
+        m.name: m.samples[0].value for m in CoordinatorCollector(again).collect() if m.samples
+    }
+    assert metrics["edge_agent_store_quarantined_files"] >= 1
+    again.close()
+    # the new id is in the store: the restart after this one keeps it (no new fault)
+    third = node(tmp_path)
+    assert third.state.dot_id == again.state.dot_id and not third.faults
