@@ -148,7 +148,7 @@ class Coordinator:
         as the standing fault "store-recovery", and makes this node sign its new dots
         with a fresh replica id: a skipped record may have held our newest dots, which
         peers already hold, and reusing one would make a new write invisible to them
-        (agent/store/incarnation.py, docs/store.md "Recovery")."""
+        (agent/store/incarnation.py; docs/store.md, "Recovery and the node's dots")."""
         rec = self.store.recovered
         for problem in rec.problems:
             log.warning("store: %s", problem)

@@ -12,9 +12,9 @@ a fresh one. The counter of an id therefore never goes backwards: an id whose co
 we may have lost is never used again.
 
 Why a random suffix, not an epoch counter: an epoch must be read from somewhere, and
-the store it would be read from is the thing that was lost. 32 random bits make two
-incarnations of one node colliding as likely as a 1-in-10^8 event per pair, with no
-state at all. Only the dots change: keys, observations, declarations and HLC
+the store it would be read from is the thing that was lost. With 32 random bits, two
+incarnations of one node collide with odds of 1 in 4 billion per pair, and no state is
+needed at all. Only the dots change: keys, observations, declarations and HLC
 timestamps stay under the node name, so ownership and verdicts are unaffected, and the
 old id's entries live on (the peers send them back) until they are overwritten.
 
