@@ -50,7 +50,7 @@ from agent.membership.protocol import Event, MemberEvent
 from agent.placement import Member, OwnerChange, Placement, member_from_tags
 from agent.replication import Gossip, Output, Replicator
 from agent.state import Delta, State, canonical_spec, decode_delta, encode_delta, latency_band
-from agent.store import SnapshotBudget, Store
+from agent.store import SnapshotBudget, Store, incarnation
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Coordinator:
         self.on_origins: Callable[[set[str]], None] | None = None  # changed ids, for events
         self.on_work: Callable[[], None] | None = None  # something to commit: wake tick
         self.transitions: deque[VerdictChange] = deque(maxlen=TRANSITIONS_KEPT)
-        self.faults: dict[str, tuple[str, str]] = {}
+        self.faults: dict[str, tuple[str, str]] = dict(self._recovery_faults)
         self.verdicts: dict[str, str] = {}
         self.settled = False
         self._pending: Delta | None = None  # local deltas waiting for a commit to publish
@@ -142,22 +142,50 @@ class Coordinator:
     # --- start-up ------------------------------------------------------------------------
 
     def _recover(self) -> State:
+        """The State from the store, and the replica id its new dots are signed with.
+
+        Anything unreadable is kept in the store's quarantine (never deleted), reported
+        as the standing fault "store-recovery", and makes this node sign its new dots
+        with a fresh replica id: a skipped record may have held our newest dots, which
+        peers already hold, and reusing one would make a new write invisible to them
+        (agent/store/incarnation.py; docs/store.md, "Recovery and the node's dots")."""
         rec = self.store.recovered
         for problem in rec.problems:
             log.warning("store: %s", problem)
+        lost = list(rec.problems)
         state = State(self.name)
         if rec.state is not None:
             try:
                 state = State.restore(self.name, rec.state)
             except CrdtDecodeError as e:
                 self.bad_records += 1
+                kept = self.store.quarantine("snapshot-state.bin", rec.state)
+                lost.append(f"the snapshot does not decode ({e}); kept as {kept}")
                 log.error("store: snapshot does not decode (%s); starting from the log only", e)
         for raw in rec.deltas:
             try:
                 state.apply(decode_delta(raw))
             except CrdtDecodeError as e:
                 self.bad_records += 1
+                kept = self.store.quarantine("delta.bin", raw)
+                lost.append(f"a logged delta does not decode ({e}); kept as {kept}")
                 log.error("store: a logged delta does not decode (%s); skipped", e)
+        empty = rec.state is None and not rec.deltas and not rec.meta
+        state.dot_id = incarnation.replica_id(self.name, rec.meta, damaged=bool(lost), empty=empty)
+        self.state = state  # the store's snapshot source, should this commit snapshot
+        changed = self.store.set_meta({incarnation.META_KEY: state.dot_id}) is not None
+        if lost:  # a snapshot covers the damage: the next start does not meet it again
+            self.store.snapshot(state.snapshot())
+        elif changed:
+            self.store.commit()  # the id is durable before the first dot signed with it
+        self._recovery_faults: dict[str, tuple[str, str]] = {}
+        if lost:
+            why = (
+                f"store: damaged at start ({len(lost)} problems, {len(rec.quarantined)} "
+                f"files kept in {self.store.dir}/quarantine); writing as {state.dot_id}"
+            )
+            self._recovery_faults["store-recovery"] = ("degraded", why)
+            log.error("%s: %s", why, "; ".join(lost))
         if rec.state is not None or rec.deltas:
             log.info(
                 "restored %d origins and %d records from %s",
@@ -647,6 +675,11 @@ class CoordinatorCollector(Collector):
                 "Records dropped while faulted.",
                 s.records_dropped,
             ),
+            (
+                "edge_agent_store_unlink_errors",
+                "Files the store could not delete.",
+                s.unlink_errors,
+            ),
         ):
             yield CounterMetricFamily(name, help_, value=value)
         yield GaugeMetricFamily(
@@ -656,6 +689,11 @@ class CoordinatorCollector(Collector):
         )
         yield GaugeMetricFamily(
             "edge_agent_store_pending_records", "Records not yet durable.", value=s.pending_records
+        )
+        yield GaugeMetricFamily(
+            "edge_agent_store_quarantined_files",
+            "Damaged store files set aside at start (kept in the store's quarantine/).",
+            value=s.quarantined_files,
         )
         yield GaugeMetricFamily(
             "edge_agent_origins_checked",

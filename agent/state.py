@@ -22,7 +22,13 @@ are. Its keys:
   scale with change, not with time.
 
 Both are single-writer registers, so two writes to one key are never concurrent (short
-of two nodes sharing a name), and each key holds one value.
+of two nodes sharing a name, or a node whose store was lost writing before it has
+heard its old writes back from its peers), and each key holds one value.
+
+The node name owns the keys; the *dots* are signed with ``dot_id``, which is the node
+name too unless its store was born after ids were persisted or was damaged: then it is
+``name~<random>`` (agent/store/incarnation.py explains why a node that may have lost
+its own newest dots must never issue them again).
 """
 
 from __future__ import annotations
@@ -97,13 +103,22 @@ def canonical_spec(spec: OriginSpec) -> OriginSpec:
 
 
 class State:
-    """One node's replica of the fleet state. ``replica`` is this node's name: it signs
-    every event (dot) this replica makes, and only it may write its own registers."""
+    """One node's replica of the fleet state. ``replica`` is this node's name: only it
+    may write its own registers. ``dot_id`` (default: the name) signs every event (dot)
+    this replica makes; it must never be an id whose counter this replica may have lost
+    (agent/store/incarnation.py)."""
 
-    def __init__(self, replica: str, *, record_limit: int = DEFAULT_RECORD_LIMIT) -> None:
+    def __init__(
+        self,
+        replica: str,
+        *,
+        dot_id: str | None = None,
+        record_limit: int = DEFAULT_RECORD_LIMIT,
+    ) -> None:
         if not replica:
             raise ValueError("replica name is empty")
         self.replica = replica
+        self.dot_id = dot_id or replica
         self._map: ORMap[Key, Value] = ORMap(record_limit)
         self._by_origin: dict[str, set[Key]] = {}
 
@@ -120,7 +135,7 @@ class State:
         current = self._map.values_at(key)
         if len(current) == 1 and isinstance(current[0], Declaration) and current[0].spec == spec:
             return None
-        return self._local(self._map.write(self.replica, key, Declaration(ts, spec)))
+        return self._local(self._map.write(self.dot_id, key, Declaration(ts, spec)))
 
     def retract(self, origin_id: str, node: str, source: str) -> Delta | None:
         """Remove ``node``'s declaration of ``origin_id`` from ``source``, and nobody
@@ -183,7 +198,7 @@ class State:
             since = current.since
         key: Key = (origin_id, "o", observer)
         new = Observation(status, since, latency_band, reason)
-        return self._local(self._map.write(self.replica, key, new))
+        return self._local(self._map.write(self.dot_id, key, new))
 
     def remove_observation(self, origin_id: str, observer: str) -> Delta | None:
         """Drop ``observer``'s observation (it no longer owns the origin); None if none."""
@@ -287,10 +302,15 @@ class State:
 
     @classmethod
     def restore(
-        cls, replica: str, data: bytes, *, record_limit: int = DEFAULT_RECORD_LIMIT
+        cls,
+        replica: str,
+        data: bytes,
+        *,
+        dot_id: str | None = None,
+        record_limit: int = DEFAULT_RECORD_LIMIT,
     ) -> State:
         """A state from ``snapshot()`` bytes; CrdtDecodeError if they are not valid."""
-        st = cls(replica, record_limit=record_limit)
+        st = cls(replica, dot_id=dot_id, record_limit=record_limit)
         st._map = decode_delta(data, record_limit=record_limit)  # adopted, not joined: faster
         for key in st._map:
             st._by_origin.setdefault(key[0], set()).add(key)
@@ -307,7 +327,7 @@ class State:
         return delta
 
     def _remove(self, keys: list[Key]) -> Delta | None:
-        delta = self._map.remove(self.replica, keys)
+        delta = self._map.remove(self.dot_id, keys)
         return None if delta.is_empty() else self._local(delta)
 
 

@@ -38,6 +38,7 @@ class StoreStats:
     pending_bytes: int = 0  # gauge
     log_bytes: int = 0  # gauge: log bytes since the last snapshot (the snapshot budget)
     quarantined_files: int = 0  # files set aside at the last open
+    unlink_errors: int = 0  # files the store could not delete (covered log, leftovers)
 
 
 def describe(e: OSError) -> str:

@@ -8,18 +8,24 @@ reported in ``problems`` and tried again at the next open; the damaged bytes are
 destroyed before a copy of them is safe.
 
 Deltas are CRDT joins, so a segment after a damaged one is still replayed: the damage
-loses only the records it hit, and anti-entropy from peers refills those.
+loses only the records it hit, and anti-entropy from peers refills those. But a lost
+record may have held this node's own latest dots, which its peers already hold: so any
+damage at all makes ``Recovered.damaged`` true, and the node then signs its new writes
+with a new replica id (agent/store/incarnation.py) instead of reusing those dots.
+
+A bug in the recovery itself (any exception) is no excuse to start over the same files:
+the whole store is moved to the quarantine and reported as damaged, never re-read as if
+it were empty and never appended to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.store import names
+from agent.store import names, quarantine
 from agent.store.fs import FileOps
 from agent.store.record import KIND_DELTA, KIND_META, KIND_SNAPSHOT, Record, decode, frame_ends
 
@@ -41,6 +47,13 @@ class Recovered:
     log_bytes: int = 0  # bytes of log after the snapshot (for the snapshot budget)
     quarantined: list[str] = field(default_factory=list)  # files written to quarantine/
     problems: list[str] = field(default_factory=list)  # what was wrong, for the journal
+    unlink_errors: int = 0  # leftover temporary files that could not be deleted
+
+    @property
+    def damaged(self) -> bool:
+        """Something durable may be missing (every problem is damage or an unusable
+        directory): the records lost may have held this node's own newest dots."""
+        return bool(self.problems)
 
 
 def parse_snapshot(data: bytes, number: int) -> Record | None:
@@ -88,16 +101,10 @@ class _Recovery:
         log.warning("store: %s", msg)
         self.out.problems.append(msg)
 
-    def qpath(self, name: str) -> str:
-        return os.path.join(self.dir, names.QUARANTINE_DIR, name)
-
     def quarantine_file(self, name: str, why: str) -> None:
         """Move a whole file aside (no copy: it may be unreadable)."""
-        target = f"{name}-0.bin"
         try:
-            self.fs.makedirs(os.path.join(self.dir, names.QUARANTINE_DIR))
-            self.fs.rename(os.path.join(self.dir, name), self.qpath(target))
-            self.fs.fsync_dir(self.dir)
+            target = quarantine.move_aside(self.fs, self.dir, name, f"{name}-0.bin")
         except OSError as e:
             self.problem(f"{name}: {why}; could not quarantine it ({e}); will retry next open")
             return
@@ -106,12 +113,9 @@ class _Recovery:
 
     def quarantine_tail(self, name: str, data: bytes, offset: int) -> bool:
         """Copy ``data[offset:]`` aside, then truncate the segment to ``offset``."""
-        target = f"{name}-{offset}.bin"
         path = os.path.join(self.dir, name)
         try:
-            self.fs.makedirs(os.path.join(self.dir, names.QUARANTINE_DIR))
-            self.fs.write_file(self.qpath(target), data[offset:])
-            self.fs.fsync_dir(os.path.join(self.dir, names.QUARANTINE_DIR))
+            target = quarantine.copy_aside(self.fs, self.dir, f"{name}-{offset}.bin", data[offset:])
         except OSError as e:
             self.problem(
                 f"{name}: {len(data) - offset} damaged bytes at offset {offset}; could not "
@@ -139,8 +143,11 @@ class _Recovery:
             return out
         segs, snaps, tmps = names.parse(listing)
         for tmp in tmps:  # a snapshot interrupted before its rename: never valid
-            with contextlib.suppress(OSError):
+            try:
                 self.fs.unlink(os.path.join(self.dir, tmp))
+            except OSError as e:  # only disk space: counted, tried again at the next open
+                out.unlink_errors += 1
+                log.warning("store: could not delete the leftover %s (%s)", tmp, e)
         out.next_segment = max([*segs, *(n for n in snaps)], default=-1) + 1
         chosen: Record | None = None
         chosen_n = 0
@@ -186,6 +193,10 @@ def recover(fs: FileOps, directory: str) -> Recovered:
     """Read the store in ``directory``; never raises on anything found there."""
     try:
         return _Recovery(fs, directory).run()
-    except Exception as e:  # a bug here must not stop the agent: start empty and say so
-        log.exception("store: recovery failed; starting empty")
-        return Recovered(problems=[f"recovery failed: {e!r}"])
+    except Exception as e:  # a bug here must not stop the agent, nor lose the store
+        log.exception("store: recovery failed; setting the whole store aside")
+        moved, failed, next_segment = quarantine.move_everything(fs, directory)
+        problems = [f"recovery failed ({e!r}); {len(moved)} files moved to quarantine/"]
+        for msg in failed:
+            log.error("store: %s", msg)
+        return Recovered(quarantined=moved, problems=problems + failed, next_segment=next_segment)

@@ -12,7 +12,7 @@ nothing. So a snapshot deletes the segments and snapshots older than its predece
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,8 @@ from agent.store.fs import FileOps
 from agent.store.record import KIND_SNAPSHOT, Record, encode
 
 KEEP = 2
+
+log = logging.getLogger("agent.store")
 
 
 @dataclass(frozen=True)
@@ -54,32 +56,40 @@ def write_snapshot(
         fs.rename(tmp, final)
         fs.fsync_dir(directory)
     except OSError:
-        with contextlib.suppress(OSError):
+        try:
             fs.unlink(tmp)
+        except OSError as e:  # the write already failed (and is reported); the next open
+            log.warning("store: could not delete %s (%s)", tmp, e)  # removes it
         raise
     return len(frame)
 
 
-def prune(fs: FileOps, directory: str, snapshots: list[int]) -> list[str]:
+def prune(fs: FileOps, directory: str, snapshots: list[int]) -> tuple[list[str], int]:
     """Delete snapshots beyond the newest ``KEEP`` and the segments before the oldest
-    kept one; best effort (a leftover is only disk space). Returns what it deleted."""
+    kept one. Best effort, since a leftover is only disk space, and the next prune
+    tries it again; but every failure is logged and counted (the caller's
+    ``unlink_errors``), because a card that cannot delete will soon be full.
+    Returns (what it deleted, how many deletions failed)."""
     snapshots.sort()
     keep = snapshots[-KEEP:]
     if len(keep) < KEEP:
-        return []  # the only snapshot: keep every segment as its fallback
+        return [], 0  # the only snapshot: keep every segment as its fallback
     floor = keep[0]
     deleted: list[str] = []
     try:
         segs, snaps, _ = names.parse(fs.listdir(directory))
-    except OSError:
-        return deleted
+    except OSError as e:
+        log.warning("store: cannot list %s to prune it (%s)", directory, e)
+        return deleted, 1
     doomed = [name for n, name in segs.items() if n < floor]
     doomed += [name for n, name in snaps.items() if n < floor]
+    failed = 0
     for name in doomed:
         try:
             fs.unlink(os.path.join(directory, name))
             deleted.append(name)
-        except OSError:
-            pass
+        except OSError as e:
+            failed += 1
+            log.warning("store: could not delete %s, covered by a snapshot (%s)", name, e)
     snapshots[:] = keep
-    return deleted
+    return deleted, failed

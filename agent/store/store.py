@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.store import quarantine
 from agent.store.fs import FileOps
 from agent.store.log import SegmentLog, StoreStats
 from agent.store.record import KIND_DELTA, KIND_META, Record, encode
@@ -62,6 +63,7 @@ class Store:
         self._last_snapshot_bytes = 0
         self.stats.log_bytes = rec.log_bytes
         self.stats.quarantined_files = len(rec.quarantined)
+        self.stats.unlink_errors = rec.unlink_errors
         self._log = SegmentLog(
             self.fs,
             self.dir,
@@ -141,8 +143,25 @@ class Store:
         self._log.gap = False
         self._log.cleared()
         self._snapshots.append(number)
-        prune(self.fs, self.dir, self._snapshots)
+        _, failed = prune(self.fs, self.dir, self._snapshots)
+        self.stats.unlink_errors += failed
         return True
+
+    # --- damage --------------------------------------------------------------------------
+
+    def quarantine(self, base: str, data: bytes) -> str | None:
+        """Keep a copy of bytes the store read but its user could not decode (a record
+        of a format this version does not understand, or a bug) in ``quarantine/``,
+        before a snapshot makes the log that holds them go. The name it got, or None
+        if it could not be written (logged)."""
+        try:
+            name = quarantine.copy_aside(self.fs, self.dir, base, data)
+        except OSError as e:
+            log.error("store: could not quarantine %s (%s)", base, e)
+            return None
+        self.recovered.quarantined.append(name)
+        self.stats.quarantined_files += 1
+        return name
 
     # --- state ---------------------------------------------------------------------------
 
