@@ -26,6 +26,7 @@ from agent.identity import NameGuard
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
 from agent.membership.messages import NodeState
+from agent.membership.meta import DAMAGE as meta_damage
 from agent.membership.meta import decode_tags, encode_tags
 from agent.membership.protocol import (
     Event,
@@ -611,7 +612,7 @@ class ClusterCollector(Collector):
             "Gossip input dropped as malformed or unacceptable, by kind.",
             labels=["kind"],
         )
-        for kind, n in sorted(c.bad_input.items()):
+        for kind, n in sorted({**c.bad_input, "bad_meta": meta_damage.count}.items()):
             bad.add_metric([kind], n)
         yield bad
         if node.core is not None:
