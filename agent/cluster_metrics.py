@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent.cluster import Cluster
+from agent.membership.meta import DAMAGE as meta_damage
 
 
 class ClusterCollector(Collector):
@@ -52,7 +53,7 @@ class ClusterCollector(Collector):
             "Gossip input dropped as malformed or unacceptable, by kind.",
             labels=["kind"],
         )
-        for kind, n in sorted(c.bad_input.items()):
+        for kind, n in sorted({**c.bad_input, "bad_meta": meta_damage.count}.items()):
             bad.add_metric([kind], n)
         yield bad
         if node.core is not None:

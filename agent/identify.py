@@ -41,7 +41,7 @@ def decode_identify(payload: bytes) -> IdentifyRequest:
         raise IdentifyDecodeError("not an identify message")
     try:
         body = msgpack.unpackb(payload[1:], raw=False, max_str_len=1024, max_map_len=8)
-    except Exception as e:  # msgpack raises several unrelated types on bad input
+    except (ValueError, msgpack.UnpackException) as e:  # all that malformed msgpack raises
         raise IdentifyDecodeError(f"identify message is not msgpack: {e}") from None
     if not isinstance(body, dict):
         raise IdentifyDecodeError("identify message is not a map")

@@ -266,6 +266,7 @@ def test_write_api_validation_auth_and_conflicts(
     metrics = a.get("/metrics")[1]
     assert 'edge_agent_bad_input_total{kind="401",source="api"} 2.0' in metrics
     assert 'edge_agent_bad_input_total{kind="400",source="api"}' in metrics
+    assert 'edge_agent_gossip_bad_input_total{kind="bad_meta"} 0.0' in metrics
     assert a.get("/v1/health")[1]["status"] == "ok"
     assert a.stop() == 0
 

@@ -8,8 +8,10 @@ integers; version vectors and dot sets are flat integer lists.
 Decoding treats its input as hostile (it comes from peers and from an SD card that may
 have been cut off mid-write): it checks every type, range and the CRDT invariants a
 join relies on (each live dot is in the context, no dot is live at two keys, keys are
-unique), and any failure, whatever its cause, is raised as CrdtDecodeError and as
-nothing else, so the caller can count it and drop the message.
+unique). Malformed input raises CrdtDecodeError and nothing else, so the caller can
+count it and drop the message; every check says what it rejects (``fail``). Any other
+exception is a bug in a decoder, not a peer's fault, and propagates as itself: read as
+malformed input it would be counted as the peer's and the fuzz tests could not see it.
 
 Message layout (a msgpack array): ``[kind, version, strings, ...body]``; the bodies:
 
@@ -94,8 +96,8 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True)
 class ItemCodec(Generic[T]):
-    """How to encode one key or value type; ``decode`` may raise any error (it becomes
-    CrdtDecodeError)."""
+    """How to encode one key or value type; ``decode`` raises CrdtDecodeError (``fail``)
+    for a malformed item, and anything else it raises is a bug that propagates."""
 
     encode: Callable[[T, Interner], Any]
     decode: Callable[[Any, Lookup], T]
@@ -207,7 +209,7 @@ def _unpack(data: Any, kind: int, n_body: int) -> tuple[Lookup, list[Any]]:
         fail("not bytes")
     try:
         msg = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except (ValueError, msgpack.UnpackException, RecursionError, TypeError) as e:
+    except (ValueError, msgpack.UnpackException) as e:  # all that malformed bytes raise
         raise CrdtDecodeError(f"not msgpack: {e}") from None
     if type(msg) is not list or len(msg) != 3 + n_body:
         fail("not a CRDT message of the expected shape")
@@ -216,25 +218,6 @@ def _unpack(data: Any, kind: int, n_body: int) -> tuple[Lookup, list[Any]]:
     if msg[1] != VERSION or type(msg[1]) is not int:
         fail(f"unsupported version {msg[1]!r}")
     return Lookup(msg[2]), msg[3:]
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    """Run a decoder; whatever goes wrong in it is a CrdtDecodeError."""
-    try:
-        return fn()
-    except CrdtDecodeError:
-        raise
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        OverflowError,
-        RecursionError,
-        msgpack.UnpackException,
-    ) as e:
-        raise CrdtDecodeError(f"malformed: {type(e).__name__}: {e}") from None
 
 
 # --- causal context and digest -------------------------------------------------------------
@@ -246,11 +229,8 @@ def encode_context(ctx: CausalContext) -> bytes:
 
 
 def decode_context(data: bytes) -> CausalContext:
-    def run() -> CausalContext:
-        lookup, (vv, cloud) = _unpack(data, KIND_CONTEXT, 2)
-        return _dec_ctx(vv, cloud, lookup)
-
-    return _guarded(run)
+    lookup, (vv, cloud) = _unpack(data, KIND_CONTEXT, 2)
+    return _dec_ctx(vv, cloud, lookup)
 
 
 def encode_digest(digest: Digest) -> bytes:
@@ -259,14 +239,11 @@ def encode_digest(digest: Digest) -> bytes:
 
 
 def decode_digest(data: bytes) -> Digest:
-    def run() -> Digest:
-        lookup, (vv, cloud, fp) = _unpack(data, KIND_DIGEST, 3)
-        if fp is not None and (type(fp) is not int or not 0 <= fp < 1 << 64):
-            fail(f"bad fingerprint {fp!r}")
-        vv_, cloud_, _ = _dec_ctx(vv, cloud, lookup).digest()
-        return Digest(vv_, cloud_, fp)
-
-    return _guarded(run)
+    lookup, (vv, cloud, fp) = _unpack(data, KIND_DIGEST, 3)
+    if fp is not None and (type(fp) is not int or not 0 <= fp < 1 << 64):
+        fail(f"bad fingerprint {fp!r}")
+    vv_, cloud_, _ = _dec_ctx(vv, cloud, lookup).digest()
+    return Digest(vv_, cloud_, fp)
 
 
 # --- ORMap (and the set and register built on it) ------------------------------------------
@@ -297,52 +274,49 @@ def decode_ormap(
     value: ItemCodec[V],
     record_limit: int = DEFAULT_RECORD_LIMIT,
 ) -> ORMap[K, V]:
-    def run() -> ORMap[K, V]:
-        lookup, (vv_o, cloud_o, entries_o, records_o, horizon_o) = _unpack(data, KIND_ORMAP, 5)
-        ctx = _dec_ctx(vv_o, cloud_o, lookup)
-        entries: dict[K, dict[Dot, V]] = {}
-        covers: dict[Dot, KeyVV] = {}
-        seen: set[Dot] = set()
-        flat = as_list(entries_o, "entries", even=True)
-        for i in range(0, len(flat), 2):
-            k = key.decode(flat[i], lookup)
-            if k in entries:
-                fail(f"key {k!r} twice")
-            dots_flat = as_list(flat[i + 1], "register")
-            if not dots_flat or len(dots_flat) % 4:
-                fail("register is not [replica, counter, value, covers]*")
-            ents: dict[Dot, V] = {}
-            for j in range(0, len(dots_flat), 4):
-                d = Dot(lookup(dots_flat[j]), counter(dots_flat[j + 1]))
-                if d in seen:
-                    fail(f"dot {d!r} live twice")
-                if not ctx.contains(d):
-                    fail(f"live dot {d!r} is not in the context")
-                seen.add(d)
-                ents[d] = value.decode(dots_flat[j + 2], lookup)
-                kvv = _dec_kvv(dots_flat[j + 3], lookup)
-                if kvv:
-                    covers[d] = kvv
-            entries[k] = ents
-        records: dict[Dot, RemovalRecord] = {}
-        flat = as_list(records_o, "records")
-        if len(flat) % 3:
-            fail("records are not [replica, counter, items]*")
-        for i in range(0, len(flat), 3):
-            r = Dot(lookup(flat[i]), counter(flat[i + 1]))
-            if r in records or not ctx.contains(r):
-                fail(f"removal record {r!r} repeated or not in the context")
-            items = as_list(flat[i + 2], "record items", even=True)
-            if not items:
-                fail("empty removal record")
-            records[r] = tuple(
-                (key.decode(items[j], lookup), _dec_kvv(items[j + 1], lookup))
-                for j in range(0, len(items), 2)
-            )
-        horizon = _dec_vv(horizon_o, lookup, "horizon")
-        return ORMap.from_parts(entries, covers, ctx, records, horizon, record_limit)
-
-    return _guarded(run)
+    lookup, (vv_o, cloud_o, entries_o, records_o, horizon_o) = _unpack(data, KIND_ORMAP, 5)
+    ctx = _dec_ctx(vv_o, cloud_o, lookup)
+    entries: dict[K, dict[Dot, V]] = {}
+    covers: dict[Dot, KeyVV] = {}
+    seen: set[Dot] = set()
+    flat = as_list(entries_o, "entries", even=True)
+    for i in range(0, len(flat), 2):
+        k = key.decode(flat[i], lookup)
+        if k in entries:
+            fail(f"key {k!r} twice")
+        dots_flat = as_list(flat[i + 1], "register")
+        if not dots_flat or len(dots_flat) % 4:
+            fail("register is not [replica, counter, value, covers]*")
+        ents: dict[Dot, V] = {}
+        for j in range(0, len(dots_flat), 4):
+            d = Dot(lookup(dots_flat[j]), counter(dots_flat[j + 1]))
+            if d in seen:
+                fail(f"dot {d!r} live twice")
+            if not ctx.contains(d):
+                fail(f"live dot {d!r} is not in the context")
+            seen.add(d)
+            ents[d] = value.decode(dots_flat[j + 2], lookup)
+            kvv = _dec_kvv(dots_flat[j + 3], lookup)
+            if kvv:
+                covers[d] = kvv
+        entries[k] = ents
+    records: dict[Dot, RemovalRecord] = {}
+    flat = as_list(records_o, "records")
+    if len(flat) % 3:
+        fail("records are not [replica, counter, items]*")
+    for i in range(0, len(flat), 3):
+        r = Dot(lookup(flat[i]), counter(flat[i + 1]))
+        if r in records or not ctx.contains(r):
+            fail(f"removal record {r!r} repeated or not in the context")
+        items = as_list(flat[i + 2], "record items", even=True)
+        if not items:
+            fail("empty removal record")
+        records[r] = tuple(
+            (key.decode(items[j], lookup), _dec_kvv(items[j + 1], lookup))
+            for j in range(0, len(items), 2)
+        )
+    horizon = _dec_vv(horizon_o, lookup, "horizon")
+    return ORMap.from_parts(entries, covers, ctx, records, horizon, record_limit)
 
 
 def encode_aworset(s: AWORSet[Any], element: ItemCodec[Any] = STR) -> bytes:
@@ -382,12 +356,9 @@ def encode_lww(r: LWWRegister[V], value: ItemCodec[V]) -> bytes:
 
 
 def decode_lww(data: bytes, value: ItemCodec[V]) -> LWWRegister[V]:
-    def run() -> LWWRegister[V]:
-        lookup, (ts_o, v_o) = _unpack(data, KIND_LWW, 2)
-        if ts_o is None:
-            if v_o is not None:
-                fail("value without a timestamp")
-            return LWWRegister()
-        return LWWRegister(decode_ts(ts_o, lookup), value.decode(v_o, lookup))
-
-    return _guarded(run)
+    lookup, (ts_o, v_o) = _unpack(data, KIND_LWW, 2)
+    if ts_o is None:
+        if v_o is not None:
+            fail("value without a timestamp")
+        return LWWRegister()
+    return LWWRegister(decode_ts(ts_o, lookup), value.decode(v_o, lookup))

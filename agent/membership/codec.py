@@ -8,8 +8,10 @@ Compound and compress may nest in any order on receive (Go's handleCommand recur
 :func:`decode_packet` raises :class:`DecodeError` only when the packet as a whole is
 unusable (empty, label header, decrypt failure, bad CRC); damage inside it (one bad
 compound part, unknown type, truncated parts) is reported in ``problems`` next to the
-messages that did decode. Nothing but DecodeError escapes, and decompressed size,
-nesting depth and item count are bounded so hostile input cannot blow memory or stack.
+messages that did decode. Malformed input raises nothing but DecodeError; any other
+exception is a bug in this code (or a caller passing the wrong type) and propagates
+as itself, never dressed up as malformed input. Decompressed size, nesting depth and
+item count are bounded so hostile input cannot blow memory or stack.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import msgpack
 
 from . import lzw
 from .errors import DecodeError, EncodeError, ErrorKind
-from .gostruct import MAX_CONTAINER, GoField, GoStruct, Kind, unpack_one
+from .gostruct import MAX_CONTAINER, MSGPACK_ERRORS, GoField, GoStruct, Kind, unpack_one
 from .keyring import ENCRYPTION_VERSION, Keyring
 from .messages import (
     LZW_ALGO,
@@ -284,7 +286,7 @@ def _next(unpacker: msgpack.Unpacker, what: str) -> Any:
         return unpacker.unpack()
     except msgpack.OutOfData:
         raise DecodeError(ErrorKind.TRUNCATED, f"{what} cut short") from None
-    except Exception as exc:
+    except MSGPACK_ERRORS as exc:
         raise DecodeError(ErrorKind.BAD_MSGPACK, f"{what}: {type(exc).__name__}") from None
 
 
@@ -539,36 +541,29 @@ def decode_packet(
     decrypt (AAD none) unless ``verify_incoming`` is False (Go's GossipVerifyIncoming),
     in which case an undecryptable packet is read as plaintext.
     """
-    try:
-        if not data:
-            raise DecodeError(ErrorKind.EMPTY, "empty packet")
-        if data[0] == MessageType.HAS_LABEL:
-            raise DecodeError(ErrorKind.LABEL_UNSUPPORTED, "label header (memberlist >= 0.3)")
-        encrypted = False
-        if keyring is not None:
-            try:
-                data = keyring.decrypt(data, None)
-                encrypted = True
-            except DecodeError:
-                if verify_incoming:
-                    raise
-        body, had_crc = strip_crc(data)
-        if not body:
-            raise DecodeError(ErrorKind.EMPTY, "nothing after the crc header")
-        walker = _Walker(max_decompressed, max_depth)
-        walker.walk(body, 0)
-        return PacketResult(
-            messages=tuple(walker.messages),
-            problems=tuple(walker.problems),
-            encrypted=encrypted,
-            crc=had_crc,
-        )
-    except DecodeError:
-        raise
-    except RecursionError:  # pragma: no cover - depth is bounded; belt and braces
-        raise DecodeError(ErrorKind.TOO_DEEP, "recursion") from None
-    except Exception as exc:  # pragma: no cover - any escape is a bug; keep the contract
-        raise DecodeError(ErrorKind.BAD_MSGPACK, f"internal: {type(exc).__name__}") from None
+    if not data:
+        raise DecodeError(ErrorKind.EMPTY, "empty packet")
+    if data[0] == MessageType.HAS_LABEL:
+        raise DecodeError(ErrorKind.LABEL_UNSUPPORTED, "label header (memberlist >= 0.3)")
+    encrypted = False
+    if keyring is not None:
+        try:
+            data = keyring.decrypt(data, None)
+            encrypted = True
+        except DecodeError:
+            if verify_incoming:
+                raise
+    body, had_crc = strip_crc(data)
+    if not body:
+        raise DecodeError(ErrorKind.EMPTY, "nothing after the crc header")
+    walker = _Walker(max_decompressed, max_depth)
+    walker.walk(body, 0)
+    return PacketResult(
+        messages=tuple(walker.messages),
+        problems=tuple(walker.problems),
+        encrypted=encrypted,
+        crc=had_crc,
+    )
 
 
 def encode_packet(

@@ -26,6 +26,7 @@ from .errors import DecodeError, EncodeError, ErrorKind
 
 __all__ = [
     "MAX_CONTAINER",
+    "MSGPACK_ERRORS",
     "GoField",
     "GoStruct",
     "Kind",
@@ -39,6 +40,13 @@ __all__ = [
     "unpack_one",
 ]
 
+
+#: What msgpack raises on malformed bytes, and nothing else: its own UnpackException family
+#: (OutOfData, FormatError, StackError, BufferFull) and ValueError (incomplete input, a
+#: length over a limit, a map key that is not a string, a bad ext or timestamp, ExtraData,
+#: UnicodeDecodeError). A TypeError, AttributeError, MemoryError... is a bug or a fault,
+#: not a peer's garbage, and must not be dropped and counted as one.
+MSGPACK_ERRORS: tuple[type[Exception], ...] = (ValueError, msgpack.UnpackException)
 
 #: Largest msgpack array/map we accept. memberlist structs hold none bigger than 6; Serf's
 #: state maps scale with cluster size. Without a cap, a 5-byte array32 header makes the
@@ -107,7 +115,7 @@ def unpack_one(data: bytes) -> Any:
         return msgpack.unpackb(data, raw=True, max_array_len=limit, max_map_len=limit)
     except msgpack.ExtraData as extra:
         return extra.unpacked
-    except Exception as exc:  # msgpack raises a zoo of types on bad input
+    except MSGPACK_ERRORS as exc:
         raise _bad_msgpack(exc, len(data)) from None
 
 

@@ -40,7 +40,7 @@ from .codec import (
     user_msg_header,
 )
 from .errors import DecodeError, EncodeError, ErrorKind
-from .gostruct import MAX_CONTAINER
+from .gostruct import MAX_CONTAINER, MSGPACK_ERRORS
 from .keyring import ENCRYPTION_VERSION, Keyring, encrypted_length
 from .messages import (
     MAX_PUSH_STATE_BYTES,
@@ -106,7 +106,9 @@ class StreamDecoder:
         self._received = 0
         self._eof = False
         self._result: StreamMessage | None = None
-        self._error: DecodeError | None = None
+        #: Malformed input (DecodeError) or, after a bug in this decoder, the exception
+        #: it raised: re-raised on every later call, so a reader loop cannot spin on it.
+        self._error: Exception | None = None
         self._steps: _Steps = self._run()
         #: Set once known: did the message arrive encrypted / compressed?
         self.encrypted = False
@@ -138,7 +140,11 @@ class StreamDecoder:
         self._eof = True
 
     def next_message(self) -> StreamMessage | None:
-        """The message once complete, else None (need more data). Raises DecodeError."""
+        """The message once complete, else None (need more data).
+
+        Raises DecodeError for malformed input. Anything else it raises is a bug here,
+        not the peer's fault: it propagates as itself (and again on every later call).
+        """
         if self._error is not None:
             raise self._error
         if self._result is not None:
@@ -148,17 +154,13 @@ class StreamDecoder:
         except StopIteration as stop:
             self._result = stop.value
             return self._result
-        except DecodeError as err:
+        except Exception as err:  # recorded and re-raised as is, never converted
             self._fail(err)
             raise
-        except Exception as exc:  # pragma: no cover - contract: only DecodeError escapes
-            wrapped = DecodeError(ErrorKind.BAD_MSGPACK, f"internal: {type(exc).__name__}")
-            self._fail(wrapped)
-            raise wrapped from None
         return None
 
     # -- internals ----------------------------------------------------------------
-    def _fail(self, err: DecodeError) -> None:
+    def _fail(self, err: Exception) -> None:
         self._error = err
         self._steps.close()
 
@@ -186,7 +188,7 @@ class StreamDecoder:
             except msgpack.OutOfData:
                 self._need(what)
                 yield
-            except Exception as exc:
+            except MSGPACK_ERRORS as exc:
                 raise DecodeError(ErrorKind.BAD_MSGPACK, f"{what}: {type(exc).__name__}") from None
 
     def _run(self) -> _Steps:

@@ -275,6 +275,10 @@ class MembershipNode:
             self.counters.bad(str(e.kind))
             log.debug("dropped packet from %s:%d: %s", addr[0], addr[1], e)
             return
+        except Exception:  # a decoder bug, not the peer's garbage: never fatal, never hidden
+            log.exception("internal error decoding a packet from %s:%d", addr[0], addr[1])
+            self.counters.bad("internal-error")
+            return
         for problem in result.problems:
             self.counters.bad(str(problem.kind))
         now = self._now()
@@ -283,7 +287,7 @@ class MembershipNode:
                 core.handle_message(msg, addr, now)
             except Exception:  # a bug must not take the node down with it
                 log.exception("membership failed on a %s from %s", type(msg).__name__, addr)
-                self.counters.bad("internal")
+                self.counters.bad("internal-error")
         self._pump()
 
     def _pump(self) -> None:
@@ -387,6 +391,10 @@ class MembershipNode:
             error = f"bad reply: {e}"
         except (OSError, EncodeError) as e:
             error = str(e) or type(e).__name__
+        except Exception:  # a bug in the stream codec: the core still hears how it ended
+            log.exception("internal error on a stream to %s:%d", s.addr[0], s.addr[1])
+            self.counters.bad("internal-error")
+            error = "internal error"
         finally:
             if writer is not None:
                 writer.close()
@@ -423,6 +431,12 @@ class MembershipNode:
                         writer.write(encode_stream(ErrResp(str(e)), keyring=self.keyring))
                         await writer.drain()
                     return
+                except OSError:
+                    raise  # the connection failed, not the decoder (handled below)
+                except Exception:  # a decoder bug: logged, counted apart, no reply
+                    log.exception("internal error decoding a stream from %s", source[0])
+                    self.counters.bad("internal-error")
+                    return
                 core = self.core
                 if core is None:
                     return
@@ -430,7 +444,7 @@ class MembershipNode:
                     reply = core.handle_stream(msg, source, self._now())
                 except Exception:
                     log.exception("membership failed on a stream from %s", source[0])
-                    self.counters.bad("internal")
+                    self.counters.bad("internal-error")
                     return
                 finally:
                     self._pump()

@@ -11,9 +11,10 @@ and every odd number of flipped bits in a record this size; CRC-32C's better Ham
 distance on long messages does not matter for records of a few hundred bytes. The CRC
 covers the length too, so a flipped length cannot make a shorter valid-looking record.
 
-The decoder never raises: it walks a buffer and stops at the first frame that is torn
-(runs past the end), has an impossible length, fails its CRC, or whose body is not a
-well-formed record. Everything from that frame's start on is "damage".
+The decoder never raises for damaged bytes: it walks a buffer and stops at the first
+frame that is torn (runs past the end), has an impossible length, fails its CRC, or
+whose body is not a well-formed record. Everything from that frame's start on is
+"damage". A fault that is not damage (out of memory, a bug) propagates instead.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def decode_one(buf: bytes | memoryview, offset: int) -> tuple[Record, int] | Non
         return None
     try:
         o = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
-    except Exception:  # any malformed body is damage, whatever msgpack raises
+    except (ValueError, TypeError, msgpack.UnpackException):
+        # What malformed msgpack raises (TypeError: an unhashable map key, allowed in by
+        # strict_map_key=False). Nothing else is damage: a MemoryError or a bug read as
+        # damage would make the store cut valid records off its log.
         return None
     rec = _valid(o)
     if rec is None:
@@ -96,7 +100,7 @@ def decode_one(buf: bytes | memoryview, offset: int) -> tuple[Record, int] | Non
 
 def decode(buf: bytes | memoryview) -> tuple[list[Record], int | None]:
     """Every record up to the first damaged frame, and the offset where the damage starts
-    (None when the whole buffer is valid records). Never raises."""
+    (None when the whole buffer is valid records). Never raises for damaged bytes."""
     out: list[Record] = []
     offset = 0
     end = len(buf)

@@ -23,11 +23,13 @@ from agent.crdt import (
     MVRegister,
     ORMap,
     Timestamp,
+    codec,
 )
 from agent.crdt.codec import (
     SCALAR,
     STR,
     TIMESTAMP,
+    ItemCodec,
     decode_aworset,
     decode_context,
     decode_digest,
@@ -256,3 +258,30 @@ def test_fuzz_mutated_encodings_seeded() -> None:
 def test_the_corpus_itself_decodes() -> None:
     assert all(check(c) >= 1 for c in CORPUS)
     assert Dot("a", 1) in decode_context(encode_context(CausalContext.of([Dot("a", 1)])))
+
+
+# --- a bug is not malformed input ------------------------------------------------------------
+
+
+def test_a_buggy_item_codec_is_not_reported_as_malformed_input() -> None:
+    """An item decoder that trips over its own code raises its own error: CrdtDecodeError
+    would make the caller drop the delta and count a peer's fault, hiding our bug."""
+
+    def broken(o: Any, lookup: Any) -> Any:
+        return o.no_such_attribute  # the kind of slip a decoder could ship with
+
+    buggy = ItemCodec(SCALAR.encode, broken)
+    m: ORMap[Any, Any] = ORMap()
+    m.join(m.write("a", 1, 1))
+    with pytest.raises(AttributeError):
+        decode_ormap(encode_ormap(m, SCALAR, SCALAR), SCALAR, buggy)
+
+
+def test_a_bug_inside_the_codec_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Any:
+        raise KeyError("planted decoder bug")
+
+    data = encode_context(CausalContext.of([Dot("a", 1)]))
+    monkeypatch.setattr(codec, "_dec_ctx", broken)
+    with pytest.raises(KeyError):
+        decode_context(data)

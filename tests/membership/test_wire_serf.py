@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgpack
 import pytest
 
+from agent.membership import meta
 from agent.membership.errors import DecodeError, EncodeError, ErrorKind
 from agent.membership.meta import MetaTooLarge, decode_tags, encode_tags
 from agent.membership.serf_messages import (
@@ -58,6 +61,24 @@ def test_tag_size_limit() -> None:
 )
 def test_decode_tags_tolerates_garbage(meta: bytes, tags: dict[str, str]) -> None:
     assert decode_tags(meta) == tags
+
+
+def test_damaged_meta_is_logged_and_counted_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Serf logs a peer's undecodable tags and keeps what it has; we do too, once per
+    damaged blob (the same member's meta is decoded again on every membership change)."""
+    damaged = b"\xff\x82\xa4zone\xa3lab\x01\x02"  # an int key after one good entry
+    before = meta.DAMAGE.count
+    with caplog.at_level(logging.WARNING, logger="agent.membership.meta"):
+        for _ in range(3):
+            assert decode_tags(damaged) == {"zone": "lab"}
+        # not damage: nil (Go decodes it to an empty map), pre-v3 meta, good tags
+        assert decode_tags(b"\xff\xc0") == {}
+        assert decode_tags(b"web") == {"role": "web"}
+        assert decode_tags(encode_tags({"a": "b"})) == {"a": "b"}
+    assert meta.DAMAGE.count == before + 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "agent.membership.meta"]
+    assert len(warnings) == 1 and damaged.hex() in warnings[0], warnings
+    assert "key" in warnings[0]  # says what was wrong
 
 
 def test_tags_round_trip_non_ascii() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,56 @@ def test_fuzz_mutated_frames_never_raise() -> None:
         recs, damage = decode(bytes(bad))
         assert recs == (RECS * 3)[: len(recs)]  # a valid prefix, never garbage
         assert damage is None or damage >= len(recs) * HEADER_SIZE
+
+
+def _frame(body: bytes) -> bytes:
+    import zlib
+
+    length = struct.pack("<I", len(body))
+    return length + struct.pack("<I", zlib.crc32(body, zlib.crc32(length))) + body
+
+
+def test_fuzz_bodies_behind_a_valid_crc_never_raise() -> None:
+    """The CRC stops nearly every random mutant before the body is parsed; these get past
+    it (the CRC is recomputed), so the body's validation is what is under test."""
+    import msgpack
+
+    rng = random.Random(11)
+    odd: list[object] = [None, -1, 2**64 - 1, 1.5, "s", b"b", [], {}, [1, 2], {1: 2}, {"k": []}]
+    rejected = 0
+    for _ in range(5000):
+        tree: list[object] = [r for r in rng.choice(RECS)]
+        tree[2] = list(tree[2]) if isinstance(tree[2], list) else tree[2]
+        target = tree[2] if isinstance(tree[2], list) and rng.random() < 0.3 else tree
+        for _ in range(rng.randint(1, 3)):
+            op = rng.randrange(3)
+            if op == 0 and target:
+                target[rng.randrange(len(target))] = rng.choice(odd)
+            elif op == 1 and target:
+                del target[rng.randrange(len(target))]
+            else:
+                target.append(rng.choice(odd))
+        body = msgpack.packb(tree, use_bin_type=True)
+        if rng.random() < 0.3:  # and raw damage inside the body
+            b = bytearray(body)
+            b[rng.randrange(len(b))] = rng.randrange(256)
+            body = bytes(b)
+        recs, damage = decode(_frame(body))
+        assert all(isinstance(r, Record) for r in recs)
+        rejected += damage == 0
+    assert rejected > 1000
+
+
+def test_a_fault_that_is_not_damage_is_not_read_as_damage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damage means "truncate the log here"; a MemoryError or a bug read as damage would
+    throw valid records away. Only what malformed bytes raise counts as damage."""
+    import msgpack
+
+    buf = b"".join(encode(r) for r in RECS)
+
+    def out_of_memory(*args: object, **kwargs: object) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(msgpack, "unpackb", out_of_memory)
+    with pytest.raises(MemoryError):
+        decode(buf)
