@@ -49,6 +49,9 @@ from agent.state import Delta, State, encode_delta
 from .conftest import AgentProcess, wait_for
 from .replication_sim import EDGE_META, SERF_META, T0, ReplicatedCluster, event_dots, spec
 
+# udp_buffer_size less what a gossip packet spends around one user broadcast
+PACKET_OVERHEAD = Settings().udp_buffer_size - DEFAULT_MAX_PACKET
+
 
 def ts(ms: int, node: str) -> Timestamp:
     return Timestamp(T0 + ms, 0, node)
@@ -67,7 +70,9 @@ def replicator(
     fanout: int = 3,
 ) -> Replicator:
     """A replicator for ``name`` that knows edge-agent peers p1..pN and Serf agents."""
-    rep = Replicator(State(name), rng=random.Random(seed), max_packet=max_packet, fanout=fanout)
+    gossip = Settings(udp_buffer_size=max_packet + PACKET_OVERHEAD)
+    rep = Replicator(State(name), rng=random.Random(seed), gossip=gossip, fanout=fanout)
+    assert rep.max_packet == max_packet
     for i in range(1, peers + 1):
         rep.handle_event(MemberEvent("join", member(f"p{i}", i)))
     for i in range(serf):
@@ -642,3 +647,6 @@ def test_live_nodes_with_a_600_byte_udp_buffer_replicate_a_1kb_declaration(
     wait_for(
         lambda: all(a.get("/v1/origins/big")[0] == 200 for a in nodes), 10, "big on every node"
     )
+    # it went by TCP: nothing was dropped from a gossip queue for want of room
+    line = 'edge_agent_gossip_broadcasts_dropped_total{queue="user",reason="oversized"} 0.0'
+    assert all(line in a.get("/metrics")[1].splitlines() for a in nodes)
