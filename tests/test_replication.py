@@ -650,3 +650,18 @@ def test_live_nodes_with_a_600_byte_udp_buffer_replicate_a_1kb_declaration(
     # it went by TCP: nothing was dropped from a gossip queue for want of room
     line = 'edge_agent_gossip_broadcasts_dropped_total{queue="user",reason="oversized"} 0.0'
     assert all(line in a.get("/metrics")[1].splitlines() for a in nodes)
+
+
+def test_a_change_nobody_else_can_receive_is_not_left_in_the_queue() -> None:
+    """Alone, or passing a change on when its sender is the only peer: no packet will
+    ever carry that broadcast, so it must not wait in the queue (anti-entropy gives the
+    change to whoever joins later)."""
+    for n in (1, 2):
+        c = ReplicatedCluster(n, seed=8)
+        c.start()
+        for d in observe_many(c.states["n0000"], 3):
+            c.publish("n0000", d)
+        c.sim.run_for(5)
+        assert c.converged() and len(c.states[f"n{n - 1:04d}"].origins()) == 3
+        queued = {name: len(c.sim.nodes[name].core.user_broadcasts) for name in c.states}
+        assert set(queued.values()) == {0}, f"{n} node(s): queued {queued}"
