@@ -252,6 +252,7 @@ class ReplicationCounters:
     bad_input: int = 0  # malformed messages or push/pull states, dropped
     unknown_peer: int = 0  # a digest from a node we cannot address (not yet a member)
     tcp_failed: int = 0  # reliable user messages that failed (anti-entropy repairs them)
+    no_peer: int = 0  # changes not spread: no other peer (anti-entropy serves later joiners)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -355,7 +356,13 @@ class Replicator:
 
     def _spread(self, raw_delta: bytes, exclude: str | None, tcp: bool = True) -> bool:
         """Small: one user broadcast. Big: TCP to ``fanout`` random peers (not ``exclude``)
-        if ``tcp``, else nothing. Whether it was sent."""
+        if ``tcp``, else nothing. Nothing either when no peer but ``exclude`` runs
+        replication: no packet would carry the broadcast, which would wait in the queue.
+        Whether it was sent."""
+        names = sorted(n for n in self._peers if n != exclude)
+        if not names:
+            self.counters.no_peer += 1
+            return False
         msg = encode_message(KIND_DELTA, self.name, raw_delta)
         if len(msg) <= self.max_packet:
             self._out.append(Gossip(msg, exclude))
@@ -364,7 +371,6 @@ class Replicator:
             return True
         if not tcp:
             return False
-        names = sorted(n for n in self._peers if n != exclude)
         for name in self.rng.sample(names, min(self.fanout, len(names))):
             self._send(name, msg, reliable=True)
         return True

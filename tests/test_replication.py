@@ -665,3 +665,4 @@ def test_a_change_nobody_else_can_receive_is_not_left_in_the_queue() -> None:
         assert c.converged() and len(c.states[f"n{n - 1:04d}"].origins()) == 3
         queued = {name: len(c.sim.nodes[name].core.user_broadcasts) for name in c.states}
         assert set(queued.values()) == {0}, f"{n} node(s): queued {queued}"
+        assert c.reps[f"n{n - 1:04d}"].counters.no_peer == 3  # alone, or only the sender
