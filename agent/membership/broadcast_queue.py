@@ -53,13 +53,13 @@ class BroadcastQueue:
         *,
         max_message: Callable[[], int] | None = None,
         max_depth: int | None = None,
-        name: str = "broadcast",
+        label: str = "broadcast",
     ) -> None:
         self.retransmit_mult = retransmit_mult
         self.num_nodes = num_nodes
         self.max_message = max_message
         self.max_depth = max_depth
-        self.name = name  # for the log
+        self.label = label  # what the log calls these messages
         self.oversized = 0  # dropped when queued: no packet can carry them
         self.pruned = 0  # dropped beyond max_depth
         self._overflowing = False  # warned about pruning since the queue was last short
@@ -107,7 +107,7 @@ class BroadcastQueue:
             log.warning(
                 "%s of %d bytes dropped: a gossip packet carries at most %d "
                 "(udp_buffer_size too small?); push/pull will carry it",
-                self.name,
+                self.label,
                 len(b.message),
                 limit,
             )
@@ -122,7 +122,7 @@ class BroadcastQueue:
                 log.warning(
                     "%s queue is over %d messages: dropping the most-sent ones "
                     "(push/pull repairs what they carried)",
-                    self.name,
+                    self.label,
                     self.max_depth,
                 )
             self.prune(self.max_depth)

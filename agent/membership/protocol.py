@@ -248,14 +248,14 @@ class Membership:
             self.settings.retransmit_mult,
             self.num_nodes,
             max_message=lambda: self._max_broadcast(user=False),
-            name="membership broadcast",
+            label="membership broadcast",
         )
         self.user_broadcasts = BroadcastQueue(
             self.settings.retransmit_mult,
             self.num_nodes,
             max_message=lambda: self._max_broadcast(user=True),
             max_depth=self.settings.max_queue_depth,
-            name="user broadcast",
+            label="user broadcast",
         )
         self.probe_index = 0
         self.left = False
