@@ -67,3 +67,15 @@ class ClusterCollector(Collector):
                 "This node's incarnation.",
                 value=node.core.incarnation,
             )
+            dropped = CounterMetricFamily(
+                "edge_agent_gossip_broadcasts_dropped",
+                "Broadcasts dropped unsent (push/pull repairs them), by queue and reason.",
+                labels=["queue", "reason"],
+            )
+            for queue, q in (
+                ("membership", node.core.broadcasts),
+                ("user", node.core.user_broadcasts),
+            ):
+                dropped.add_metric([queue, "oversized"], q.oversized)
+                dropped.add_metric([queue, "pruned"], q.pruned)
+            yield dropped

@@ -117,7 +117,9 @@ class Coordinator:
         self.state = self._recover()
         high_water = max(int(self.store.meta.get("hlc", 0) or 0), self.state.own_high_water())
         self.hlc = HLC(name, high_water or None)
-        self.replicator = Replicator(self.state, on_apply=self._remote_applied)
+        self.replicator = Replicator(
+            self.state, gossip=config.gossip, on_apply=self._remote_applied
+        )
         self.placement = Placement([Member(name, config.node.weight)], self.k)
         self.handoff = Handoff(name)
         self.transport: Callable[[list[Output]], None] | None = None

@@ -5,11 +5,12 @@ and local deltas, and drains the messages it wants sent (``outputs()``); it neve
 touches a socket or a clock. Three mechanisms (docs/replication.md):
 
 - **Dissemination.** A delta a local mutator made is gossiped: queued as a memberlist
-  user broadcast when it fits a UDP packet, else sent as a reliable (TCP) user message
-  to ``fanout`` random peers. A node that receives a delta joins it, and passes on
-  *only the part that was new to it* (the delta restricted to the dots its causal
-  context lacked: Enes et al.'s redundant-state removal), never to the node it came
-  from, in the same way (small: gossip excluding the sender; big: TCP to ``fanout``
+  user broadcast when it fits a UDP packet (of the ``[gossip]`` settings' buffer size:
+  one that fits none would wait in the queue forever), else sent as a reliable (TCP)
+  user message to ``fanout`` random peers. A node that receives a delta joins it, and
+  passes on *only the part that was new to it* (the delta restricted to the dots its
+  causal context lacked: Enes et al.'s redundant-state removal), never to the node it
+  came from, in the same way (small: gossip excluding the sender; big: TCP to ``fanout``
   other peers). A dot is new to a node once, so each node passes each change on at
   most once, and memberlist's retransmit limit bounds the rest.
 - **Anti-entropy.** Our push/pull user state carries our digest (the causal context:
@@ -44,8 +45,17 @@ from agent.membership.gostruct import packb, unpack_one
 from agent.membership.member import Member
 from agent.membership.messages import NodeState
 from agent.membership.meta import decode_tags
-from agent.membership.protocol import Event, MemberEvent, RemoteState, StreamDone, UserMessage
+from agent.membership.protocol import (
+    ENCRYPTION_OVERHEAD,
+    Event,
+    MemberEvent,
+    RemoteState,
+    StreamDone,
+    UserMessage,
+    max_broadcast,
+)
 from agent.membership.serf_messages import SerfMessageType, SerfPushPull, encode_serf_message
+from agent.membership.settings import Settings
 from agent.state import Delta, Key, State, Value, decode_delta, encode_delta
 
 Address = tuple[str, int]
@@ -59,12 +69,18 @@ STATE_KEY = b"EdgeAgent"  # our extra key in Serf's messagePushPull map
 MAX_NAME = 255  # node names are length-prefixed with one byte
 ROLE = "edge-agent"
 
-# What fits one memberlist UDP packet as a piggybacked user message: udp_buffer_size
-# minus the compound header (2), the encryption overhead (29: version, nonce, GCM tag)
-# and the compound part + user-message type byte (3).
-PACKET_OVERHEAD = 2 + 29 + 3
-DEFAULT_MAX_PACKET = 1400 - PACKET_OVERHEAD
 DEFAULT_FANOUT = 3
+
+
+def max_packet(gossip: Settings) -> int:
+    """The longest replication message we gossip: what one packet of ``[gossip]
+    udp_buffer_size`` carries as a user broadcast, counting encryption whether or not it
+    is on (a keyring may come later; the cost is that a message within 29 bytes of the
+    limit goes by TCP). Longer ones go by TCP: queued, they would never be sent."""
+    return max_broadcast(gossip.udp_buffer_size, ENCRYPTION_OVERHEAD, user=True)
+
+
+DEFAULT_MAX_PACKET = max_packet(Settings())
 
 
 class ReplicationDecodeError(ValueError):
@@ -236,6 +252,7 @@ class ReplicationCounters:
     bad_input: int = 0  # malformed messages or push/pull states, dropped
     unknown_peer: int = 0  # a digest from a node we cannot address (not yet a member)
     tcp_failed: int = 0  # reliable user messages that failed (anti-entropy repairs them)
+    no_peer: int = 0  # changes not spread: no other peer (anti-entropy serves later joiners)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -247,7 +264,8 @@ class ReplicationCounters:
 class Replicator:
     """Spreads one node's ``State`` and repairs it from peers; see the module docstring.
 
-    Wiring (the runtime's job): pass ``local_state`` to the membership core, feed every
+    Wiring (the runtime's job): construct it with the membership core's ``Settings``
+    (the packet size), pass ``local_state`` to the membership core, feed every
     membership event to ``handle_event``, hand every local delta to ``publish``, and
     after each of those calls drain ``outputs()`` into the membership node.
     """
@@ -256,7 +274,7 @@ class Replicator:
         self,
         state: State,
         *,
-        max_packet: int = DEFAULT_MAX_PACKET,
+        gossip: Settings | None = None,
         fanout: int = DEFAULT_FANOUT,
         rng: random.Random | None = None,
         role: str = ROLE,
@@ -266,7 +284,7 @@ class Replicator:
         self.state = state
         self.name = state.replica
         _name_bytes(self.name)
-        self.max_packet = max_packet
+        self.max_packet = max_packet(gossip or Settings())  # longer: TCP, never queued
         self.fanout = fanout
         self.rng = rng or random.Random()
         self.role = role
@@ -338,7 +356,13 @@ class Replicator:
 
     def _spread(self, raw_delta: bytes, exclude: str | None, tcp: bool = True) -> bool:
         """Small: one user broadcast. Big: TCP to ``fanout`` random peers (not ``exclude``)
-        if ``tcp``, else nothing. Whether it was sent."""
+        if ``tcp``, else nothing. Nothing either when no peer but ``exclude`` runs
+        replication: no packet would carry the broadcast, which would wait in the queue.
+        Whether it was sent."""
+        names = sorted(n for n in self._peers if n != exclude)
+        if not names:
+            self.counters.no_peer += 1
+            return False
         msg = encode_message(KIND_DELTA, self.name, raw_delta)
         if len(msg) <= self.max_packet:
             self._out.append(Gossip(msg, exclude))
@@ -347,7 +371,6 @@ class Replicator:
             return True
         if not tcp:
             return False
-        names = sorted(n for n in self._peers if n != exclude)
         for name in self.rng.sample(names, min(self.fanout, len(names))):
             self._send(name, msg, reliable=True)
         return True
@@ -430,5 +453,6 @@ __all__ = [
     "encode_local_state",
     "encode_message",
     "is_replication",
+    "max_packet",
     "restrict",
 ]

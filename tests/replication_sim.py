@@ -82,7 +82,9 @@ class ReplicatedCluster:
         self.reps: dict[str, Replicator] = {}
         for i, name in enumerate(list(self.sim.nodes)):
             self.states[name] = State(name)
-            self.reps[name] = Replicator(self.states[name], rng=random.Random(seed * 1000 + i))
+            self.reps[name] = Replicator(
+                self.states[name], gossip=self.sim.settings, rng=random.Random(seed * 1000 + i)
+            )
         self.serf_states: dict[str, list[bytes]] = {}  # serf node -> push/pull states seen
         self.serf_user: dict[str, list[bytes]] = {}  # serf node -> user messages seen
         for i in range(serf):

@@ -3,14 +3,17 @@ simulation that the issue's acceptance line asks for (tests/replication_sim.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.config import parse_origin
 from agent.crdt.causal_context import CausalContext
 from agent.crdt.hlc import Timestamp
 from agent.membership.member import Member
@@ -43,7 +46,11 @@ from agent.replication import (
 )
 from agent.state import Delta, State, encode_delta
 
+from .conftest import AgentProcess, wait_for
 from .replication_sim import EDGE_META, SERF_META, T0, ReplicatedCluster, event_dots, spec
+
+# udp_buffer_size less what a gossip packet spends around one user broadcast
+PACKET_OVERHEAD = Settings().udp_buffer_size - DEFAULT_MAX_PACKET
 
 
 def ts(ms: int, node: str) -> Timestamp:
@@ -63,7 +70,9 @@ def replicator(
     fanout: int = 3,
 ) -> Replicator:
     """A replicator for ``name`` that knows edge-agent peers p1..pN and Serf agents."""
-    rep = Replicator(State(name), rng=random.Random(seed), max_packet=max_packet, fanout=fanout)
+    gossip = Settings(udp_buffer_size=max_packet + PACKET_OVERHEAD)
+    rep = Replicator(State(name), rng=random.Random(seed), gossip=gossip, fanout=fanout)
+    assert rep.max_packet == max_packet
     for i in range(1, peers + 1):
         rep.handle_event(MemberEvent("join", member(f"p{i}", i)))
     for i in range(serf):
@@ -573,3 +582,87 @@ def test_outputs_drain() -> None:
     rep.publish(rep.state.observe("o9", "a", "down", ts(9, "a"), None, "503"))
     outs = rep.outputs()
     assert outs and _outputs_are_well_typed(outs) and rep.outputs() == []
+
+
+# --- a small [gossip] udp_buffer_size, and a bounded queue ------------------------------------
+
+
+def big_declaration(c: ReplicatedCluster, name: str) -> Delta:
+    """A declaration of about 1 KB: over a 600-byte buffer, under the default packet."""
+    url = "https://big.example.com/" + "p" * 900
+    big = parse_origin({"id": "big", "url": url, "interval": "10s"})
+    d = c.states[name].declare(big, name, "api", c.ts(name))
+    assert d is not None
+    return d
+
+
+def test_a_delta_bigger_than_the_udp_buffer_reaches_every_node_without_anti_entropy() -> None:
+    """udp_buffer_size = 600 and a 1 KB delta: it must go by TCP, not wait in the gossip
+    queue for a packet that can never carry it. Push/pull is off, so only dissemination
+    can deliver it; four nodes, so the fanout (3) reaches every peer."""
+    c = ReplicatedCluster(4, seed=4, settings=Settings(udp_buffer_size=600, push_pull_interval=0))
+    c.start()
+    d = big_declaration(c, "n0000")
+    assert 600 < len(encode_delta(d)) < DEFAULT_MAX_PACKET
+    c.publish("n0000", d)
+    took = c.run_until_converged(10)
+    queued = {n: len(c.sim.nodes[n].core.user_broadcasts) for n in c.states}
+    assert took is not None, f"not converged; user broadcasts queued: {queued}"
+    assert all("big" in st_.origins() for st_ in c.states.values())
+    assert set(queued.values()) == {0}
+
+
+def test_the_replication_queue_stays_bounded_and_anti_entropy_repairs_what_it_dropped() -> None:
+    pp = 2.0
+    c = ReplicatedCluster(5, seed=6, settings=Settings(push_pull_interval=pp, max_queue_depth=8))
+    c.start()
+    core = c.sim.nodes["n0000"].core
+    for d in observe_many(c.states["n0000"], 200):  # a burst: one check round of 200 origins
+        c.publish("n0000", d)
+        assert len(core.user_broadcasts) <= 8
+    assert core.user_broadcasts.pruned >= 150
+    took = c.run_until_converged(4 * pp + 2)
+    assert took is not None and len(c.states["n0004"].origins()) == 200
+    assert sum(r.counters.repairs_sent for r in c.reps.values()) > 0
+
+
+def test_live_nodes_with_a_600_byte_udp_buffer_replicate_a_1kb_declaration(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    """The wired agent (Coordinator -> Replicator): the packet size comes from [gossip]."""
+    config = '[gossip]\nudp_buffer_size = 600\npush_pull_interval = "1h"\n'
+    first = agent_process(config, name="n0").start()
+    nodes = [first]
+    for i in (1, 2):
+        join = f'join = ["127.0.0.1:{first.gossip_port}"]'
+        nodes.append(agent_process(config, name=f"n{i}", cluster=join).start())
+    for a in nodes:
+        a.wait_notify("READY=1")
+    wait_for(lambda: all(a.get("/v1/health")[1]["cluster"]["peers"] == 2 for a in nodes), 20)
+    url = "http://127.0.0.1:9/" + "p" * 900
+    body = json.dumps({"url": url, "interval": "10s"}).encode()
+    req = urllib.request.Request(nodes[1].url + "/v1/origins/big", data=body, method="PUT")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 201
+    wait_for(
+        lambda: all(a.get("/v1/origins/big")[0] == 200 for a in nodes), 10, "big on every node"
+    )
+    # it went by TCP: nothing was dropped from a gossip queue for want of room
+    line = 'edge_agent_gossip_broadcasts_dropped_total{queue="user",reason="oversized"} 0.0'
+    assert all(line in a.get("/metrics")[1].splitlines() for a in nodes)
+
+
+def test_a_change_nobody_else_can_receive_is_not_left_in_the_queue() -> None:
+    """Alone, or passing a change on when its sender is the only peer: no packet will
+    ever carry that broadcast, so it must not wait in the queue (anti-entropy gives the
+    change to whoever joins later)."""
+    for n in (1, 2):
+        c = ReplicatedCluster(n, seed=8)
+        c.start()
+        for d in observe_many(c.states["n0000"], 3):
+            c.publish("n0000", d)
+        c.sim.run_for(5)
+        assert c.converged() and len(c.states[f"n{n - 1:04d}"].origins()) == 3
+        queued = {name: len(c.sim.nodes[name].core.user_broadcasts) for name in c.states}
+        assert set(queued.values()) == {0}, f"{n} node(s): queued {queued}"
+        assert c.reps[f"n{n - 1:04d}"].counters.no_peer == 3  # alone, or only the sender

@@ -52,7 +52,16 @@ Address = tuple[str, int]
 COMPOUND_HEADER_OVERHEAD = 2  # type byte + count
 COMPOUND_OVERHEAD = 2  # uint16 length per part
 USER_MSG_OVERHEAD = 1
+ENCRYPTION_OVERHEAD = 29  # memberlist's encryptOverhead(1): version, nonce, GCM tag
 MAX_INCARNATION = 2**32 - 1
+
+
+def max_broadcast(udp_buffer_size: int, encryption_overhead: int, *, user: bool) -> int:
+    """The longest broadcast a gossip packet carries, alone: udp_buffer_size less the
+    compound header, the encryption and the part's length (and a user message's type
+    byte), as memberlist's gossip computes it. A longer one is never sent."""
+    budget = udp_buffer_size - COMPOUND_HEADER_OVERHEAD - encryption_overhead
+    return budget - COMPOUND_OVERHEAD - (USER_MSG_OVERHEAD if user else 0)
 
 
 # --- outputs -----------------------------------------------------------------------------
@@ -235,8 +244,19 @@ class Membership:
         self.suspicions: dict[str, Suspicion] = {}
         self._suspicion_keys: dict[str, Hashable] = {}
         self.awareness = Awareness(self.settings.awareness_max_multiplier)
-        self.broadcasts = BroadcastQueue(self.settings.retransmit_mult, self.num_nodes)
-        self.user_broadcasts = BroadcastQueue(self.settings.retransmit_mult, self.num_nodes)
+        self.broadcasts = BroadcastQueue(
+            self.settings.retransmit_mult,
+            self.num_nodes,
+            max_message=lambda: self._max_broadcast(user=False),
+            label="membership broadcast",
+        )
+        self.user_broadcasts = BroadcastQueue(
+            self.settings.retransmit_mult,
+            self.num_nodes,
+            max_message=lambda: self._max_broadcast(user=True),
+            max_depth=self.settings.max_queue_depth,
+            label="user broadcast",
+        )
         self.probe_index = 0
         self.left = False
         self.running = False
@@ -518,6 +538,9 @@ class Membership:
             self.stream_result(key[1], None, "timeout", now)
 
     # --- sending -------------------------------------------------------------------------
+
+    def _max_broadcast(self, *, user: bool) -> int:
+        return max_broadcast(self.settings.udp_buffer_size, self.encryption_overhead, user=user)
 
     def _piggyback(self, used: int, target: str | None = None) -> list[bytes]:
         limit = (
@@ -1005,6 +1028,7 @@ def _copy(m: Member) -> Member:
 
 
 __all__ = [
+    "ENCRYPTION_OVERHEAD",
     "Event",
     "JoinResult",
     "LeaveDone",
@@ -1017,4 +1041,5 @@ __all__ = [
     "SendPacket",
     "StreamDone",
     "UserMessage",
+    "max_broadcast",
 ]

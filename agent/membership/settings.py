@@ -31,6 +31,11 @@ class Settings:
     # until its dead record is reaped. Pis change address with DHCP, so we let a dead or
     # left node come back at a new address after this long.
     dead_node_reclaim_time: float = 10.0
+    # Serf's MaxQueueDepth: user broadcasts (replication deltas, Serf intents) beyond this
+    # are pruned, most-sent first, so a burst cannot grow the queue without bound; push/
+    # pull repairs what they carried. memberlist's own queue needs none: it holds at most
+    # one message per node.
+    max_queue_depth: int = 4096
 
 
 def suspicion_timeout(suspicion_mult: int, n: int, interval: float) -> float:
