@@ -123,6 +123,11 @@ class MembershipNode:
             self.endpoint.keyring = keyring
 
     @property
+    def running(self) -> bool:
+        """Started (bound and announced): the node takes commands."""
+        return self.endpoint is not None
+
+    @property
     def core(self) -> Membership | None:
         """The protocol core, once started (prefer the endpoint's views)."""
         return self.endpoint.core if self.endpoint is not None else None
