@@ -56,6 +56,14 @@ class ClusterCollector(Collector):
         for kind, n in sorted({**c.bad_input, "bad_meta": meta_damage.count}.items()):
             bad.add_metric([kind], n)
         yield bad
+        broken = CounterMetricFamily(
+            "edge_agent_gossip_stream_errors",
+            "Accepted TCP gossip streams that broke before the exchange completed, by kind.",
+            labels=["kind"],
+        )
+        for kind, n in sorted(c.stream_errors.items()):
+            broken.add_metric([kind], n)
+        yield broken
         if node.core is not None:
             yield GaugeMetricFamily(
                 "edge_agent_gossip_health_score",

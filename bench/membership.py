@@ -26,7 +26,9 @@ would otherwise compile every module from source at each start). Measured per cl
 
 Part 2, the deterministic simulator (agent/membership/simulator.py) at 1,000 nodes:
 detection time, false positives under 5 % loss plus 5 % of nodes stalled 2 s, and
-gossip rounds for a broadcast to reach every node.
+gossip rounds for a broadcast to reach every node. Every node is the same GossipEndpoint
+a live node runs, so every simulated datagram is a whole packet as on the wire: compound,
+CRC, LZW compression and AES-GCM with a cluster key (--sim-plaintext turns the key off).
 
 Exits 1 if the harness could not measure; goals that fail are reported, not fatal.
 """
@@ -591,6 +593,10 @@ class SimResult:
     fp_dead_join: int = 0
     stalled: int = 0
     packets_per_node_s: float = math.nan
+    bytes_per_node_s: float = math.nan
+    datagrams_decoded: int = 0
+    bad_input: dict[str, int] = field(default_factory=dict)
+    encrypted: bool = True
     wall_s: float = math.nan
     notes: list[str] = field(default_factory=list)
 
@@ -605,31 +611,10 @@ class _CountRefutes(logging.Handler):
             self.count += 1
 
 
-def make_fast_simulator(n: int, seed: int) -> Any:
-    """The Simulator, with decoded packets cached by their bytes.
-
-    A broadcast is the same bytes every time it is relayed, and decoded messages are frozen
-    dataclasses, so sharing one decode changes no behaviour, only the wall time.
-    """
+def make_simulator(n: int, seed: int, encrypt: bool = True) -> Any:
     from agent.membership.simulator import Simulator
 
-    class CachedDecodeSimulator(Simulator):
-        _cache: dict[bytes, Any]
-
-        def _decode(self, node: Any, raw: bytes) -> Any:
-            cache = self.__dict__.setdefault("_cache", {})
-            msg = cache.get(raw)
-            if msg is None:
-                msg = super()._decode(node, raw)
-                if msg is not None:
-                    if len(cache) > 200_000:
-                        cache.clear()
-                    cache[raw] = msg
-            return msg
-
-    if not hasattr(Simulator, "_decode"):
-        return Simulator(n, seed=seed)
-    return CachedDecodeSimulator(n, seed=seed)
+    return Simulator(n, seed=seed, encrypt=encrypt)
 
 
 def sim_alive_everywhere(sim: Any, n_expected: int) -> bool:
@@ -644,7 +629,10 @@ def sim_alive_everywhere(sim: Any, n_expected: int) -> bool:
 
 def sim_bootstrap(sim: Any) -> None:
     """Converge without the join storm: start every node, then hand each one the full
-    member list as a push/pull (the merge a join does), and drop the broadcasts it queues."""
+    member list as a push/pull (the merge a join does), and drop the broadcasts it queues.
+
+    This is the one shortcut past the packet path: it calls each node's core directly
+    (encrypting and decoding a 1,000-member push/pull 1,000 times would only add wall time)."""
     from agent.membership.messages import PushNodeState, PushPull
 
     sim.run_until(sim.now)  # the start events: each node announces itself
@@ -675,7 +663,11 @@ def sim_run_until(
 
 
 def run_sim(
-    n: int, seed: int, log: Callable[[str], None], protocol_join: bool = False
+    n: int,
+    seed: int,
+    log: Callable[[str], None],
+    protocol_join: bool = False,
+    encrypt: bool = True,
 ) -> SimResult:
     from agent.membership.settings import Settings, suspicion_timeout
 
@@ -685,7 +677,8 @@ def run_sim(
     core_log = logging.getLogger("agent.membership")
     core_log.addHandler(refutes)
     core_log.propagate = False  # the cores' warnings are counted here, not printed
-    sim = make_fast_simulator(n, seed)
+    sim = make_simulator(n, seed, encrypt)
+    res.encrypted = sim.keyring is not None
     gossip_interval = Settings().gossip_interval
     rng = random.Random(seed + 1)
     names = list(sim.nodes)
@@ -775,7 +768,7 @@ def run_sim(
     res.fp_window = window
     t_w = sim.now
     obs_w = len(sim.observed)
-    pkts0 = sim.packets_sent
+    pkts0, bytes0 = sim.packets_sent, sim.bytes_sent
     live_names = [x.name for x in sim.live_nodes()]
     stalled = rng.sample(live_names, max(1, round(0.05 * len(live_names))))
     res.stalled = len(stalled)
@@ -789,6 +782,9 @@ def run_sim(
     sim.loss = 0.0
     sim.run_until(t_w + window + tail_s)  # suspicions raised in the window run their course
     res.packets_per_node_s = (sim.packets_sent - pkts0) / (window + tail_s) / n_live
+    res.bytes_per_node_s = (sim.bytes_sent - bytes0) / (window + tail_s) / n_live
+    res.datagrams_decoded = sum(x.endpoint.counters.packets_in for x in sim.nodes.values())
+    res.bad_input = sim.bad_input()
     fp = [o for o in sim.observed[obs_w:] if o.member not in killed and o.member in live_names]
     dead = [o for o in fp if o.kind == "dead"]
     sus = [o for o in fp if o.kind == "suspect"]
@@ -947,6 +943,13 @@ def report_sim(s: SimResult) -> None:
         ("  refutations (suspected nodes answering 'I am alive')", str(s.refutes)),
         ("dead events about live nodes during join/detection (no loss)", str(s.fp_dead_join)),
         ("packets sent per node per s (FP phase)", fmt(s.packets_per_node_s, 1)),
+        ("datagram bytes sent per node per s (FP phase)", fmt(s.bytes_per_node_s, 0)),
+        (
+            "datagrams decoded whole ("
+            + ("AES-GCM, " if s.encrypted else "plaintext, ")
+            + "CRC, LZW); refused",
+            f"{s.datagrams_decoded} ; {sum(s.bad_input.values())} {s.bad_input or ''}".strip(),
+        ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     print(f"{'metric'.ljust(widths[0])}  edge-agent (simulator, N={s.n})")
@@ -990,6 +993,11 @@ def main() -> int:
         action="store_true",
         help="build the simulated cluster by joining through one seed (minutes of wall time)",
     )
+    ap.add_argument(
+        "--sim-plaintext",
+        action="store_true",
+        help="simulate without the cluster key (the packet path minus AES-GCM)",
+    )
     ap.add_argument("--keep-logs", action="store_true", help="keep the nodes' stderr logs")
     part = ap.add_mutually_exclusive_group()
     part.add_argument("--skip-sim", action="store_true")
@@ -1023,6 +1031,7 @@ def main() -> int:
                 args.sim_seed,
                 lambda m: print(f"#   {m}", file=sys.stderr, flush=True),
                 protocol_join=args.sim_protocol_join,
+                encrypt=not args.sim_plaintext,
             )
     except HarnessError as e:
         print(f"harness error: {e}", file=sys.stderr)

@@ -1,10 +1,12 @@
-"""A deterministic cluster simulator on the real protocol core.
+"""A deterministic cluster simulator on the real membership endpoint.
 
-Many `Membership` cores in one process, in virtual time, with per-link loss and
-delay, partitions, killed and stalled nodes. Every random choice comes from one
-seed, so a failing run is reproduced exactly by its seed. Messages cross the
-"network" as the real encoded bytes and are decoded on arrival, so the codec is
-exercised too.
+Many `GossipEndpoint`s (the facade a live node runs behind its sockets) in one process,
+in virtual time, with per-link loss and delay, partitions, killed and stalled nodes.
+Every random choice comes from one seed, so a failing run is reproduced exactly by its
+seed. What crosses the "network" is what a live node would put on the wire: whole UDP
+datagrams (compound, CRC, LZW compression, AES-GCM with a shared keyring unless
+``encrypt=False``) and whole stream requests and replies, decoded on arrival by the same
+packet layer and stream exchanges, so the simulator exercises the same packet path.
 
 A stalled node (think SIGSTOP, or a Pi stuck on SD-card I/O) runs no timers and
 reads nothing until the stall ends; then it processes its backlog at once, which
@@ -24,17 +26,12 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.membership.codec import decode_message, encode_message
-from agent.membership.messages import Message, NodeState, UserMsg
-from agent.membership.protocol import (
-    Event,
-    MemberEvent,
-    Membership,
-    OpenStream,
-    Rejected,
-    SendPacket,
-)
+from agent.membership.endpoint import GossipEndpoint
+from agent.membership.keyring import Keyring
+from agent.membership.messages import NodeState
+from agent.membership.protocol import Event, MemberEvent, Membership, Rejected
 from agent.membership.settings import Settings
+from agent.membership.stream_exchange import OutboundStream
 
 Address = tuple[str, int]
 
@@ -43,11 +40,18 @@ Address = tuple[str, int]
 class SimNode:
     name: str
     addr: Address
-    core: Membership
+    endpoint: GossipEndpoint
     alive: bool = True
     stalled_until: float = 0.0
     backlog: list[tuple[str, object]] = field(default_factory=list)
     timer_at: float | None = None
+    # streams this node opened that are on their way, by id (answered or refused)
+    streams: dict[int, OutboundStream] = field(default_factory=dict)
+
+    @property
+    def core(self) -> Membership:
+        """The node's protocol core (views and test hooks; traffic goes via the endpoint)."""
+        return self.endpoint.core
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,7 @@ class Simulator:
         meta: bytes = b"",
         local_state: Callable[[str, bool], bytes] | None = None,
         on_event: Callable[[str, Event], None] | None = None,
+        encrypt: bool = True,
     ) -> None:
         self.rng = random.Random(seed)
         self.meta = meta  # every node's tags, unless add_node says otherwise
@@ -79,6 +84,13 @@ class Simulator:
         self.local_state = local_state
         self.on_event = on_event
         self.settings = settings or Settings()
+        # one cluster key, as an operator configures it; nonces from their own seeded
+        # generator, so the bytes are reproducible and the protocol's draws unchanged
+        self.keyring: Keyring | None = None
+        if encrypt:
+            nonces = random.Random(seed ^ 0x5EED)
+            key = random.Random(seed).randbytes(32)
+            self.keyring = Keyring([key], random_bytes=nonces.randbytes)
         self.loss = loss
         self.delay = delay
         self.now = 0.0
@@ -96,6 +108,18 @@ class Simulator:
 
     # --- building ------------------------------------------------------------------------
 
+    def _endpoint(self, name: str, addr: Address, meta: bytes, incarnation: int) -> GossipEndpoint:
+        return GossipEndpoint(
+            name,
+            addr,
+            meta=meta,
+            settings=self.settings,
+            keyring=self.keyring,
+            rng=random.Random(self.rng.random()),
+            incarnation=incarnation,
+            local_state=self._state_of(name),
+        )
+
     def add_node(
         self,
         name: str,
@@ -105,17 +129,8 @@ class Simulator:
     ) -> SimNode:
         idx = len(self.by_addr) + 1
         addr = (f"10.{(idx >> 16) & 255}.{(idx >> 8) & 255}.{idx & 255}", 7946)
-        core = Membership(
-            name,
-            addr[0],
-            addr[1],
-            meta=self.meta if meta is None else meta,
-            settings=self.settings,
-            rng=random.Random(self.rng.random()),
-            incarnation=incarnation,
-            local_state=self._state_of(name),
-        )
-        node = SimNode(name, addr, core)
+        ep = self._endpoint(name, addr, self.meta if meta is None else meta, incarnation)
+        node = SimNode(name, addr, ep)
         self.nodes[name] = node
         self.by_addr[addr] = node
         self._at(self.now if start_at is None else start_at, "start", name)
@@ -127,6 +142,14 @@ class Simulator:
         for node in self.nodes.values():
             if node is not seed:
                 self._at(self.now, "join", (node.name, seed.addr))
+
+    def bad_input(self) -> dict[str, int]:
+        """Malformed or refused input summed over every node's counters, by kind."""
+        total: dict[str, int] = {}
+        for node in self.nodes.values():
+            for kind, n in node.endpoint.counters.bad_input.items():
+                total[kind] = total.get(kind, 0) + n
+        return total
 
     # --- faults --------------------------------------------------------------------------
 
@@ -141,17 +164,7 @@ class Simulator:
         old = self.nodes[name]
         inc = old.core.incarnation
         del self.by_addr[old.addr]
-        core = Membership(
-            name,
-            old.addr[0],
-            old.addr[1],
-            meta=old.core.meta,
-            settings=self.settings,
-            rng=random.Random(self.rng.random()),
-            incarnation=inc,
-            local_state=self._state_of(name),
-        )
-        node = SimNode(name, old.addr, core)
+        node = SimNode(name, old.addr, self._endpoint(name, old.addr, old.core.meta, inc))
         self.nodes[name] = node
         self.by_addr[old.addr] = node
         self._at(self.now, "start", name)
@@ -163,7 +176,7 @@ class Simulator:
         del self.by_addr[node.addr]
         node.addr = addr
         self.by_addr[addr] = node
-        node.core.readdress(addr[0], addr[1], self.now)
+        node.endpoint.readdress(addr, self.now)
         self._flush(node)
 
     def stall(self, name: str, seconds: float) -> None:
@@ -182,7 +195,7 @@ class Simulator:
 
     def leave(self, name: str) -> None:
         node = self.nodes[name]
-        node.core.leave(self.now)
+        node.endpoint.leave(self.now)
         self._flush(node)
 
     # --- running -------------------------------------------------------------------------
@@ -200,7 +213,7 @@ class Simulator:
     # --- views ---------------------------------------------------------------------------
 
     def view(self, observer: str) -> dict[str, str]:
-        return {m.name: m.state_name for m in self.nodes[observer].core.members()}
+        return {m.name: m.state_name for m in self.nodes[observer].endpoint.members()}
 
     def live_nodes(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.alive]
@@ -250,7 +263,7 @@ class Simulator:
         if kind == "start":
             assert isinstance(payload, str)
             node = self.nodes[payload]
-            node.core.start(self.now)
+            node.endpoint.start(self.now)
             self._flush(node)
             return
         if kind == "unstall":
@@ -260,7 +273,7 @@ class Simulator:
                 backlog, node.backlog = node.backlog, []
                 for k, p in backlog:
                     self._deliver(node, k, p)
-                node.core.handle_timer(self.now)
+                node.endpoint.handle_timer(self.now)
                 self._flush(node)
             return
         if kind == "join":
@@ -268,7 +281,7 @@ class Simulator:
             name, addr = payload
             node = self.nodes[name]
             if node.alive:
-                node.core.join([addr], self.now)
+                node.endpoint.join([addr], self.now)
                 self._flush(node)
             return
         if kind == "timer":
@@ -282,7 +295,7 @@ class Simulator:
                 return
             if node.stalled_until > self.now:
                 return  # the unstall event runs overdue timers
-            node.core.handle_timer(self.now)
+            node.endpoint.handle_timer(self.now)
             self._flush(node)
             return
         # packet / stream deliveries: payload = (target addr, ...)
@@ -302,53 +315,53 @@ class Simulator:
     def _deliver(self, node: SimNode, kind: str, payload: object) -> None:
         assert isinstance(payload, tuple)
         if kind == "packet":
-            _, src_addr, messages = payload
-            for raw in messages:
-                msg = self._decode(node, raw)
-                if msg is not None:
-                    node.core.handle_message(msg, src_addr, self.now)
+            _, src_addr, data = payload
+            node.endpoint.receive_datagram(data, src_addr, self.now)
         elif kind == "stream":
+            # the whole request arrives at once; a short one ends at the peer's close
             _, src_name, sid, request = payload
-            reply = node.core.handle_stream(request, self.nodes[src_name].addr, self.now)
             src = self.nodes.get(src_name)
+            src_addr = src.addr if src is not None else ("0.0.0.0", 0)
+            inbound = node.endpoint.accept_stream(src_addr, self.now)
+            inbound.receive(request, self.now)
+            if not inbound.done:
+                inbound.receive_eof(self.now)
             if src is None or not self._link_ok(node.name, src_name):
+                if src is not None:
+                    src.streams.pop(sid, None)  # lost: the core's own timer reports it
                 return
-            # a user message gets no reply: the stream closing after it is success
-            done = reply is not None or isinstance(request, UserMsg)
-            self._at(self.now + self._latency(), "stream_reply", (src.addr, sid, reply, done))
+            reply = inbound.reply
+            self._at(self.now + self._latency(), "stream_reply", (src.addr, sid, reply))
         elif kind == "stream_reply":
-            _, sid, reply, done = payload
-            err = None if done else "connection closed"
-            node.core.stream_result(sid, reply, err, self.now)
-
-    def _decode(self, node: SimNode, raw: bytes) -> Message | None:
-        from agent.membership.errors import DecodeError
-
-        if raw and raw[0] == 8:  # userMsg in a packet: raw payload
-            from agent.membership.messages import UserMsg
-
-            return UserMsg(raw[1:])
-        try:
-            return decode_message(raw)
-        except DecodeError as e:
-            self.rejected.append(Rejected(str(e.kind), str(e)))
-            return None
+            _, sid, reply = payload
+            out = node.streams.pop(sid, None)
+            if out is None:
+                return  # the node restarted meanwhile: nobody is waiting for it
+            if not out.expects_reply:
+                out.sent(self.now)  # a user message: the stream closing after it is success
+                return
+            if reply is not None:
+                out.receive(reply, self.now)
+            out.receive_eof(self.now)  # the acceptor closes after its reply
 
     def _stream_failed(self, src_name: str, sid: int, error: str) -> None:
         src = self.nodes.get(src_name)
-        if src is not None and src.alive:
-            src.core.stream_result(sid, None, error, self.now)
+        if src is None:
+            return
+        out = src.streams.pop(sid, None)
+        if out is not None and src.alive:
+            out.fail(error, self.now)
             self._flush(src)
 
     def _flush(self, node: SimNode) -> None:
-        """Move a core's outputs onto the simulated network and re-arm its timer."""
-        core = node.core
+        """Move an endpoint's outputs onto the simulated network and re-arm its timer."""
+        ep = node.endpoint
         while True:
-            for p in core.packets_to_send():
-                self._send_packet(node, p)
-            for s in core.streams_to_open():
+            for data, addr in ep.datagrams_to_send(self.now):
+                self._send_datagram(node, data, addr)
+            for s in ep.streams_to_open(self.now):
                 self._open_stream(node, s)
-            events = core.events()
+            events = ep.events()
             if not events:
                 break
             for ev in events:
@@ -358,29 +371,28 @@ class Simulator:
                     self.rejected.append(ev)
                 if self.on_event is not None:
                     self.on_event(node.name, ev)  # may queue more output: loop
-        t = core.next_timer()
+        t = ep.next_timer()
         if t is not None and node.timer_at != t:
             node.timer_at = t
             self._at(t, "timer", (node.name, t))
 
-    def _send_packet(self, node: SimNode, p: SendPacket) -> None:
+    def _send_datagram(self, node: SimNode, data: bytes, addr: Address) -> None:
         self.packets_sent += 1
-        self.bytes_sent += sum(len(m) for m in p.messages)
-        target = self.by_addr.get(p.addr)
+        self.bytes_sent += len(data)
+        target = self.by_addr.get(addr)
         if target is None or not self._link_ok(node.name, target.name):
             return
         if self.rng.random() < self.loss:
             return
-        self._at(self.now + self._latency(), "packet", (p.addr, node.addr, p.messages))
+        self._at(self.now + self._latency(), "packet", (addr, node.addr, data))
 
-    def _open_stream(self, node: SimNode, s: OpenStream) -> None:
+    def _open_stream(self, node: SimNode, s: OutboundStream) -> None:
         target = self.by_addr.get(s.addr)
         if target is None or not self._link_ok(node.name, target.name):
             return  # the stream_expire timer in the core reports the timeout
-        # round-trip the request through the codec, as TCP would
-        request = decode_message(encode_message(s.request))
-        self._at(self.now + self._latency(), "stream", (s.addr, node.name, s.id, request))
+        node.streams[s.id] = s
+        self._at(self.now + self._latency(), "stream", (s.addr, node.name, s.id, s.request))
 
 
 def states(sim: Simulator, observer: str) -> dict[str, NodeState]:
-    return {m.name: m.state for m in sim.nodes[observer].core.members()}
+    return {m.name: m.state for m in sim.nodes[observer].endpoint.members()}

@@ -1,10 +1,11 @@
-"""The asyncio shell around the membership core: UDP and TCP sockets, the clock, timers.
+"""The asyncio adapter around the membership endpoint: sockets, the clock, timers.
 
-Everything protocol-shaped lives in `protocol.Membership`; this file only moves
-bytes. After each input it drains the core's outputs: packets are framed by the
-codec (compound, compression, CRC, encryption) and sent; streams are opened as
-tasks; events go to the owner's callback; the core's next timer is re-armed with
-loop.call_at. Malformed input is counted and dropped, never raised.
+Everything protocol-shaped lives in `endpoint.GossipEndpoint` (the SWIM core, the packet
+layer, the stream exchanges); this file only moves bytes. Datagrams go in with
+`receive_datagram` and come out of `datagrams_to_send`; connections are opened and
+accepted as tasks that feed the endpoint's stream exchanges; events go to the owner's
+callback; the endpoint's next timer is re-armed with loop.call_at. Malformed input and
+broken streams are counted (in `counters`) and dropped, never raised.
 """
 
 from __future__ import annotations
@@ -15,50 +16,32 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.atomic_file import write_atomic
 from agent.membership.broadcast_queue import Broadcast
-from agent.membership.codec import decode_packet, encode_packet
-from agent.membership.errors import DecodeError, EncodeError
+from agent.membership.counters import Counters
+from agent.membership.endpoint import GossipEndpoint
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
-from agent.membership.messages import ErrResp, Message, UserMsg
+from agent.membership.packet import MAX_UDP
 from agent.membership.protocol import (
     Event,
     IncarnationChanged,
     JoinResult,
     LeaveDone,
     Membership,
-    OpenStream,
-    Rejected,
-    SendPacket,
 )
 from agent.membership.settings import Settings
-from agent.membership.stream import StreamDecoder, encode_stream
+from agent.membership.stream_exchange import InboundStream, OutboundStream
+
+__all__ = ["Counters", "MembershipNode", "read_incarnation", "write_incarnation"]
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-MAX_UDP = 65536
 BIND_ATTEMPTS = 10  # with port 0, as memberlist's makeNetRetry
-
-
-@dataclass
-class Counters:
-    """Plain counters the owner exports to /metrics."""
-
-    packets_in: int = 0
-    packets_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    streams_in: int = 0
-    streams_out: int = 0
-    bad_input: dict[str, int] = field(default_factory=dict)
-
-    def bad(self, kind: str) -> None:
-        self.bad_input[kind] = self.bad_input.get(kind, 0) + 1
+READ_CHUNK = 65536
 
 
 def read_incarnation(path: Path) -> int:
@@ -112,12 +95,12 @@ class MembershipNode:
         self.advertise = advertise
         self.meta = meta
         self.settings = settings or Settings()
-        self.keyring = keyring
+        self._keyring = keyring
         self.incarnation_file = incarnation_file
         self.on_event = on_event
         self.local_state = local_state
         self.counters = Counters()
-        self.core: Membership | None = None
+        self.endpoint: GossipEndpoint | None = None
         self.port = bind[1]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -127,6 +110,27 @@ class MembershipNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._joins: dict[int, asyncio.Future[str | None]] = {}
         self._left: asyncio.Event = asyncio.Event()
+
+    @property
+    def keyring(self) -> Keyring | None:
+        return self._keyring
+
+    @keyring.setter
+    def keyring(self, keyring: Keyring | None) -> None:
+        """Rotated keys apply to the next packet and stream."""
+        self._keyring = keyring
+        if self.endpoint is not None:
+            self.endpoint.keyring = keyring
+
+    @property
+    def running(self) -> bool:
+        """Started (bound and announced): the node takes commands."""
+        return self.endpoint is not None
+
+    @property
+    def core(self) -> Membership | None:
+        """The protocol core, once started (prefer the endpoint's views)."""
+        return self.endpoint.core if self.endpoint is not None else None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -147,18 +151,17 @@ class MembershipNode:
         if adv_port == 0:
             adv_port = self.port
         incarnation = read_incarnation(self.incarnation_file) if self.incarnation_file else 0
-        overhead = 29 if self.keyring is not None else 0
-        self.core = Membership(
+        self.endpoint = GossipEndpoint(
             self.name,
-            adv_host,
-            adv_port,
+            (adv_host, adv_port),
             meta=self.meta,
             settings=self.settings,
+            keyring=self._keyring,
             incarnation=incarnation,
-            encryption_overhead=overhead,
             local_state=self.local_state,
+            counters=self.counters,
         )
-        self.core.start(self._now())
+        self.endpoint.start(self._now())
         self._pump()
 
     async def _bind(self, host: str, port: int) -> None:
@@ -180,8 +183,8 @@ class MembershipNode:
 
     async def join(self, addrs: list[Address], timeout: float | None = None) -> int:
         """Push/pull with each seed; returns how many answered."""
-        core = self._need_core()
-        ids = core.join(addrs, self._now())
+        ep = self._need_endpoint()
+        ids = ep.join(addrs, self._now())
         futs = []
         for sid in ids:
             fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -195,8 +198,8 @@ class MembershipNode:
 
     async def leave(self, timeout: float = 5.0) -> None:
         """Gossip our departure and wait (bounded) until it has been sent enough times."""
-        core = self._need_core()
-        core.leave(self._now())
+        ep = self._need_endpoint()
+        ep.leave(self._now())
         self._pump()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._left.wait(), timeout)
@@ -220,88 +223,77 @@ class MembershipNode:
     # --- views ---------------------------------------------------------------------------
 
     def members(self) -> list[Member]:
-        return self.core.members() if self.core else []
+        return self.endpoint.members() if self.endpoint else []
+
+    @property
+    def health_score(self) -> int:
+        """Lifeguard's local health score (0 before start)."""
+        return self.endpoint.health_score if self.endpoint else 0
+
+    @property
+    def incarnation(self) -> int:
+        return self.endpoint.incarnation if self.endpoint else 0
+
+    @property
+    def stale_views(self) -> int:
+        return self.endpoint.stale_views if self.endpoint else 0
 
     def update_meta(self, meta: bytes) -> None:
         self.meta = meta
-        core = self._need_core()
-        core.update_meta(meta, self._now())
+        self._need_endpoint().update_meta(meta, self._now())
         self._pump()
 
     def readdress(self, advertise: Address) -> None:
         """Announce ourselves at a new address (see Membership.readdress); the sockets are
         bound to the wildcard address and stay as they are."""
         self.advertise = advertise
-        core = self._need_core()
-        core.readdress(advertise[0], advertise[1], self._now())
+        self._need_endpoint().readdress(advertise, self._now())
         self._pump()
 
     def send_user(self, addr: Address, payload: bytes) -> None:
-        self._need_core().send_user(addr, payload)
+        self._need_endpoint().send_user(addr, payload)
         self._pump()
 
     def send_reliable(self, addr: Address, payload: bytes) -> int:
-        core = self._need_core()
-        sid = core.send_reliable(addr, payload, self._now())
+        sid = self._need_endpoint().send_reliable(addr, payload, self._now())
         self._pump()
         return sid
 
     def broadcast(
         self, payload: bytes, name: str | None = None, exclude: str | None = None
     ) -> Broadcast:
-        core = self._need_core()
-        return core.queue_user_broadcast(payload, name, exclude=exclude)
+        return self._need_endpoint().broadcast(payload, name, exclude=exclude)
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _need_core(self) -> Membership:
-        if self.core is None:
+    def _need_endpoint(self) -> GossipEndpoint:
+        if self.endpoint is None:
             raise RuntimeError("membership not started")
-        return self.core
+        return self.endpoint
 
     def _now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        core = self.core
-        if core is None:
+        if self.endpoint is None:
             return
-        self.counters.packets_in += 1
-        self.counters.bytes_in += len(data)
-        try:
-            result = decode_packet(data[:MAX_UDP], self.keyring)
-        except DecodeError as e:
-            self.counters.bad(str(e.kind))
-            log.debug("dropped packet from %s:%d: %s", addr[0], addr[1], e)
-            return
-        except Exception:  # a decoder bug, not the peer's garbage: never fatal, never hidden
-            log.exception("internal error decoding a packet from %s:%d", addr[0], addr[1])
-            self.counters.bad("internal-error")
-            return
-        for problem in result.problems:
-            self.counters.bad(str(problem.kind))
-        now = self._now()
-        for msg in result.messages:
-            try:
-                core.handle_message(msg, addr, now)
-            except Exception:  # a bug must not take the node down with it
-                log.exception("membership failed on a %s from %s", type(msg).__name__, addr)
-                self.counters.bad("internal-error")
+        self.endpoint.receive_datagram(data[:MAX_UDP], addr, self._now())
         self._pump()
 
     def _pump(self) -> None:
-        """Drain the core: send its packets, open its streams, deliver events, re-arm."""
-        core = self.core
-        if core is None or self._loop is None:
+        """Drain the endpoint: send its datagrams, open its streams, deliver events, re-arm."""
+        ep = self.endpoint
+        if ep is None or self._loop is None:
             return
-        for p in core.packets_to_send():
-            self._send_packet(p)
-        for s in core.streams_to_open():
+        now = self._now()
+        for data, addr in ep.datagrams_to_send(now):
+            self._sendto(data, addr)
+        for s in ep.streams_to_open(now):
             self._spawn(self._client_stream(s))
-        for ev in core.events():
+        for ev in ep.events():
             self._dispatch(ev)
-        when = core.next_timer()
+        when = ep.next_timer()
         if when != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -311,8 +303,8 @@ class MembershipNode:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        if self.core is not None:
-            self.core.handle_timer(self._now())
+        if self.endpoint is not None:
+            self.endpoint.handle_timer(self._now())
         self._pump()
 
     def _dispatch(self, ev: Event) -> None:
@@ -327,139 +319,74 @@ class MembershipNode:
                 fut.set_result(ev.error)
         elif isinstance(ev, LeaveDone):
             self._left.set()
-        elif isinstance(ev, Rejected):
-            self.counters.bad(ev.kind)
         if self.on_event is not None:
             try:
                 self.on_event(ev)
             except Exception:
                 log.exception("membership event handler failed")
 
-    def _send_packet(self, p: SendPacket) -> None:
+    def _sendto(self, data: bytes, addr: Address) -> None:
         if self._udp is None:
             return
         try:
-            data = encode_packet(
-                p.messages,
-                compress=self.settings.enable_compression,
-                crc=p.member is not None and p.member.pmax >= 5,
-                keyring=self.keyring,
-            )
-        except EncodeError as e:
-            log.error("cannot encode a packet for %s:%d: %s", p.addr[0], p.addr[1], e)
-            return
-        self.counters.packets_out += 1
-        self.counters.bytes_out += len(data)
-        try:
-            self._udp.sendto(data, p.addr)
+            self._udp.sendto(data, addr)
         except OSError as e:
-            log.debug("sendto %s:%d failed: %s", p.addr[0], p.addr[1], e)
+            log.debug("sendto %s:%d failed: %s", addr[0], addr[1], e)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _client_stream(self, s: OpenStream) -> None:
-        """Open a stream, send the request, read one reply, hand it to the core."""
-        self.counters.streams_out += 1
-        reply: Message | None = None
-        error: str | None = None
+    async def _client_stream(self, s: OutboundStream) -> None:
+        """Open a connection, write the request, feed the reply to the exchange."""
         writer: asyncio.StreamWriter | None = None
         timeout = max(s.deadline - self._now(), 0.01)
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(s.addr[0], s.addr[1])
-                writer.write(
-                    encode_stream(
-                        s.request,  # type: ignore[arg-type]
-                        compress=self.settings.enable_compression,
-                        keyring=self.keyring,
-                    )
-                )
+                writer.write(s.request)
                 await writer.drain()
-                if isinstance(s.request, UserMsg):
-                    reply = None  # memberlist's receiver reads a user message and hangs up
-                else:
-                    reply = await self._read_one(reader)
-                if isinstance(reply, ErrResp):
-                    error, reply = f"peer error: {reply.error}", None
-        except TimeoutError:
-            error = "timeout"
-        except DecodeError as e:
-            self.counters.bad(str(e.kind))
-            error = f"bad reply: {e}"
-        except (OSError, EncodeError) as e:
-            error = str(e) or type(e).__name__
-        except Exception:  # a bug in the stream codec: the core still hears how it ended
-            log.exception("internal error on a stream to %s:%d", s.addr[0], s.addr[1])
-            self.counters.bad("internal-error")
-            error = "internal error"
+                s.sent(self._now())
+                while not s.done:
+                    chunk = await reader.read(READ_CHUNK)
+                    if chunk:
+                        s.receive(chunk, self._now())
+                    else:
+                        s.receive_eof(self._now())
+        except (TimeoutError, OSError) as e:
+            s.fail(e, self._now())
         finally:
             if writer is not None:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
-        if self.core is not None:
-            self.core.stream_result(s.id, reply, error, self._now())
-            self._pump()
-
-    async def _read_one(self, reader: asyncio.StreamReader) -> Message:
-        dec = StreamDecoder(self.keyring)
-        while True:
-            msg = dec.next_message()
-            if msg is not None:
-                return msg
-            chunk = await reader.read(65536)
-            if not chunk:
-                dec.feed_eof()
-            else:
-                dec.feed(chunk)
+        self._pump()
 
     async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.counters.streams_in += 1
+        """Serve one accepted connection: read the request, write the reply, close."""
+        ep = self.endpoint
+        if ep is None:
+            writer.close()
+            return
         peer = writer.get_extra_info("peername") or ("", 0)
-        source = (str(peer[0]), int(peer[1]))
+        st: InboundStream = ep.accept_stream((str(peer[0]), int(peer[1])), self._now())
         try:
             async with asyncio.timeout(self.settings.tcp_timeout):
-                try:
-                    msg = await self._read_one(reader)
-                except DecodeError as e:
-                    self.counters.bad(str(e.kind))
-                    log.debug("bad stream from %s: %s", source[0], e)
-                    if str(e.kind) != "truncated":
-                        writer.write(encode_stream(ErrResp(str(e)), keyring=self.keyring))
-                        await writer.drain()
-                    return
-                except OSError:
-                    raise  # the connection failed, not the decoder (handled below)
-                except Exception:  # a decoder bug: logged, counted apart, no reply
-                    log.exception("internal error decoding a stream from %s", source[0])
-                    self.counters.bad("internal-error")
-                    return
-                core = self.core
-                if core is None:
-                    return
-                try:
-                    reply = core.handle_stream(msg, source, self._now())
-                except Exception:
-                    log.exception("membership failed on a stream from %s", source[0])
-                    self.counters.bad("internal-error")
-                    return
-                finally:
-                    self._pump()
-                if reply is not None:
-                    writer.write(
-                        encode_stream(
-                            reply,  # type: ignore[arg-type]
-                            compress=self.settings.enable_compression,
-                            keyring=self.keyring,
-                        )
-                    )
+                while not st.done:
+                    chunk = await reader.read(READ_CHUNK)
+                    if chunk:
+                        st.receive(chunk, self._now())
+                    else:
+                        st.receive_eof(self._now())
+                self._pump()
+                if st.reply is not None:
+                    writer.write(st.reply)
                     await writer.drain()
-        except (TimeoutError, OSError):
-            pass
+        except (TimeoutError, OSError) as e:
+            st.abort(e)  # counted by kind in counters.stream_errors
         finally:
+            self._pump()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -56,7 +56,8 @@ def test_the_largest_user_broadcast_the_queue_accepts_goes_out_in_a_packet() -> 
     sim.join_all()
     sim.run_for(5)
     core = sim.nodes["n0000"].core
-    payload = b"y" * (600 - 2 - 2 - 1)  # the simulator does not encrypt
+    # compound header, the encryption the simulator runs with, length and type byte
+    payload = b"y" * (600 - 2 - core.encryption_overhead - 2 - 1)
     core.queue_user_broadcast(payload)
     sim.flush("n0000")
     sim.run_for(5)

@@ -1,0 +1,148 @@
+"""The membership front door, driven by hand: bytes, timers and now in; bytes and events out.
+
+No loop, no sockets: two endpoints pass each other their datagrams and stream bytes.
+"""
+
+from __future__ import annotations
+
+import random
+
+from agent.membership import (
+    GossipEndpoint,
+    JoinResult,
+    Keyring,
+    MemberEvent,
+    Settings,
+    StreamDecoder,
+    UserMessage,
+    encode_stream,
+)
+from agent.membership.messages import ErrResp, Ping
+
+KEY = bytes(range(32))
+A = ("10.0.0.1", 7946)
+B = ("10.0.0.2", 7946)
+
+
+def endpoint(name: str, addr: tuple[str, int], keyring: Keyring | None) -> GossipEndpoint:
+    ep = GossipEndpoint(name, addr, keyring=keyring, settings=Settings(), rng=random.Random(1))
+    ep.start(0.0)
+    return ep
+
+
+class Wire:
+    """Moves datagrams and whole stream exchanges between endpoints, by address."""
+
+    def __init__(self, *eps: tuple[tuple[str, int], GossipEndpoint]) -> None:
+        self.at = dict(eps)
+        self.events: dict[str, list[object]] = {ep.name: [] for _, ep in eps}
+        self.datagrams = 0
+
+    def pump(self, now: float) -> None:
+        moved = True
+        while moved:
+            moved = False
+            for addr, ep in self.at.items():
+                for data, to in ep.datagrams_to_send(now):
+                    self.datagrams += 1
+                    self.at[to].receive_datagram(data, addr, now)
+                    moved = True
+                for out in ep.streams_to_open(now):
+                    inbound = self.at[out.addr].accept_stream(addr, now)
+                    inbound.receive(out.request, now)
+                    out.sent(now)
+                    if out.expects_reply:
+                        if inbound.reply is not None:
+                            out.receive(inbound.reply, now)
+                        out.receive_eof(now)
+                    moved = True
+                evs = ep.events()
+                self.events[ep.name] += evs
+                moved = moved or bool(evs)
+
+    def run(self, until: float, now: float = 0.0) -> float:
+        self.pump(now)
+        while True:
+            due = [t for t in (ep.next_timer() for ep in self.at.values()) if t is not None]
+            if not due or min(due) > until:
+                return until
+            now = min(due)
+            for ep in self.at.values():
+                ep.handle_timer(now)
+            self.pump(now)
+
+
+def test_two_endpoints_join_and_gossip_over_encrypted_bytes() -> None:
+    a, b = endpoint("a", A, Keyring([KEY])), endpoint("b", B, Keyring([KEY]))
+    wire = Wire((A, a), (B, b))
+    (sid,) = a.join([B], 0.0)
+    wire.run(5.0)
+    assert JoinResult(sid, B, None) in wire.events["a"]
+    assert [(m.name, m.state_name) for m in a.members()] == [("a", "alive"), ("b", "alive")]
+    assert [(m.name, m.state_name) for m in b.members()] == [("a", "alive"), ("b", "alive")]
+    # probes and gossip went as datagrams, all readable, none refused
+    assert wire.datagrams > 0 and a.counters.packets_in > 0 and b.counters.packets_in > 0
+    assert a.counters.bad_input == b.counters.bad_input == {}
+    assert a.counters.streams_out == b.counters.streams_in >= 1  # the join, maybe a push/pull
+    # a delegate message, best effort and reliable
+    a.send_user(B, b"hello")
+    a.send_reliable(B, b"reliable", 5.0)
+    b.broadcast(b"to all")
+    wire.run(7.0, now=5.0)
+    got = [e.payload for e in wire.events["b"] if isinstance(e, UserMessage)]
+    assert got == [b"hello", b"reliable"]
+    assert b"to all" in [e.payload for e in wire.events["a"] if isinstance(e, UserMessage)]
+
+
+def test_a_node_with_another_key_is_kept_out_and_counted() -> None:
+    a, b = endpoint("a", A, Keyring([KEY])), endpoint("b", B, Keyring([bytes(32)]))
+    wire = Wire((A, a), (B, b))
+    a.join([B], 0.0)
+    wire.run(3.0)
+    (result,) = [e for e in wire.events["a"] if isinstance(e, JoinResult)]
+    assert result.error is not None and "bad reply" in result.error
+    assert b.counters.bad_input == {"decrypt_failed": 1}  # our push/pull: unreadable
+    assert a.counters.bad_input == {"decrypt_failed": 1}  # its errResp: unreadable too
+    assert not [e for e in wire.events["b"] if isinstance(e, MemberEvent) and e.member.name == "a"]
+
+
+def test_a_bad_request_gets_an_error_reply_and_is_counted() -> None:
+    b = endpoint("b", B, None)
+    inbound = b.accept_stream(A, 1.0)
+    inbound.receive(b"\x63garbage", 1.0)  # an unknown message type
+    assert inbound.done and inbound.reply is not None
+    dec = StreamDecoder()
+    dec.feed(inbound.reply)
+    reply = dec.next_message()
+    assert isinstance(reply, ErrResp) and "unknown_type" in reply.error
+    assert b.counters.bad_input == {"unknown_type": 1}
+    # a ping over TCP is answered; one cut short gets nothing, and is counted
+    ok = b.accept_stream(A, 1.0)
+    ok.receive(encode_stream(Ping(seq_no=4, node="b"), compress=False), 1.0)
+    assert ok.done and ok.reply is not None
+    short = b.accept_stream(A, 1.0)
+    short.receive(b"\x06", 1.0)
+    assert not short.done
+    short.receive_eof(1.0)
+    assert short.done and short.reply is None and b.counters.bad_input["truncated"] == 1
+
+
+def test_a_broken_inbound_stream_is_counted_by_kind() -> None:
+    b = endpoint("b", B, None)
+    for exc in (TimeoutError(), ConnectionResetError(), BrokenPipeError(), OSError(5, "EIO")):
+        b.accept_stream(A, 1.0).abort(exc)
+    assert b.counters.stream_errors == {"timeout": 1, "reset": 1, "broken_pipe": 1, "os_error": 1}
+    assert b.counters.streams_in == 4
+
+
+def test_a_rotated_keyring_applies_to_the_next_packet() -> None:
+    new = bytes(range(2, 34))
+    a, b = endpoint("a", A, Keyring([KEY])), endpoint("b", B, Keyring([KEY, new]))
+    wire = Wire((A, a), (B, b))
+    a.join([B], 0.0)
+    wire.run(3.0)
+    a.keyring = Keyring([new])  # b has both: still readable
+    b.keyring = Keyring([new])
+    wire.run(10.0, now=3.0)
+    assert a.counters.bad_input == b.counters.bad_input == {}
+    assert {m.state_name for m in a.members()} == {"alive"}
