@@ -109,6 +109,12 @@ class AgentProcess:
         self.notify.bind(str(self.notify_path))
         self.notify.settimeout(0.1)
         self.messages: list[str] = []
+        # Read the socket all the time, as PID 1 does: sd_notify blocks (holding the GIL,
+        # in systemd-python) once ten datagrams wait unread, which would freeze the agent
+        self._lock = threading.Lock()
+        self._reading = True
+        self._reader = threading.Thread(target=self._read_notify, daemon=True)
+        self._reader.start()
         self.write_config(config_text)
         self.stderr_path = tmp / "stderr.log"
         self.env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), **(env or {})}
@@ -137,14 +143,21 @@ class AgentProcess:
         )
         return self
 
-    def recv_notify(self) -> list[str]:
-        """Drain the notify socket; every datagram is kept in self.messages."""
-        while True:
+    def _read_notify(self) -> None:
+        while self._reading:
             try:
                 data = self.notify.recv(4096)
             except (TimeoutError, BlockingIOError):
-                return self.messages
-            self.messages.extend(data.decode().splitlines())
+                continue
+            except OSError:
+                return  # closed
+            with self._lock:
+                self.messages.extend(data.decode().splitlines())
+
+    def recv_notify(self) -> list[str]:
+        """Every line the agent has sent to its notify socket so far."""
+        with self._lock:
+            return list(self.messages)
 
     def wait_notify(self, line: str, timeout: float = 15.0) -> None:
         def seen() -> bool:
@@ -178,6 +191,8 @@ class AgentProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        self._reading = False
+        self._reader.join(1.0)
         self.notify.close()
 
 
