@@ -36,6 +36,7 @@ from agent.handoff import Handoff, HandoffResult
 from agent.membership.member import Member as GossipMember
 from agent.membership.meta import decode_tags
 from agent.membership.protocol import Event, MemberEvent
+from agent.membership.settings import Settings
 from agent.placement import Member, OwnerChange, Placement, member_from_tags
 from agent.replication import Output, Replicator
 from agent.state import Delta, State, canonical_spec, encode_delta, latency_band
@@ -85,14 +86,16 @@ class NodeCore:
         replicas: int = 2,
         reap_after: float = 3600.0,
         hlc_high_water: int = 0,
+        gossip: Settings | None = None,
     ) -> None:
+        """``gossip``: the membership settings, for the largest delta a packet carries."""
         self.name = name
         self.weight = weight
         self.reap_after = reap_after
         self.state = state
         high_water = max(hlc_high_water, state.own_high_water())
         self.hlc = HLC(name, high_water or None)
-        self.replicator = Replicator(state, on_apply=self._remote_applied)
+        self.replicator = Replicator(state, gossip=gossip, on_apply=self._remote_applied)
         self.placement = Placement([Member(name, weight)], replicas)
         self.handoff = Handoff(name)
         self.verdicts = Verdicts(state, self.placement)
