@@ -1,95 +1,53 @@
-"""The coordinator: this node's share of the fleet's work and knowledge, in one place.
+"""The coordinator: the node core (agent/node_core.py) wired to the store, the check
+engine and the membership node. It is the thin shell around a pure core.
 
-It ties the parts that were built to stand alone into the running agent's data flow
-(DESIGN.md, "Data flow"; docs/replication.md, docs/placement.md, docs/store.md)::
+The core decides (catalogue, placement, handoff, verdicts, replication); this shell
+carries its outputs out: records go to the store through group commit on one writer
+thread (agent/persistence.py), local deltas are **published only after the commit that
+made them durable** (so a node that crashes and restarts can never reuse a dot a peer
+already holds for a different write), the engine gets its origin set, verdict changes
+go to the runtime's callbacks, and packets go to the membership node. While the disk
+is failing nothing can be made durable: deltas are published at once and the node runs
+from memory (health ``degraded``), as docs/design.md's failure modes say.
 
-    config / API ──declare──▶ State ◀──apply── Replicator ◀── membership events
-                                │  ▲                │
-             catalogue ─────────┘  └──observe──┐    └──▶ outputs (gossip, TCP)
-                 ▼                             │
-    members ─▶ Placement ─▶ Handoff ─▶ CheckEngine (only the origins this node checks)
-                 │
-                 └──▶ verdicts (State.verdict over the current owners) ─▶ events, webhooks
-
-Every change to the State goes through ``_local`` (ours) or the replicator's
-``on_apply`` (a peer's), so every change also reaches the store. Local deltas are
-**published only after the store has made them durable** (group commit, at most every
-``store.commit_interval``): a node that crashes and restarts can then never reuse a
-dot (replica, counter) that a peer already holds for a different write, which would
-make its next writes invisible to that peer. While the disk is failing, the store
-cannot make anything durable: deltas are published at once and the node runs from
-memory (health ``degraded``), as DESIGN.md's failure modes say.
-
-The I/O it drives (the check engine, membership sends) is passed in as plain objects
-and callbacks; time comes in as ``now`` (monotonic) and ``wall`` (unix seconds), so the
-tests can drive it without a loop.
+Time comes in as ``now`` (the loop's monotonic clock); unix time is read from ``wall``
+here, once per input, and passed down, so the core never reads a clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.checks.state import Status as CheckStatus
 from agent.checks.state import Transition
 from agent.config import Config, OriginSpec
 from agent.crdt.codec import CrdtDecodeError
-from agent.crdt.hlc import HLC, Timestamp
-from agent.handoff import Handoff, HandoffResult
+from agent.crdt.hlc import HLC
+from agent.handoff import Handoff
 from agent.membership.member import Member as GossipMember
-from agent.membership.meta import decode_tags
-from agent.membership.protocol import Event, MemberEvent
-from agent.placement import Member, OwnerChange, Placement, member_from_tags
+from agent.membership.protocol import Event
+from agent.node_core import IDLE_TICK, Conflict, NodeCore
+from agent.persistence import GroupCommit
+from agent.placement import Placement
 from agent.replication import Gossip, Output, Replicator
-from agent.state import Delta, State, canonical_spec, decode_delta, encode_delta, latency_band
+from agent.state import Delta, State, decode_delta
 from agent.store import SnapshotBudget, Store, incarnation
+from agent.store.fs import FileOps
+from agent.verdicts import VerdictChange
 
 log = logging.getLogger(__name__)
-
-SETTLE = 3.0  # at most this long after start before checking while looking for peers
-IDLE_TICK = 1.0  # the longest the periodic work sleeps
-REAP_EVERY = 60.0
-TRANSITIONS_KEPT = 200
 
 
 class Engine(Protocol):
     def set_origins(
         self, specs: Iterable[OriginSpec], *, immediate: bool | Collection[str] = False
     ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictChange:
-    """A fleet verdict transition of one origin, as this node computed it."""
-
-    origin: str
-    old: str
-    new: str
-    at: float  # unix seconds
-    reason: str
-    owners: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "origin": self.origin,
-            "from": self.old,
-            "to": self.new,
-            "at": round(self.at, 3),
-            "reason": self.reason,
-            "owners": list(self.owners),
-        }
-
-
-class Conflict(Exception):
-    """An API request the catalogue cannot honour (e.g. deleting a config origin)."""
 
 
 class Coordinator:
@@ -102,44 +60,41 @@ class Coordinator:
         engine: Engine,
         *,
         wall: Callable[[], float] = time.time,
+        fs: FileOps | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.engine = engine
         self.wall = wall
-        self.k = config.cluster.replicas
         self.bad_records = 0
         self.store = Store(
             config.node.data_dir / "store",
-            snapshot_source=lambda: self.state.snapshot(),
+            snapshot_source=lambda: self.state.snapshot(),  # recovery's; then per commit
             budget=SnapshotBudget(max_log_bytes=max(config.store.max_bytes // 2, 1 << 20)),
+            fs=fs,
         )
         self.state = self._recover()
-        high_water = max(int(self.store.meta.get("hlc", 0) or 0), self.state.own_high_water())
-        self.hlc = HLC(name, high_water or None)
-        self.replicator = Replicator(
-            self.state, gossip=config.gossip, on_apply=self._remote_applied
+        self.core = NodeCore(
+            name,
+            self.state,
+            weight=config.node.weight,
+            replicas=config.cluster.replicas,
+            reap_after=config.cluster.reap_after,
+            hlc_high_water=int(self.store.meta.get("hlc", 0) or 0),
+            gossip=config.gossip,
         )
-        self.placement = Placement([Member(name, config.node.weight)], self.k)
-        self.handoff = Handoff(name)
+        self.commits = GroupCommit(
+            self.store,
+            config.store.commit_interval,
+            publish=self._publish,
+            copy_state=lambda: self.state.crdt.copy(),
+        )
+        self.commits.on_fault_change = self._fault_changed
+        self.store.snapshot_source = None  # from here on each commit brings its own copy
         self.transport: Callable[[list[Output]], None] | None = None
         self.on_verdict: Callable[[VerdictChange], None] | None = None
         self.on_origins: Callable[[set[str]], None] | None = None  # changed ids, for events
-        self.on_work: Callable[[], None] | None = None  # something to commit: wake tick
-        self.transitions: deque[VerdictChange] = deque(maxlen=TRANSITIONS_KEPT)
         self.faults: dict[str, tuple[str, str]] = dict(self._recovery_faults)
-        self.verdicts: dict[str, str] = {}
-        self.settled = False
-        self._pending: Delta | None = None  # local deltas waiting for a commit to publish
-        self._waiters: list[asyncio.Future[bool]] = []  # durable() calls awaiting a commit
-        self._last_commit = 0.0
-        self._drain_seen: dict[str, dict[str, Any]] = {}
-        self._absent_since: dict[str, float] = {}
-        self._alive: set[str] = {name}  # live members (alive or suspect), me included
-        self._gained: set[str] = set()  # taken over, first result not yet written
-        self._next_reap = 0.0
-        self._started_at = 0.0
-        self._engine_specs: dict[str, OriginSpec] = {}  # what the engine was last given
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -198,444 +153,153 @@ class Coordinator:
         return state
 
     def start(self, origins: Iterable[OriginSpec], now: float, *, alone: bool) -> None:
-        """Declare the config's origins and place them. ``alone``: this node has no way
-        to find peers (no seeds, no remembered peers, no mDNS), so it starts checking at
-        once instead of waiting up to SETTLE seconds to learn the cluster."""
-        self._started_at = now
-        self._next_reap = now + REAP_EVERY
-        restored = set(self.state.catalogue())  # from the store: place them too
-        self.placement.set_origins(restored)
-        self._recompute(restored)
-        self.declare_config(origins, now)
-        if alone:
-            self.settle(now)
+        """Declare the config's origins and place them (NodeCore.start)."""
+        self.core.start(origins, now, self.wall(), alone=alone)
+        self._drain()
 
     def settle(self, now: float) -> None:
-        """Begin checking. Until now ownership was computed but not acted on: a node that
-        starts alone owns every origin for the second it takes to find its peers, and
-        checking them all would hit every origin once per restart. From a fresh Handoff
-        fed the current assignment, nothing is draining: only owned origins start."""
-        if self.settled:
-            return
-        self.settled = True
-        self.handoff = Handoff(self.name)
-        assignment = self.placement.assignment()
-        self.handoff.owners_changed(
-            [OwnerChange(o, (), owners) for o, owners in assignment.items()],
-            now,
-            self._interval_of,
-        )
-        # my observations of origins I no longer own (from before a restart) go now
-        mine = self.handoff.owned()
-        for origin in list(self.state.origins()):
-            if origin not in mine and self.state.observation(origin, self.name) is not None:
-                self._local(self.state.remove_observation(origin, self.name))
-        self._sync_engine(())
-        log.info("checking %d of %d origins", len(mine), len(assignment))
+        self.core.settle(now)
+        self._drain()
 
-    # --- the catalogue -------------------------------------------------------------------
-
-    def _ts(self, origin_id: str) -> Timestamp:
-        """A timestamp later than every declaration of the origin we know (LWW order)."""
-        wall_ms = int(self.wall() * 1000)
-        for _, _, decl in self.state.declarations(origin_id):
-            self.hlc.update(decl.ts, wall_ms)
-        return self.hlc.now(wall_ms)
+    # --- inputs: each goes to the core, then its outputs are carried out -----------------
 
     def declare_config(self, origins: Iterable[OriginSpec], now: float) -> None:
         """Make this node's config declarations equal ``origins`` (start and SIGHUP)."""
-        wanted = {spec.id: spec for spec in origins}
-        changed: set[str] = set()
-        for origin_id in self.state.origins():
-            for node, source, _ in self.state.declarations(origin_id):
-                mine = node == self.name and source == "config"
-                if (
-                    mine
-                    and origin_id not in wanted
-                    and self._local(self.state.retract(origin_id, self.name, "config"))
-                ):
-                    changed.add(origin_id)
-        for origin_id, spec in wanted.items():
-            current = [
-                d
-                for n, s, d in self.state.declarations(origin_id)
-                if n == self.name and s == "config"
-            ]
-            if current and _same_spec(current[0].spec, spec):
-                continue
-            if self._local(self.state.declare(spec, self.name, "config", self._ts(origin_id))):
-                changed.add(origin_id)
-        self._catalogue_changed(changed, now)
+        self.core.declare_config(origins, now, self.wall())
+        self._drain()
 
     def put(self, spec: OriginSpec, now: float) -> bool:
         """Declare ``spec`` through the API; True if it is a new origin to the fleet."""
-        new = self.state.spec(spec.id) is None
-        delta = self.state.declare(spec, self.name, "api", self._ts(spec.id))
-        if self._local(delta):
-            self._catalogue_changed({spec.id}, now)
-        return new
+        try:
+            return self.core.put(spec, now, self.wall())
+        finally:
+            self._drain()
 
     def delete(self, origin_id: str, now: float) -> bool:
-        """Retract every API declaration of the origin (made through any node). False if
-        there is no such origin; Conflict if node configs still declare it."""
-        decls = self.state.declarations(origin_id)
-        if not decls:
-            return False
-        for node, source, _ in decls:
-            if source == "api":
-                self._local(self.state.retract(origin_id, node, "api"))
-        self._catalogue_changed({origin_id}, now)
-        left = sorted({node for node, source, _ in decls if source == "config"})
-        if left:
-            raise Conflict(
-                f"origin {origin_id!r} is declared in the config of {', '.join(left)}; "
-                "remove it there (and reload)"
-            )
-        return True
-
-    def _catalogue_changed(self, ids: set[str], now: float) -> None:
-        if not ids:
-            return
-        changes: list[OwnerChange] = []
-        result = HandoffResult()
-        respec = False
-        for origin_id in sorted(ids):
-            spec = self.state.spec(origin_id)
-            if spec is None:
-                if origin_id in self.placement.origins:
-                    changes += self.placement.remove_origin(origin_id)
-                    if self.settled:
-                        result = _merge(result, self.handoff.origin_removed(origin_id, now))
-                self.verdicts.pop(origin_id, None)
-            elif origin_id not in self.placement.origins:
-                changes += self.placement.add_origin(origin_id)
-            elif origin_id in self._engine_specs and spec != self._engine_specs[origin_id]:
-                respec = True  # the effective spec changed (a newer declaration won)
-        live = [c for c in changes if c.new]
-        self._owners_changed(live, now, result, force_sync=respec)
-        self._recompute(ids)
-
-    # --- membership ----------------------------------------------------------------------
+        """Retract the origin's API declarations; Conflict if configs still declare it."""
+        try:
+            return self.core.delete(origin_id, now, self.wall())
+        finally:
+            self._drain()
 
     def on_event(self, ev: Event, now: float, members: Callable[[], list[GossipMember]]) -> None:
         """Every membership event (the cluster's on_event chain)."""
-        changed = self.replicator.handle_event(ev)
-        self._flush()
-        if isinstance(ev, MemberEvent):
-            self._members_changed(members(), now)
-        if changed:
-            self._remote_changed(changed, now)
-
-    def _members_changed(self, gossip_members: list[GossipMember], now: float) -> None:
-        members = [Member(self.name, self.config.node.weight)]
-        self._alive = {self.name} | {
-            m.name for m in gossip_members if m.state_name in ("alive", "suspect")
-        }
-        for m in gossip_members:
-            if m.name == self.name:
-                continue
-            try:
-                tags = decode_tags(m.meta)
-            except Exception:
-                tags = {}
-            members.append(member_from_tags(m.name, m.state_name, tags))
-            if m.state_name in ("alive", "suspect"):
-                self._absent_since.pop(m.name, None)
-            else:
-                self._absent_since.setdefault(m.name, now)
-        changes = self.placement.set_members(members)
-        if changes:
-            self._owners_changed(changes, now, HandoffResult())
-            self._recompute({c.origin for c in changes})
-
-    def _owners_changed(
-        self,
-        changes: list[OwnerChange],
-        now: float,
-        result: HandoffResult,
-        *,
-        force_sync: bool = False,
-    ) -> None:
-        if self.settled and changes:
-            result = _merge(result, self.handoff.owners_changed(changes, now, self._interval_of))
-            for origin in list(self.handoff.draining()):
-                if origin in self._drain_seen:
-                    continue
-                seen = self._drain_seen[origin] = dict(self.state.observations(origin))
-                # A live new owner that already reports on the origin is checking it
-                # (owners check; a node that loses an origin deletes its observation
-                # once it stops): nothing to wait for from that one.
-                for owner in self.placement.owners(origin):
-                    if owner != self.name and owner in seen and owner in self._alive:
-                        res = self.handoff.observation_arrived(origin, owner, now)
-                        result = _merge(result, res)
-        self._apply(result, force_sync=force_sync)
-
-    def _apply(self, result: HandoffResult, *, force_sync: bool = False) -> None:
-        self._gained.update(result.started)
-        self._gained.difference_update(result.stopped)
-        for origin in result.remove_observations:
-            self._local(self.state.remove_observation(origin, self.name))
-        for origin in result.stopped:
-            self._drain_seen.pop(origin, None)
-        if result.started or result.stopped or force_sync:
-            self._sync_engine(result.started)
-
-    def _sync_engine(self, immediate: Iterable[str]) -> None:
-        if not self.settled:
-            return
-        specs = {}
-        for origin in self.handoff.checking():
-            spec = self.state.spec(origin)
-            if spec is not None:
-                specs[origin] = spec
-        self._engine_specs = specs
-        self.engine.set_origins(specs.values(), immediate=set(immediate))
-
-    def _interval_of(self, origin_id: str) -> float:
-        spec = self.state.spec(origin_id)
-        return spec.interval if spec is not None else 10.0
-
-    # --- observations --------------------------------------------------------------------
+        self.core.on_event(ev, now, self.wall(), members)
+        self._drain()
 
     def on_transition(self, t: Transition) -> None:
         """The engine's status change for an origin this node checks: our observation."""
-        if t.new == CheckStatus.UNKNOWN or t.origin_id not in self.handoff.checking():
-            return
-        if self.state.spec(t.origin_id) is None:
-            return
-        band = latency_band(t.latency) if t.new == CheckStatus.UP else None
-        delta = self.state.observe(
-            t.origin_id,
-            self.name,
-            str(t.new),
-            self.hlc.now(int(self.wall() * 1000)),
-            band,
-            t.reason,
-            fresh=t.origin_id in self._gained,
-        )
-        self._gained.discard(t.origin_id)
-        if self._local(delta):
-            self._recompute({t.origin_id}, reason=t.reason)
+        self.core.on_transition(t, self.wall())
+        self._drain()
 
-    def _remote_changed(self, changed: set[str], now: float) -> None:
-        catalogue = set()
-        for o in changed:
-            spec = self.state.spec(o)
-            known = o in self.placement.origins
-            if (spec is None) == known or (
-                o in self._engine_specs and spec != self._engine_specs[o]
-            ):
-                catalogue.add(o)
-        if catalogue:
-            self._catalogue_changed(catalogue, now)
-        draining = changed & self._drain_seen.keys()
-        for origin in sorted(draining):
-            seen = self._drain_seen.get(origin, {})
-            for owner in self.placement.owners(origin) if origin in self.placement.origins else ():
-                obs = self.state.observation(origin, owner)
-                if obs is not None and obs != seen.get(owner):
-                    self._apply(self.handoff.observation_arrived(origin, owner, now))
-        self._recompute(changed - catalogue)
+    def tick(self, now: float, alive: set[str]) -> None:
+        """Periodic work, at ``next_wakeup`` (or sooner, after ``on_work``): the core's
+        deadlines, then a group commit if one is due (it runs on the writer thread)."""
+        self.core.tick(now, self.wall(), alive)
+        self._drain()
+        self.commits.maybe_commit(now, self._meta())
 
-    # --- verdicts ------------------------------------------------------------------------
+    def next_wakeup(self, now: float) -> float:
+        """When ``tick`` next has work: a commit falling due, a drain timing out, the
+        settle time; at most IDLE_TICK away (reaping). Idle nodes wake once a second."""
+        at = [now + IDLE_TICK]
+        for t in (self.commits.next_commit(), self.core.next_deadline()):
+            if t is not None:
+                at.append(t)
+        return max(min(at), now)
 
-    def verdict(self, origin_id: str) -> str:
-        if origin_id not in self.placement.origins:
-            return "unknown"
-        return self._judge(origin_id, self.placement.owners(origin_id))
-
-    def _judge(self, origin_id: str, owners: tuple[str, ...]) -> str:
-        """The owners' verdict; while no owner has reported yet (just after ownership
-        moved), the live former owners that still drain it stand in, so a handoff does
-        not blink the fleet's answer to "unknown"."""
-        verdict = self.state.verdict(origin_id, owners)
-        if verdict == "unknown":
-            others = [
-                o
-                for o in self.state.observations(origin_id)
-                if o in self._alive and o not in owners
-            ]
-            if others:
-                verdict = self.state.verdict(origin_id, others)
-        return verdict
-
-    def owners(self, origin_id: str) -> tuple[str, ...]:
-        if origin_id not in self.placement.origins:
-            return ()
-        return self.placement.owners(origin_id)
-
-    def _recompute(self, ids: Iterable[str], reason: str = "") -> None:
-        changed: set[str] = set()
-        for origin in ids:
-            changed.add(origin)
-            if origin not in self.placement.origins:
-                continue
-            owners = self.placement.owners(origin)
-            new = self._judge(origin, owners)
-            old = self.verdicts.get(origin, "unknown")
-            if new == old:
-                continue
-            self.verdicts[origin] = new
-            why = reason or self._why(origin, owners, new)
-            change = VerdictChange(origin, old, new, self.wall(), why, owners)
-            self.transitions.append(change)
-            if self.on_verdict is not None:
-                self.on_verdict(change)
-        if changed and self.on_origins is not None:
-            self.on_origins(changed)
-
-    def _why(self, origin: str, owners: tuple[str, ...], verdict: str) -> str:
-        reasons = []
-        for owner in owners:
-            obs = self.state.observation(origin, owner)
-            if obs is not None and (verdict == "disputed" or obs.status == verdict):
-                reasons.append(f"{owner}: {obs.status} ({obs.reason})")
-        return "; ".join(reasons)
-
-    # --- local deltas, persistence, publication ------------------------------------------
-
-    def _local(self, delta: Delta | None) -> bool:
-        """A delta a local mutator returned: log it, and publish once durable."""
-        if delta is None or delta.is_empty():
-            return False
-        self.store.append_delta(encode_delta(delta))
-        if self.store.fault is not None:
-            self.replicator.publish(delta)  # nothing can be made durable: run from memory
-            self._flush()
-        elif self._pending is None:
-            self._pending = delta.copy()
-            if self.on_work is not None:
-                self.on_work()
-        else:
-            self._pending.join(delta)
-        return True
+    def commit(self, now: float) -> None:
+        """Start a group commit now (it completes on the writer thread)."""
+        self.commits.commit(now, self._meta())
 
     async def durable(self) -> bool:
         """Wait until every local change made so far is on disk (the next group commit,
         at most ``commit_interval``); False if the store is faulted (memory only)."""
-        if self.store.fault is not None:
-            return False
-        if self._pending is None and not self.store.stats.pending_records:
-            return True
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        return await fut
+        return await self.commits.durable()
 
-    def _remote_applied(self, raw: bytes) -> None:
-        idle = self._pending is None and not self.store.stats.pending_records
-        self.store.append_delta(raw)
-        if idle and self.on_work is not None:
-            self.on_work()
+    def close(self) -> None:
+        """Clean shutdown: make everything durable (waits for the writer thread)."""
+        self._drain()
+        self.commits.close(self._meta())
 
-    def commit(self, now: float) -> None:
-        """Group commit, then publish what it made durable."""
-        self._last_commit = now
-        self.store.set_meta({"hlc": self.hlc.high_water})
-        self.store.commit()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.replicator.publish(pending)
-            self._flush()
-        fault = self.store.fault
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(fault is None)
+    # --- outputs -------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        out = self.core.drain()
+        self.commits.add(out.records, out.local)
+        if out.engine is not None:
+            self.engine.set_origins(out.engine.specs, immediate=set(out.engine.immediate))
+        if self.on_verdict is not None:
+            for change in out.verdicts:
+                self.on_verdict(change)
+        if out.origins and self.on_origins is not None:
+            self.on_origins(out.origins)
+        if out.sends and self.transport is not None:
+            self.transport(out.sends)
+
+    def _publish(self, delta: Delta) -> None:
+        """A local delta is durable (or the store is faulted): spread it now."""
+        self.core.publish(delta)
+        self._drain()
+
+    def _fault_changed(self, fault: str | None) -> None:
         if fault is None:
             self.faults.pop("storage", None)
         else:
             self.faults["storage"] = ("degraded", f"storage: {fault}; running from memory")
 
-    def _flush(self) -> None:
-        out = self.replicator.outputs()
-        if out and self.transport is not None:
-            self.transport(out)
+    def _meta(self) -> dict[str, Any]:
+        return {"hlc": self.core.hlc.high_water}
 
-    def next_wakeup(self, now: float) -> float:
-        """When ``tick`` next has work: a commit falling due, a drain timing out, the
-        settle time; at most IDLE_TICK away (reaping, disk retries). Idle nodes wake
-        once a second instead of polling."""
-        at = [now + IDLE_TICK]
-        if self._pending is not None or self.store.stats.pending_records:
-            at.append(self._last_commit + self.config.store.commit_interval)
-        if not self.settled:
-            at.append(self._started_at + SETTLE)
-        else:
-            deadline = self.handoff.next_deadline()
-            if deadline is not None:
-                at.append(deadline)
-        return max(min(at), now)
+    # --- views (the core's) --------------------------------------------------------------
 
-    def tick(self, now: float, alive: set[str]) -> None:
-        """Periodic work, at ``next_wakeup`` (or sooner, after ``on_work``)."""
-        if not self.settled and now - self._started_at >= SETTLE:
-            self.settle(now)
-        if self.settled:
-            deadline = self.handoff.next_deadline()
-            if deadline is not None and now >= deadline:
-                self._apply(self.handoff.tick(now))
-        busy = self._pending is not None or self.store.stats.pending_records
-        if busy and now - self._last_commit >= self.config.store.commit_interval:
-            self.commit(now)
-        elif self.store.fault is not None and now - self._last_commit >= 5.0:
-            self.commit(now)  # retry the disk
-        if now >= self._next_reap:
-            self._next_reap = now + REAP_EVERY
-            self.reap(now, alive)
+    @property
+    def on_work(self) -> Callable[[], None] | None:
+        """Called when a commit can start (something to write, or one finished)."""
+        return self.commits.on_work
 
-    def reap(self, now: float, alive: set[str]) -> None:
-        """Delete the observations of observers gone longer than ``reap_after``."""
-        observers = {key[2] for key in self.state.crdt if key[1] == "o"}
-        gone = []
-        for observer in observers - alive - {self.name}:
-            since = self._absent_since.setdefault(observer, max(now, self._started_at))
-            if now - since >= self.config.cluster.reap_after:
-                gone.append(observer)
-        if gone:
-            log.info("removing the observations of %s (gone)", ", ".join(sorted(gone)))
-            affected = {key[0] for key in self.state.crdt if key[1] == "o" and key[2] in gone}
-            if self._local(self.state.reap(gone)):
-                self._recompute(affected)
+    @on_work.setter
+    def on_work(self, fn: Callable[[], None] | None) -> None:
+        self.commits.on_work = fn
 
-    def close(self) -> None:
-        """Clean shutdown: make everything durable."""
-        self.store.set_meta({"hlc": self.hlc.high_water})
-        ok = self.store.close()
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(ok)
+    @property
+    def replicator(self) -> Replicator:
+        return self.core.replicator
 
-    # --- views ---------------------------------------------------------------------------
+    @property
+    def placement(self) -> Placement:
+        return self.core.placement
+
+    @property
+    def handoff(self) -> Handoff:
+        return self.core.handoff
+
+    @property
+    def transitions(self) -> deque[VerdictChange]:
+        return self.core.transitions
+
+    @property
+    def hlc(self) -> HLC:
+        return self.core.hlc
+
+    @property
+    def settled(self) -> bool:
+        return self.core.settled
+
+    def verdict(self, origin_id: str) -> str:
+        return self.core.verdict(origin_id)
+
+    def owners(self, origin_id: str) -> tuple[str, ...]:
+        return self.core.owners(origin_id)
 
     def mine(self) -> set[str]:
-        return self.handoff.checking() if self.settled else set()
+        return self.core.mine()
 
     def counts(self) -> dict[str, int]:
-        c = {"up": 0, "down": 0, "disputed": 0, "unknown": 0}
-        for origin in self.placement.origins:
-            c[self.verdicts.get(origin, "unknown")] += 1
-        return c
+        return self.core.counts()
 
     def mine_counts(self) -> dict[str, int]:
-        owned = self.handoff.owned() if self.settled else set()
-        c = {"owned": len(owned), "up": 0, "down": 0, "disputed": 0, "unknown": 0}
-        for origin in owned:
-            c[self.verdicts.get(origin, "unknown")] += 1
-        return c
-
-
-def _same_spec(a: OriginSpec, b: OriginSpec) -> bool:
-    return canonical_spec(a) == canonical_spec(b)
-
-
-def _merge(a: HandoffResult, b: HandoffResult) -> HandoffResult:
-    return HandoffResult(
-        started=sorted(set(a.started) | set(b.started)),
-        stopped=sorted(set(a.stopped) | set(b.stopped)),
-        remove_observations=sorted(set(a.remove_observations) | set(b.remove_observations)),
-    )
+        return self.core.mine_counts()
 
 
 def send_outputs(node: Any, outputs: list[Output]) -> None:
@@ -675,7 +339,7 @@ class CoordinatorCollector(Collector):
             (
                 "edge_agent_store_records_dropped",
                 "Records dropped while faulted.",
-                s.records_dropped,
+                s.records_dropped + c.commits.records_dropped,
             ),
             (
                 "edge_agent_store_unlink_errors",
@@ -690,7 +354,9 @@ class CoordinatorCollector(Collector):
             value=1 if c.store.fault else 0,
         )
         yield GaugeMetricFamily(
-            "edge_agent_store_pending_records", "Records not yet durable.", value=s.pending_records
+            "edge_agent_store_pending_records",
+            "Records not yet durable.",
+            value=s.pending_records + c.commits.buffered,
         )
         yield GaugeMetricFamily(
             "edge_agent_store_quarantined_files",
@@ -713,6 +379,7 @@ __all__ = [
     "Conflict",
     "Coordinator",
     "CoordinatorCollector",
+    "Engine",
     "VerdictChange",
     "send_outputs",
 ]

@@ -300,3 +300,42 @@ def test_event_stream_and_identify_across_the_cluster(
     assert status == 404
     status, body = call(nodes[0], "POST", "/v1/identify", {"seconds": 0})
     assert status == 400 and "seconds" in body["error"]
+
+
+# --- in process: the coordinator over a real store, without the agent around it ---------
+
+
+def peer_member(name: str, meta: Any) -> Any:
+    from agent.membership.member import Member as GossipMember
+    from agent.membership.messages import NodeState
+
+    return GossipMember(name, b"\x7f\x00\x00\x01", 7946, meta=meta, state=NodeState.ALIVE)
+
+
+def in_process(tmp_path: Path) -> Any:
+    from agent.checks.engine import CheckEngine
+    from agent.config import parse_config
+    from agent.coordinator import Coordinator
+
+    config = parse_config({"node": {"name": "n1", "data_dir": str(tmp_path)}})
+    co = Coordinator("n1", config, CheckEngine(concurrency=1))
+    co.start([], 0.0, alone=True)
+    return co
+
+
+def test_a_bug_decoding_a_peers_tags_is_not_hidden(tmp_path: Path) -> None:
+    """Nothing is caught around decode_tags (it handles damaged bytes itself): a member
+    whose meta is not bytes at all is a bug upstream and must surface, not quietly
+    become a member without tags (the old ``except Exception: tags = {}``)."""
+    from agent.membership.meta import encode_tags
+    from agent.membership.protocol import MemberEvent
+    from agent.placement import ROLE
+
+    co = in_process(tmp_path)
+    try:
+        good = peer_member("n2", encode_tags({"role": ROLE}))
+        broken = peer_member("n3", None)
+        with pytest.raises(TypeError):
+            co.on_event(MemberEvent("join", good), 1.0, lambda: [good, broken])
+    finally:
+        co.close()

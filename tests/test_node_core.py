@@ -1,0 +1,197 @@
+"""The node core with no event loop, no sockets and no files: events in, outputs out.
+
+Every test builds ``NodeCore`` objects directly and carries their outputs by hand:
+records are what a store would persist, ``local`` is what may be published once those
+records are durable, and the replicator's packets are delivered as membership events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.checks.state import Status, Transition
+from agent.config import OriginSpec, parse_origin
+from agent.membership.member import Member as GossipMember
+from agent.membership.messages import NodeState
+from agent.membership.meta import encode_tags
+from agent.membership.protocol import MemberEvent, UserMessage
+from agent.node_core import Conflict, NodeCore, Outputs
+from agent.placement import ROLE
+from agent.replication import Gossip
+from agent.state import State, decode_delta
+
+
+def spec(origin_id: str, interval: str = "10s") -> OriginSpec:
+    return parse_origin(
+        {"id": origin_id, "url": f"http://127.0.0.1:9/{origin_id}", "interval": interval}
+    )
+
+
+def member(
+    name: str, state: NodeState = NodeState.ALIVE, meta: bytes | None = None
+) -> GossipMember:
+    tags = encode_tags({"role": ROLE}) if meta is None else meta
+    return GossipMember(name, b"\x7f\x00\x00\x01", 7946, meta=tags, state=state)
+
+
+def core(name: str, replicas: int = 1) -> NodeCore:
+    return NodeCore(name, State(name), replicas=replicas, reap_after=60.0)
+
+
+def durable(c: NodeCore, out: Outputs) -> list[bytes]:
+    """What a shell does once ``out.records`` are on disk: publish; the packets sent."""
+    c.publish(out.local)
+    return [o.payload for o in c.drain().sends if isinstance(o, Gossip)]
+
+
+def test_constructed_and_driven_without_an_event_loop() -> None:
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+    c = core("a")
+    c.start([spec("web")], now=0.0, wall=1000.0, alone=True)
+    out = c.drain()
+    assert out.engine is not None and [s.id for s in out.engine.specs] == ["web"]
+    assert out.origins == {"web"}
+
+
+def test_declaration_is_recorded_and_published_only_when_the_shell_says_durable() -> None:
+    a = core("a")
+    a.start([], now=0.0, wall=1000.0, alone=True)
+    a.on_event(MemberEvent("join", member("b")), 1.0, 1001.0, lambda: [member("b")])
+    a.drain()
+    assert a.put(spec("api-origin"), now=2.0, wall=1002.0) is True
+    out = a.drain()
+    # one record, and the same delta held back for publication: nothing sent yet
+    assert len(out.records) == 1 and out.local is not None and out.sends == []
+    assert decode_delta(out.records[0]) == out.local
+    assert a.put(spec("api-origin", "20s"), now=3.0, wall=1003.0) is False  # an update
+    out2 = a.drain()
+    sent = durable(a, out2)
+    assert len(sent) == 1  # published on the shell's word only
+    # a peer applying what was published learns the newest declaration
+    b = core("b")
+    b.on_event(UserMessage(sent[0], None), 0.0, 1004.0, list)
+    assert b.state.spec("api-origin") == spec("api-origin", "20s")
+    assert b.drain().records  # the peer persists what it applied
+
+
+def test_delete_of_a_config_origin_is_a_conflict_and_unknown_is_false() -> None:
+    a = core("a")
+    a.start([spec("cfg")], now=0.0, wall=1000.0, alone=True)
+    a.drain()
+    assert a.delete("nope", 1.0, 1001.0) is False
+    with pytest.raises(Conflict, match="config of a"):
+        a.delete("cfg", 1.0, 1001.0)
+    assert a.state.spec("cfg") is not None
+
+
+def test_ownership_moves_when_a_member_joins_and_the_engine_set_follows() -> None:
+    a = core("a")
+    ids = [f"o{i}" for i in range(20)]
+    a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+    first = a.drain()
+    assert first.engine is not None and {s.id for s in first.engine.specs} == set(ids)
+    a.members_changed([member("a"), member("b")], now=1.0, wall=1001.0)
+    out = a.drain()
+    moved = {o for o in ids if a.owners(o) == ("b",)}
+    assert moved and moved != set(ids)  # placement spreads them
+    # a handoff: a keeps checking what moved (draining) until b reports or time is up
+    assert a.mine() == set(ids)
+    assert out.engine is None or {s.id for s in out.engine.specs} == set(ids)
+    a.tick(now=1.0 + 3 * 10.0 + 1.0, wall=1032.0, alive={"a", "b"})
+    out = a.drain()
+    assert out.engine is not None and {s.id for s in out.engine.specs} == set(ids) - moved
+    assert a.mine() == set(ids) - moved
+
+
+def test_a_member_without_our_role_gets_nothing() -> None:
+    a = core("a")
+    a.start([spec(f"o{i}") for i in range(10)], now=0.0, wall=1000.0, alone=True)
+    serf = member("serf", meta=encode_tags({"role": "web"}))
+    a.members_changed([member("a"), serf], now=1.0, wall=1001.0)
+    assert all(a.owners(f"o{i}") == ("a",) for i in range(10))
+
+
+def test_observation_changes_the_verdict_once() -> None:
+    a = core("a")
+    a.start([spec("web")], now=0.0, wall=1000.0, alone=True)
+    a.drain()
+    up = Transition("web", Status.UNKNOWN, Status.UP, "200 OK", 0.01, 5.0)
+    a.on_transition(up, wall=1005.0)
+    out = a.drain()
+    assert [(v.origin, v.old, v.new, v.at) for v in out.verdicts] == [
+        ("web", "unknown", "up", 1005.0)
+    ]
+    assert out.records and out.local is not None
+    assert a.verdict("web") == "up" and a.counts()["up"] == 1
+    a.on_transition(Transition("web", Status.UP, Status.DOWN, "HTTP 500", 0.01, 6.0), 1006.0)
+    down = a.drain().verdicts
+    assert [(v.old, v.new, v.reason) for v in down] == [("up", "down", "HTTP 500")]
+    assert [t.new for t in a.transitions] == ["up", "down"]
+
+
+def test_handoff_ends_when_the_new_owner_reports() -> None:
+    """b joins and takes over an origin from a: a keeps checking it until b's first
+    observation reaches a through replication, then stops and removes its own."""
+    a, b = core("a"), core("b")
+    ids = [f"o{i}" for i in range(20)]
+    for c in (a, b):
+        c.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+        c.drain()
+    a.on_transition(Transition("o0", Status.UNKNOWN, Status.UP, "ok", 0.01, 1.0), 1001.0)
+    a.drain()
+    everyone = [member("a"), member("b")]
+    for c, other in ((a, "b"), (b, "a")):
+        c.on_event(MemberEvent("join", member(other)), 2.0, 1002.0, lambda: everyone)
+        c.drain()
+    moved = sorted(o for o in ids if a.owners(o) == ("b",))
+    assert moved and b.owners(moved[0]) == ("b",)
+    target = moved[0]
+    for o in ids:  # a reports on every origin it checked before b came
+        t = Transition(o, Status.UNKNOWN, Status.UP, "ok", 0.01, 2.5)
+        a.on_transition(t, 1002.5)
+    a.drain()
+    assert target in a.mine()  # draining: still checked by a
+    b.on_transition(Transition(target, Status.UNKNOWN, Status.UP, "ok", 0.01, 3.0), 1003.0)
+    sent = durable(b, b.drain())
+    assert sent
+    for payload in sent:
+        a.on_event(UserMessage(payload, None), 3.5, 1003.5, lambda: everyone)
+    out = a.drain()
+    assert target not in a.mine()
+    assert out.engine is not None and target not in {s.id for s in out.engine.specs}
+    assert a.state.observation(target, "a") is None  # a's own observation removed
+    assert out.records  # ...and that removal is a record to persist
+    assert a.verdict(target) == "up"  # b's observation carries the verdict
+
+
+def test_a_bug_in_tag_decoding_is_not_hidden() -> None:
+    """Nothing is caught around decode_tags (damaged bytes are its own business: it keeps
+    what it read and counts the damage): a meta that is not bytes at all is a bug and
+    must surface, not turn into "no tags"."""
+    a = core("a")
+    a.start([], now=0.0, wall=1000.0, alone=True)
+    broken = GossipMember("b", b"\x7f\x00\x00\x01", 7946, meta=None, state=NodeState.ALIVE)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        a.members_changed([member("a"), broken], now=1.0, wall=1001.0)
+
+
+def test_reap_removes_observations_of_long_gone_observers() -> None:
+    a, b = core("a", replicas=2), core("b", replicas=2)
+    for c in (a, b):
+        c.start([spec("web")], now=0.0, wall=1000.0, alone=True)
+        c.drain()
+    everyone = [member("a"), member("b")]
+    b.on_event(MemberEvent("join", member("a")), 0.0, 1000.0, lambda: everyone)
+    b.drain()
+    b.on_transition(Transition("web", Status.UNKNOWN, Status.UP, "ok", 0.01, 1.0), 1001.0)
+    for payload in durable(b, b.drain()):
+        a.on_event(UserMessage(payload, None), 1.0, 1001.0, list)
+    a.drain()
+    assert a.state.observation("web", "b") is not None
+    a.tick(now=61.0, wall=1061.0, alive={"a"})  # b first seen gone
+    a.tick(now=122.0, wall=1122.0, alive={"a"})  # gone for 61 s > reap_after
+    out = a.drain()
+    assert a.state.observation("web", "b") is None and out.records
