@@ -13,10 +13,17 @@ unplugging a host (its switch port goes down: carrier lost, addresses and routes
 kept), dropping UDP or only multicast with nftables inside the host's namespace,
 and restarting a host with the same name at a new address (DHCP).
 
-Everything created carries a prefix (namespaces `<prefix>...`), and `cleanup(prefix)`
-removes leftovers of an earlier run that died, so a failed test never poisons the
-next one. Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), iproute2, and nftables for
-the UDP faults. Used by tests/fleet and by `edge-agent demo` when run as root.
+Every fleet names its namespaces with a prefix of its own, `<family><pid>-<start>-<n>-`:
+the family (`eatest-`, `eademo-`, ...), the owning process (its PID and start time, so
+a reused PID is not mistaken for the owner) and a counter. Several runs on one machine
+(two pytest sessions, a demo and a benchmark) therefore never touch each other's hosts;
+a new fleet removes only namespaces of its family whose owner process is gone (a run
+that was killed), so a failed run never poisons the next one. Interface names do not
+derive from the prefix (`eth0` in a host, `br0` and `p-<label>` in the switch's own
+namespace), so a long prefix never hits the kernel's 15-character limit.
+
+Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), iproute2, and nftables for the UDP faults.
+Used by tests/fleet and by `edge-agent demo` when run as root.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +57,21 @@ FARM_OCTET = 250
 
 class FleetError(RuntimeError):
     pass
+
+
+# What a poll of a host may raise while the host is not (yet) in the state waited for: it
+# is not up or is paused (OSError, TimeoutError), answers an error or garbage
+# (FleetError, HTTPException, ValueError for bad JSON), or lacks the key or item looked
+# up (LookupError, TypeError on a body that is not the dict expected). Anything else
+# (NameError, AttributeError, AssertionError) is a bug in the poll and fails at once.
+TRANSIENT: tuple[type[Exception], ...] = (
+    OSError,
+    FleetError,
+    http.client.HTTPException,
+    ValueError,
+    LookupError,
+    TypeError,
+)
 
 
 def missing_prerequisites(need_nft: bool = False) -> list[str]:
@@ -95,12 +119,54 @@ def delete_namespace(ns: str) -> None:
 
 
 def cleanup(prefix: str) -> list[str]:
-    """Remove every namespace (and so every veth, bridge and process in it) named prefix*."""
+    """Remove every namespace (and so every veth, bridge and process in it) named prefix*.
+
+    Give it one fleet's own prefix (`Fleet.prefix`); a family's stale leftovers are
+    `reap`'s, since other runs of the family may be alive."""
     if not prefix:
         raise ValueError("refusing to clean up with an empty prefix")
     gone = [ns for ns in namespaces() if ns.startswith(prefix)]
     for ns in gone:
         delete_namespace(ns)
+    return gone
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), or None if there is none.
+
+    A PID alone can be reused by an unrelated process; a (PID, start time) pair names one
+    process for good, so an owner recorded as both is alive exactly when this matches."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # no such process (or it just exited)
+        return None
+    # field 2, the command name, is in parentheses and may hold spaces; starttime is field 22
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+_fleet_numbers = itertools.count()  # several fleets may live in one process
+
+
+def run_prefix(family: str) -> str:
+    """A prefix that no other fleet, alive or dead, in this process or another, has."""
+    pid = os.getpid()
+    return f"{family}{pid}-{process_start(pid)}-{next(_fleet_numbers)}-"
+
+
+def reap(family: str) -> list[str]:
+    """Remove the namespaces of `family` whose owner process is gone; return their names.
+
+    Namespaces of live owners (another test run, a demo) are left alone, and so are
+    names this harness did not make (no owner in them): their owner cannot be known."""
+    if not family:
+        raise ValueError("refusing to reap with an empty family")
+    owner = re.compile(re.escape(family) + r"(\d+)-(\d+)-\d+-")
+    gone = []
+    for ns in namespaces():
+        m = owner.match(ns)
+        if m is not None and process_start(int(m[1])) != int(m[2]):
+            delete_namespace(ns)
+            gone.append(ns)
     return gone
 
 
@@ -344,10 +410,12 @@ class Host:
 
 
 class Fleet:
-    """Build with `Fleet(prefix, workdir)`, `add(n)` hosts, then `start()` them.
+    """Build with `Fleet(workdir, prefix=family)`, `add(n)` hosts, then `start()` them.
 
-    Use it as a context manager (or call close()): teardown kills every process and
-    deletes every namespace it made, whatever happened in between.
+    `prefix` names the family (`eatest-`); the fleet's own namespaces are named
+    `self.prefix` + label, unique to this fleet (see `run_prefix`). Use it as a context
+    manager (or call close()): teardown kills every process and deletes every
+    namespace it made, whatever happened in between, and nothing else.
     """
 
     def __init__(
@@ -363,18 +431,19 @@ class Fleet:
         missing = missing_prerequisites()
         if missing:
             raise FleetError("the fleet harness needs " + ", ".join(missing))
-        self.prefix = prefix
+        self.family = prefix
+        self.prefix = run_prefix(prefix)
         self.workdir = workdir
         self.cluster = cluster
         self.subnet = subnet
         self.log_level = log_level
         self.origins_toml = origins_toml
-        self.switch = f"{prefix}switch"
+        self.switch = f"{self.prefix}switch"
         self.hosts: list[Host] = []
         self.extra: dict[str, Host] = {}  # serf, avahi, farm hosts by ns
         self._procs: list[subprocess.Popen[bytes]] = []
         self._next_octet = 1
-        cleanup(prefix)
+        reap(prefix)  # only runs that died; live ones (other test sessions) keep theirs
         workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._make_switch()
@@ -584,7 +653,7 @@ class Fleet:
         for h in self.hosts:
             try:
                 view = ", ".join(f"{n}={s}" for n, (s, _) in sorted(h.members().items()))
-            except Exception as e:  # a view for an error message: anything goes
+            except TRANSIENT as e:  # a host that cannot answer is part of the picture
                 view = f"({type(e).__name__}: {e})"
             lines.append(f"{h.name} {h.ip} {'up' if h.alive() else 'down'}: {view}")
         return "\n".join(lines)
@@ -597,7 +666,9 @@ class Fleet:
                     p.send_signal(signal.SIGCONT)
                     p.kill()
         for p in self._procs:
-            with contextlib.suppress(Exception):
+            # a process in uninterruptible sleep outlives this wait; deleting its
+            # namespace below kills it by PID anyway
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
         cleanup(self.prefix)
 
@@ -617,7 +688,7 @@ def wait(
             v = fn()
             if v:
                 return v
-        except Exception as e:  # the thing polled may not be up yet
+        except TRANSIENT as e:  # the thing polled may not be up yet (see TRANSIENT)
             last = e
         time.sleep(interval)
     detail = f"\n{explain()}" if explain else ""

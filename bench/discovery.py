@@ -40,7 +40,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _common import HarnessError, compile_agent
 
-from agent.fleet import Fleet, FleetError, Host, cleanup, missing_prerequisites, wait
+from agent.fleet import Fleet, FleetError, Host, missing_prerequisites, wait
 
 PREFIX = "eabench-"
 DEADLINE = 150.0  # serf's second poll is at 60 s; a third at 120 s
@@ -175,11 +175,9 @@ def main() -> int:
             for what, code in FLOORS.items():
                 for n in sizes:
                     floors[(what, n)] = [floor(n, code) for _ in range(5)]
-    except (FleetError, TimeoutError) as e:
+    except (FleetError, TimeoutError) as e:  # each Fleet has torn down its own namespaces
         print(f"could not measure: {e}", file=sys.stderr)
         return 1
-    finally:
-        cleanup(PREFIX)
     print()
     print("seconds to full membership by mDNS alone (median of trials); the clock starts at")
     print("the first process spawn (first scenario) or when the network comes up (second)")
