@@ -16,8 +16,8 @@ setup:
 	@scripts/bootstrap.sh test
 
 lint:
-	$(VENV)/bin/ruff check agent tests bench
-	$(VENV)/bin/ruff format --check agent tests bench
+	$(VENV)/bin/ruff check agent harness tests bench
+	$(VENV)/bin/ruff format --check agent harness tests bench
 
 typecheck:
 	$(VENV)/bin/mypy

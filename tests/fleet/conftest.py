@@ -1,4 +1,5 @@
-"""Fixtures for multi-host tests: a fleet of agents in network namespaces (agent/fleet.py).
+"""Fixtures for multi-host tests: a fleet of agents in network namespaces
+(harness/edge_harness/fleet.py).
 
 Every fleet's namespaces are named "eatest-<pid>-<start>-<n>-...": its own, so two test
 sessions on one machine never touch each other's hosts. A new fleet removes only the
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.fleet import Fleet, missing_prerequisites
+from edge_harness.fleet import Fleet, missing_prerequisites
 from tests.conftest import require
 
 PREFIX = "eatest-"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.fleet import Fleet, namespaces
+from edge_harness.fleet import Fleet, namespaces
 from tests.fleet.conftest import require_fleet
 
 FAMILY = "eaown-"
@@ -22,7 +22,7 @@ FAMILY = "eaown-"
 CHILD = """
 import os, sys
 from pathlib import Path
-from agent.fleet import Fleet
+from edge_harness.fleet import Fleet
 f = Fleet(Path(sys.argv[1]), prefix=sys.argv[2])
 h = f.add_plain("x")
 print(f.switch, h.ns, flush=True)

@@ -6,7 +6,7 @@ network is never touched: nothing here creates an interface, route or rule outsi
 the namespaces it made. Each host gets its address, a route for 224.0.0.0/4 (mDNS
 needs one; Serf's client fails without it) and a default route via the switch, so
 advertise-address detection works as on a real LAN. An extra "farm" host serves
-fake origins (`python -m agent.farm`).
+fake origins (`python -m edge_harness.farm`).
 
 Faults are injected as they happen on real networks: kill -9, SIGSTOP/SIGCONT,
 unplugging a host (its switch port goes down: carrier lost, addresses and routes
@@ -46,6 +46,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import agent
+import edge_harness
+
+_PACKAGES = (agent, edge_harness)  # what the processes a fleet spawns import
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -537,8 +542,10 @@ class Fleet:
     def spawn(
         self, host: Host, argv: list[str], log: Any, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        root = Path(__file__).resolve().parent.parent
-        penv = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+        # `ip netns exec` may run another interpreter's site (sudo): point it at the
+        # runtime package and this harness wherever they are
+        paths = dict.fromkeys(str(Path(m.__file__ or "").resolve().parents[1]) for m in _PACKAGES)
+        penv = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
         penv.pop("NOTIFY_SOCKET", None)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", host.ns, *argv],
@@ -568,7 +575,7 @@ class Fleet:
         """The origin farm in its own namespace; returns its base URL (origin i: /o/i)."""
         farm = self.add_plain("farm")
         log = (farm.dir / "farm.log").open("ab")
-        argv = [sys.executable, "-m", "agent.farm", "--host", farm.ip, "--port", str(port)]
+        argv = [sys.executable, "-m", "edge_harness.farm", "--host", farm.ip, "--port", str(port)]
         argv += ["--count", str(count)]
         for oid, mode in (modes or {}).items():
             argv += ["--mode", f"{oid}={mode}"]

@@ -1,7 +1,7 @@
 """`edge-agent demo` as root: five real nodes on a private switch, finding each other by
 mDNS alone, then surviving a kill -9 and a pulled cable while you watch.
 
-Built on agent/fleet.py (network namespaces; the machine's own network is untouched).
+Built on harness/edge_harness/fleet.py (network namespaces; the machine's own network is untouched).
 Everything it made is removed on exit, Ctrl-C included.
 """
 
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.fleet import TRANSIENT, Fleet, Host
+from edge_harness.fleet import TRANSIENT, Fleet, Host
 
 PREFIX = "eademo-"
 NODES = 5
