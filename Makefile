@@ -16,8 +16,8 @@ setup:
 	@scripts/bootstrap.sh test
 
 lint:
-	$(VENV)/bin/ruff check agent tests bench
-	$(VENV)/bin/ruff format --check agent tests bench
+	$(VENV)/bin/ruff check agent harness tests bench
+	$(VENV)/bin/ruff format --check agent harness tests bench
 
 typecheck:
 	$(VENV)/bin/mypy
@@ -36,7 +36,7 @@ image-test:      ## boot the built image under QEMU (2 VMs) and check it; after 
 	@python3 -u image/boot_test.py $(IMAGE_TEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info harness/build harness/*.egg-info .mypy_cache .ruff_cache
 
 ansible-test:    ## as root: the Ansible role and playbooks against 3 real hosts (nspawn containers); see docs/ansible.md
 	bash ansible/tests/run.sh

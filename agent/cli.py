@@ -462,8 +462,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
-
+    # The demo lives in the harness (harness/ in the repository), which a Pi's install
+    # leaves out: it brings an origin farm, network namespaces and nftables with it.
+    try:
+        from edge_harness.demo import run_demo
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != "edge_harness":
+            raise  # the harness is there but broken: show the real error
+        print(
+            "edge-agent: the demo runs from a clone of the repository, not from an installed "
+            "node: run `make demo` there (it installs the harness, harness/, into .venv)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return run_demo(api_port=args.port)
 
 

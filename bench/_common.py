@@ -236,7 +236,7 @@ class FarmProc:
 
 async def start_farm(children: Children, *, count: int, processes: int) -> FarmProc:
     log = children.dir / "farm.log"
-    argv = [PYTHON, "-m", "agent.farm", "--host", LOOPBACK, "--count", str(count)]
+    argv = [PYTHON, "-m", "edge_harness.farm", "--host", LOOPBACK, "--count", str(count)]
     argv += ["--processes", str(processes)]
     p = children.start(argv, log, stdout_pipe=True)
     assert p.stdout is not None

@@ -3,12 +3,13 @@ alone, for edge-agent and for Debian's `serf agent -discover`, in one run.
 
     sudo .venv/bin/python bench/discovery.py [--sizes 5,10] [--trials 2]
 
-For each N and trial: N hosts (network namespaces on a private bridge, agent/fleet.py;
-the machine's own network is untouched), no seeds anywhere. The clock starts just
-before the first process is spawned (all N are spawned back to back) and stops when
-every node lists all N alive: ours polled through GET /v1/members, serf's through
-`serf members` in its namespace, both every 20 ms (polling flat out would take a core
-from the agents). The namespaces of both are made before the clock starts.
+For each N and trial: N hosts (network namespaces on a private bridge,
+harness/edge_harness/fleet.py; the machine's own network is untouched), no seeds
+anywhere. The clock starts just before the first process is spawned (all N are spawned
+back to back) and stops when every node lists all N alive: ours polled through GET
+/v1/members, serf's through `serf members` in its namespace, both every 20 ms (polling
+flat out would take a core from the agents). The namespaces of both are made before the
+clock starts.
 
 Python start-up counts against us, and Go starts in milliseconds. So the same run also
 measures the floor of our stack: N interpreters started together that do nothing, that
@@ -40,7 +41,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _common import HarnessError, compile_agent
 
-from agent.fleet import Fleet, FleetError, Host, cleanup, missing_prerequisites, wait
+from edge_harness.fleet import Fleet, FleetError, Host, missing_prerequisites, wait
 
 PREFIX = "eabench-"
 DEADLINE = 150.0  # serf's second poll is at 60 s; a third at 120 s
@@ -175,11 +176,9 @@ def main() -> int:
             for what, code in FLOORS.items():
                 for n in sizes:
                     floors[(what, n)] = [floor(n, code) for _ in range(5)]
-    except (FleetError, TimeoutError) as e:
+    except (FleetError, TimeoutError) as e:  # each Fleet has torn down its own namespaces
         print(f"could not measure: {e}", file=sys.stderr)
         return 1
-    finally:
-        cleanup(PREFIX)
     print()
     print("seconds to full membership by mDNS alone (median of trials); the clock starts at")
     print("the first process spawn (first scenario) or when the network comes up (second)")

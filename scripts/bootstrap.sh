@@ -61,10 +61,12 @@ elif [ "$(uname -s)" = Linux ]; then
     "the agent uses its fallback (sudo apt-get install libsystemd-dev pkg-config)" >&2
 fi
 stamp="$VENV/.installed-$extras"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: installing edge-agent[$extras] into $VENV"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ harness/pyproject.toml -nt "$stamp" ]; then
+  # the runtime, and the test/demo harness (harness/: `make demo`, tests, bench), which
+  # is a distribution of its own so that a Pi's install leaves it out
+  echo "bootstrap: installing edge-agent[$extras] and edge-agent-harness into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+  "$VENV/bin/python" -m pip install -q -e ".[$extras]" -e ./harness
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

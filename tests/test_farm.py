@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from agent.farm import Behaviour, Farm, FarmState, start_farm
+from edge_harness.farm import Behaviour, Farm, FarmState, start_farm
 
 
 class FakeClock:
@@ -140,7 +140,7 @@ async def test_cli_serves_from_several_processes(http: aiohttp.ClientSession) ->
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent.farm",
+        "edge_harness.farm",
         "--processes",
         "2",
         "--count",

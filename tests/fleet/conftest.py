@@ -1,8 +1,10 @@
-"""Fixtures for multi-host tests: a fleet of agents in network namespaces (agent/fleet.py).
+"""Fixtures for multi-host tests: a fleet of agents in network namespaces
+(harness/edge_harness/fleet.py).
 
-Every namespace carries the prefix "eatest-". The fleet removes leftovers with that
-prefix when it is built (an earlier run that was killed), and the fixture finalizer
-tears everything down even when the test failed.
+Every fleet's namespaces are named "eatest-<pid>-<start>-<n>-...": its own, so two test
+sessions on one machine never touch each other's hosts. A new fleet removes only the
+"eatest-" namespaces whose owner process is gone (a run that was killed), and the
+fixture finalizer tears down everything its fleets made even when the test failed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.fleet import Fleet, cleanup, missing_prerequisites
+from edge_harness.fleet import Fleet, missing_prerequisites
 from tests.conftest import require
 
 PREFIX = "eatest-"
@@ -48,5 +50,3 @@ def fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
                 if text:
                     print(f"----- {h.name} ({h.ns}) log tail -----\n{text[-4000:]}")
             f.close()
-        if made:
-            cleanup(PREFIX)

@@ -1,5 +1,6 @@
 """Discovery on real (namespaced) hosts: mDNS alone, Serf's -discover, avahi-daemon
-alongside, multicast blocked, addresses that move. See agent/fleet.py for the harness."""
+alongside, multicast blocked, addresses that move. See harness/edge_harness/fleet.py for
+the harness."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.fleet import Fleet, Host, wait
+from edge_harness.fleet import Fleet, Host, wait
 from tests.fleet.conftest import require_fleet, require_tool
 
 MakeFleet = Callable[..., Fleet]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from agent.fleet import Fleet, Host, wait
+from edge_harness.fleet import Fleet, Host, wait
 from tests.fleet.conftest import require_fleet
 
 MakeFleet = Callable[..., Fleet]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from agent.fleet import Fleet, wait
+from edge_harness.fleet import Fleet, wait
 
 MakeFleet = Callable[..., Fleet]
 

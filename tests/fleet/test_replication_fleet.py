@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agent.fleet import Fleet, Host, ns_http, wait
+from edge_harness.fleet import Fleet, Host, ns_http, wait
 from tests.fleet.conftest import require_fleet
 
 MakeFleet = Callable[..., Fleet]

@@ -6,17 +6,24 @@ network is never touched: nothing here creates an interface, route or rule outsi
 the namespaces it made. Each host gets its address, a route for 224.0.0.0/4 (mDNS
 needs one; Serf's client fails without it) and a default route via the switch, so
 advertise-address detection works as on a real LAN. An extra "farm" host serves
-fake origins (`python -m agent.farm`).
+fake origins (`python -m edge_harness.farm`).
 
 Faults are injected as they happen on real networks: kill -9, SIGSTOP/SIGCONT,
 unplugging a host (its switch port goes down: carrier lost, addresses and routes
 kept), dropping UDP or only multicast with nftables inside the host's namespace,
 and restarting a host with the same name at a new address (DHCP).
 
-Everything created carries a prefix (namespaces `<prefix>...`), and `cleanup(prefix)`
-removes leftovers of an earlier run that died, so a failed test never poisons the
-next one. Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), iproute2, and nftables for
-the UDP faults. Used by tests/fleet and by `edge-agent demo` when run as root.
+Every fleet names its namespaces with a prefix of its own, `<family><pid>-<start>-<n>-`:
+the family (`eatest-`, `eademo-`, ...), the owning process (its PID and start time, so
+a reused PID is not mistaken for the owner) and a counter. Several runs on one machine
+(two pytest sessions, a demo and a benchmark) therefore never touch each other's hosts;
+a new fleet removes only namespaces of its family whose owner process is gone (a run
+that was killed), so a failed run never poisons the next one. Interface names do not
+derive from the prefix (`eth0` in a host, `br0` and `p-<label>` in the switch's own
+namespace), so a long prefix never hits the kernel's 15-character limit.
+
+Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), iproute2, and nftables for the UDP faults.
+Used by tests/fleet and by `edge-agent demo` when run as root.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import agent
+import edge_harness
+
+_PACKAGES = (agent, edge_harness)  # what the processes a fleet spawns import
+
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
 API_PORT = 8080
@@ -48,6 +62,21 @@ FARM_OCTET = 250
 
 class FleetError(RuntimeError):
     pass
+
+
+# What a poll of a host may raise while the host is not (yet) in the state waited for: it
+# is not up or is paused (OSError, TimeoutError), answers an error or garbage
+# (FleetError, HTTPException, ValueError for bad JSON), or lacks the key or item looked
+# up (LookupError, TypeError on a body that is not the dict expected). Anything else
+# (NameError, AttributeError, AssertionError) is a bug in the poll and fails at once.
+TRANSIENT: tuple[type[Exception], ...] = (
+    OSError,
+    FleetError,
+    http.client.HTTPException,
+    ValueError,
+    LookupError,
+    TypeError,
+)
 
 
 def missing_prerequisites(need_nft: bool = False) -> list[str]:
@@ -95,12 +124,54 @@ def delete_namespace(ns: str) -> None:
 
 
 def cleanup(prefix: str) -> list[str]:
-    """Remove every namespace (and so every veth, bridge and process in it) named prefix*."""
+    """Remove every namespace (and so every veth, bridge and process in it) named prefix*.
+
+    Give it one fleet's own prefix (`Fleet.prefix`); a family's stale leftovers are
+    `reap`'s, since other runs of the family may be alive."""
     if not prefix:
         raise ValueError("refusing to clean up with an empty prefix")
     gone = [ns for ns in namespaces() if ns.startswith(prefix)]
     for ns in gone:
         delete_namespace(ns)
+    return gone
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), or None if there is none.
+
+    A PID alone can be reused by an unrelated process; a (PID, start time) pair names one
+    process for good, so an owner recorded as both is alive exactly when this matches."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # no such process (or it just exited)
+        return None
+    # field 2, the command name, is in parentheses and may hold spaces; starttime is field 22
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+_fleet_numbers = itertools.count()  # several fleets may live in one process
+
+
+def run_prefix(family: str) -> str:
+    """A prefix that no other fleet, alive or dead, in this process or another, has."""
+    pid = os.getpid()
+    return f"{family}{pid}-{process_start(pid)}-{next(_fleet_numbers)}-"
+
+
+def reap(family: str) -> list[str]:
+    """Remove the namespaces of `family` whose owner process is gone; return their names.
+
+    Namespaces of live owners (another test run, a demo) are left alone, and so are
+    names this harness did not make (no owner in them): their owner cannot be known."""
+    if not family:
+        raise ValueError("refusing to reap with an empty family")
+    owner = re.compile(re.escape(family) + r"(\d+)-(\d+)-\d+-")
+    gone = []
+    for ns in namespaces():
+        m = owner.match(ns)
+        if m is not None and process_start(int(m[1])) != int(m[2]):
+            delete_namespace(ns)
+            gone.append(ns)
     return gone
 
 
@@ -344,10 +415,12 @@ class Host:
 
 
 class Fleet:
-    """Build with `Fleet(prefix, workdir)`, `add(n)` hosts, then `start()` them.
+    """Build with `Fleet(workdir, prefix=family)`, `add(n)` hosts, then `start()` them.
 
-    Use it as a context manager (or call close()): teardown kills every process and
-    deletes every namespace it made, whatever happened in between.
+    `prefix` names the family (`eatest-`); the fleet's own namespaces are named
+    `self.prefix` + label, unique to this fleet (see `run_prefix`). Use it as a context
+    manager (or call close()): teardown kills every process and deletes every
+    namespace it made, whatever happened in between, and nothing else.
     """
 
     def __init__(
@@ -363,18 +436,19 @@ class Fleet:
         missing = missing_prerequisites()
         if missing:
             raise FleetError("the fleet harness needs " + ", ".join(missing))
-        self.prefix = prefix
+        self.family = prefix
+        self.prefix = run_prefix(prefix)
         self.workdir = workdir
         self.cluster = cluster
         self.subnet = subnet
         self.log_level = log_level
         self.origins_toml = origins_toml
-        self.switch = f"{prefix}switch"
+        self.switch = f"{self.prefix}switch"
         self.hosts: list[Host] = []
         self.extra: dict[str, Host] = {}  # serf, avahi, farm hosts by ns
         self._procs: list[subprocess.Popen[bytes]] = []
         self._next_octet = 1
-        cleanup(prefix)
+        reap(prefix)  # only runs that died; live ones (other test sessions) keep theirs
         workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._make_switch()
@@ -468,8 +542,10 @@ class Fleet:
     def spawn(
         self, host: Host, argv: list[str], log: Any, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        root = Path(__file__).resolve().parent.parent
-        penv = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+        # `ip netns exec` may run another interpreter's site (sudo): point it at the
+        # runtime package and this harness wherever they are
+        paths = dict.fromkeys(str(Path(m.__file__ or "").resolve().parents[1]) for m in _PACKAGES)
+        penv = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
         penv.pop("NOTIFY_SOCKET", None)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", host.ns, *argv],
@@ -499,7 +575,7 @@ class Fleet:
         """The origin farm in its own namespace; returns its base URL (origin i: /o/i)."""
         farm = self.add_plain("farm")
         log = (farm.dir / "farm.log").open("ab")
-        argv = [sys.executable, "-m", "agent.farm", "--host", farm.ip, "--port", str(port)]
+        argv = [sys.executable, "-m", "edge_harness.farm", "--host", farm.ip, "--port", str(port)]
         argv += ["--count", str(count)]
         for oid, mode in (modes or {}).items():
             argv += ["--mode", f"{oid}={mode}"]
@@ -584,7 +660,7 @@ class Fleet:
         for h in self.hosts:
             try:
                 view = ", ".join(f"{n}={s}" for n, (s, _) in sorted(h.members().items()))
-            except Exception as e:  # a view for an error message: anything goes
+            except TRANSIENT as e:  # a host that cannot answer is part of the picture
                 view = f"({type(e).__name__}: {e})"
             lines.append(f"{h.name} {h.ip} {'up' if h.alive() else 'down'}: {view}")
         return "\n".join(lines)
@@ -597,7 +673,9 @@ class Fleet:
                     p.send_signal(signal.SIGCONT)
                     p.kill()
         for p in self._procs:
-            with contextlib.suppress(Exception):
+            # a process in uninterruptible sleep outlives this wait; deleting its
+            # namespace below kills it by PID anyway
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
         cleanup(self.prefix)
 
@@ -617,7 +695,7 @@ def wait(
             v = fn()
             if v:
                 return v
-        except Exception as e:  # the thing polled may not be up yet
+        except TRANSIENT as e:  # the thing polled may not be up yet (see TRANSIENT)
             last = e
         time.sleep(interval)
     detail = f"\n{explain()}" if explain else ""

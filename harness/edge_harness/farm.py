@@ -23,7 +23,7 @@ in the process that serves the request)::
     POST /hook, GET /hooks          # a webhook receiver for edge-agent's [[webhook]], and
                                     # what it received (per process: use --processes 1)
 
-``python -m agent.farm --port P --count N --processes K`` serves origins ``0`` .. ``N-1``
+``python -m edge_harness.farm --port P --count N --processes K`` serves origins ``0`` .. ``N-1``
 from K processes sharing one port with SO_REUSEPORT, so the farm is not what limits a
 benchmark. It prints one line, ``farm ready: port=P ...``, once every process listens.
 """
@@ -318,7 +318,7 @@ async def start_farm(
     return Farm(runner, state, host, [addr[1] for addr in runner.addresses])
 
 
-# --- python -m agent.farm -------------------------------------------------------------------
+# --- python -m edge_harness.farm ------------------------------------------------------------------
 
 
 def _serve_forever(opts: dict[str, Any], ready: Any = None) -> None:
@@ -418,7 +418,9 @@ def _run_processes(opts: dict[str, Any], processes: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agent.farm", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m edge_harness.farm", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     ap.add_argument("--count", type=int, default=None, help="serve origins 0..N-1 (default: any)")

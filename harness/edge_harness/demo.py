@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from agent.config import parse_config
-from agent.farm import Farm, start_farm
 from agent.runtime import Agent
+from edge_harness.farm import Farm, start_farm
 
 # id -> farm behaviour; the flap periods differ so transitions keep coming
 BEHAVIOURS = {
@@ -126,13 +126,13 @@ async def _demo(api_port: int) -> None:
 def run_demo(api_port: int = 8080) -> int:
     from agent.systemd import setup_logging
 
-    # root can build a real fleet in network namespaces (agent/fleet_demo.py);
+    # root can build a real fleet in network namespaces (harness/edge_harness/fleet_demo.py);
     # EDGE_AGENT_DEMO=single keeps the one-node loopback demo even then
     if os.environ.get("EDGE_AGENT_DEMO") != "single":
-        from agent.fleet import missing_prerequisites
+        from edge_harness.fleet import missing_prerequisites
 
         if not missing_prerequisites():
-            from agent.fleet_demo import run_fleet_demo
+            from edge_harness.fleet_demo import run_fleet_demo
 
             return run_fleet_demo()
     if not _port_free(api_port):

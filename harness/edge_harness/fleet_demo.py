@@ -1,7 +1,7 @@
 """`edge-agent demo` as root: five real nodes on a private switch, finding each other by
 mDNS alone, then surviving a kill -9 and a pulled cable while you watch.
 
-Built on agent/fleet.py (network namespaces; the machine's own network is untouched).
+Built on harness/edge_harness/fleet.py (network namespaces; the machine's own network is untouched).
 Everything it made is removed on exit, Ctrl-C included.
 """
 
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.fleet import Fleet, Host, cleanup
+from edge_harness.fleet import TRANSIENT, Fleet, Host
 
 PREFIX = "eademo-"
 NODES = 5
@@ -39,7 +39,7 @@ class Narrator:
                 continue
             try:
                 view = {n: s for n, (s, _) in h.members().items() if n != h.name}
-            except Exception:  # not up yet, or paused
+            except TRANSIENT:  # not up yet, or paused
                 continue
             old = self.views.get(h.name, {})
             changes = [
@@ -85,7 +85,7 @@ def _scenario(f: Fleet, say: Narrator) -> None:
     def moved() -> bool:
         try:
             return all(h.members().get(mover.name) == ("alive", mover.ip) for h in hosts)
-        except Exception:
+        except TRANSIENT:  # not up yet, or paused
             return False
 
     while True:
@@ -120,8 +120,9 @@ def _scenario(f: Fleet, say: Narrator) -> None:
 
 def run_fleet_demo(nodes: int = NODES) -> int:
     print(
-        f"edge-agent demo (root): {nodes} nodes in network namespaces '{PREFIX}*' on a private\n"
-        "bridge, plus an origin farm. Your machine's own network is not touched. Ctrl-C stops.",
+        f"edge-agent demo (root): {nodes} nodes in network namespaces '{PREFIX}<pid>-...' on\n"
+        "a private bridge, plus an origin farm. Your machine's own network is not touched.\n"
+        "Ctrl-C stops.",
         flush=True,
     )
 
@@ -144,6 +145,5 @@ def run_fleet_demo(nodes: int = NODES) -> int:
         finally:
             print("\nedge-agent demo: tearing down namespaces and processes...", flush=True)
             fleet.close()
-            cleanup(PREFIX)
     print("edge-agent demo: stopped cleanly", flush=True)
     return 0
