@@ -36,7 +36,7 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.placement import Member, OwnerChange, Placement, compute_owners
+from agent.node.placement import Member, OwnerChange, Placement, compute_owners
 
 GOAL_MS = 50.0
 T = TypeVar("T")

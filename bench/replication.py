@@ -3,7 +3,7 @@
     .venv/bin/python bench/replication.py [--sizes 100,1000,10000] [--missed 1,10,100,1000]
                                           [--merges 20000] [--no-sim] [--seed 1]
 
-Everything runs in-process on the sans-I/O cores (agent.state, agent.replication); bytes
+Everything runs in-process on the sans-I/O cores (agent.node.state, agent.node.replication); bytes
 are the payloads replication hands to membership (memberlist's framing, compression and
 encryption come on top and are the same for any user message).
 
@@ -41,14 +41,14 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import OriginSpec, parse_origin
 from agent.crdt.hlc import Timestamp
+from agent.domain.origin import OriginSpec, parse_origin
 from agent.membership.member import Member
 from agent.membership.messages import NodeState
 from agent.membership.meta import encode_tags
 from agent.membership.protocol import MemberEvent, RemoteState, UserMessage
-from agent.replication import KIND_DELTA, Replicator, Send, encode_message
-from agent.state import Delta, State, encode_delta
+from agent.node.replication import KIND_DELTA, Replicator, Send, encode_message
+from agent.node.state import Delta, State, encode_delta
 
 T = TypeVar("T")
 T0 = 1_780_000_000_000

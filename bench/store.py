@@ -5,7 +5,7 @@
 
 * wear: a fleet of --nodes nodes, --origins origins each checked every 10 s by its 2
   owners, --flap of the origins going down for 30 s..10 min once per hour. The deltas
-  are the real ones (agent.state): a check that returns what it returned last time
+  are the real ones (agent.node.state): a check that returns what it returned last time
   writes nothing, so only transitions reach the disk. The deltas one node holds (every
   owner's, as replication delivers them) are written, batched per second (the group
   commit interval), by (a) agent.store and (b) SQLite in WAL mode, synchronous=NORMAL,
@@ -36,9 +36,9 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import parse_origin
 from agent.crdt.hlc import HLC
-from agent.state import State, decode_delta, encode_delta
+from agent.domain.origin import parse_origin
+from agent.node.state import State, decode_delta, encode_delta
 from agent.store import SnapshotBudget, Store
 
 DAY = 86_400

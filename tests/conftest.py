@@ -135,7 +135,7 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "agent.shell.cli", "run", "--config", str(self.config)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=self.stderr_path.open("wb"),

@@ -17,21 +17,21 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from agent.config import OriginSpec, parse_origin
 from agent.crdt.dot import Dot
 from agent.crdt.hlc import Timestamp
+from agent.domain.origin import OriginSpec, parse_origin
 from agent.membership.meta import encode_tags
 from agent.membership.protocol import Event, UserMessage
 from agent.membership.settings import Settings
 from agent.membership.simulator import Simulator
-from agent.replication import (
+from agent.node.replication import (
     KIND_DELTA,
     Gossip,
     Replicator,
     decode_message,
     is_replication,
 )
-from agent.state import Delta, State
+from agent.node.state import Delta, State
 
 T0 = 1_780_000_000_000
 EDGE_META = encode_tags({"role": "edge-agent"})

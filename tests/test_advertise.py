@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agent import rejoin as cluster_module
-from agent.advertise import advertise_address, interface_addresses, is_derived
-from agent.cluster import Cluster
-from agent.config import parse_config
+from agent.shell import rejoin as cluster_module
+from agent.shell.advertise import advertise_address, interface_addresses, is_derived
+from agent.shell.cluster import Cluster
+from agent.shell.config import parse_config
 
 ADDRS = {"lo": ["127.0.0.1"], "eth0": ["10.0.0.7"], "wlan0": ["192.168.4.7", "192.168.4.8"]}
 

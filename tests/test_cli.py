@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-import agent.config
-from agent.cli import (
+import agent.shell.config
+from agent.shell.cli import (
     STATUS_ORIGIN_ROWS,
     _api_base,
     build_parser,
@@ -24,7 +24,7 @@ from agent.cli import (
     origins_table,
     status_text,
 )
-from agent.config import CONFIG_ENV
+from agent.shell.config import CONFIG_ENV
 from tests.conftest import AgentProcess, OriginServer, require, wait_for
 
 
@@ -33,7 +33,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "agent.shell.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -207,14 +207,14 @@ def test_without_a_config_file_the_default_address_quietly(
     """No file at the default path (a machine without an agent config): the documented
     default, ApiConfig's listen address, without a word."""
     monkeypatch.delenv(CONFIG_ENV, raising=False)
-    monkeypatch.setattr(agent.config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr(agent.shell.config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
     for command in CLIENTS:
         assert _api_base(build_parser().parse_args(command)) == "http://127.0.0.1:8080"
     assert capsys.readouterr() == ("", "")
     # a config that is there gives its address (any-address binds are reached on loopback)
     cfg = tmp_path / "agent.toml"
     cfg.write_text('[api]\nlisten = "0.0.0.0:9181"\n')
-    monkeypatch.setattr(agent.config, "DEFAULT_CONFIG_PATH", cfg)
+    monkeypatch.setattr(agent.shell.config, "DEFAULT_CONFIG_PATH", cfg)
     assert _api_base(build_parser().parse_args(["status"])) == "http://127.0.0.1:9181"
 
 
@@ -404,7 +404,7 @@ def test_lazy_ca_store_only_when_the_hashed_directory_covers_the_default_bundle(
     import os
     import ssl
 
-    from agent.cli import lazy_ca_store
+    from agent.shell.cli import lazy_ca_store
 
     paths = _verify_paths(tmp_path, certs=3, hashed=3)
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)

@@ -10,25 +10,25 @@ from typing import Any
 
 import pytest
 
-from agent.config import (
+from agent.domain.durations import parse_duration
+from agent.domain.origin import OriginSpec
+from agent.domain.problems import ConfigError
+from agent.membership.settings import Settings as GossipSettings
+from agent.shell.config import (
     ApiConfig,
     ChecksConfig,
     ClusterConfig,
     Config,
-    ConfigError,
     HostPort,
     LedsConfig,
     LogConfig,
     NodeConfig,
-    OriginSpec,
     StoreConfig,
     WebhookConfig,
     load_config,
     parse_config,
-    parse_duration,
     parse_hostport,
 )
-from agent.membership.settings import Settings as GossipSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,7 +196,7 @@ def test_status_classes_expand() -> None:
 
 def edge_agent(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "agent.shell.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 

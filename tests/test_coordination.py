@@ -314,8 +314,8 @@ def peer_member(name: str, meta: Any) -> Any:
 
 def in_process(tmp_path: Path) -> Any:
     from agent.checks.engine import CheckEngine
-    from agent.config import parse_config
-    from agent.coordinator import Coordinator
+    from agent.shell.config import parse_config
+    from agent.shell.coordinator import Coordinator
 
     config = parse_config({"node": {"name": "n1", "data_dir": str(tmp_path)}})
     co = Coordinator("n1", config, CheckEngine(concurrency=1))
@@ -329,7 +329,7 @@ def test_a_bug_decoding_a_peers_tags_is_not_hidden(tmp_path: Path) -> None:
     become a member without tags (the old ``except Exception: tags = {}``)."""
     from agent.membership.meta import encode_tags
     from agent.membership.protocol import MemberEvent
-    from agent.placement import ROLE
+    from agent.node.placement import ROLE
 
     co = in_process(tmp_path)
     try:

@@ -30,10 +30,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.api.app import build_app
-from agent.api.events import EventHub
-from agent.leds import PATTERNS, LedState, patterns_json
-from agent.metrics import Metrics
+from agent.shell.api.app import build_app
+from agent.shell.api.events import EventHub
+from agent.shell.leds import PATTERNS, LedState, patterns_json
+from agent.shell.metrics import Metrics
 from tests.conftest import ROOT, AgentProcess, OriginServer, free_port, require, wait_for
 
 OUTPUT = ROOT / "test-output"

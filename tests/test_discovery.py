@@ -15,9 +15,15 @@ from typing import Any
 
 import pytest
 
-import agent.discovery as discovery
-from agent.discovery import Discovery, DiscoveryError, choose_interface, serf_txt, service_type
-from agent.peers import Peer, PeerStore
+import agent.shell.discovery as discovery
+from agent.shell.discovery import (
+    Discovery,
+    DiscoveryError,
+    choose_interface,
+    serf_txt,
+    service_type,
+)
+from agent.shell.peers import Peer, PeerStore
 from tests.conftest import AgentProcess, wait_for
 
 ADDRS = {"lo": ["127.0.0.1"], "eth0": ["10.1.2.3"], "wlan0": ["192.168.4.7", "192.168.4.8"]}

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.handoff import Handoff, HandoffResult
-from agent.placement import OwnerChange
+from agent.node.handoff import Handoff, HandoffResult
+from agent.node.placement import OwnerChange
 
 ME = "a"
 INTERVALS = {"o1": 1.0, "o2": 2.5, "o3": 10.0}

@@ -8,7 +8,7 @@ import random
 import msgpack
 import pytest
 
-from agent.identify import (
+from agent.shell.identify import (
     MAGIC,
     IdentifyDecodeError,
     IdentifyRequest,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.identity import IdentitySources, NameGuard, board_id, is_default_hostname, node_name
+from agent.shell.config import Config, parse_config
+from agent.shell.names import IdentitySources, NameGuard, board_id, is_default_hostname, node_name
 
 CPUINFO_PI = """processor\t: 0
 model name\t: ARMv7 Processor rev 4 (v7l)
@@ -111,7 +111,7 @@ def _guard(
     ) -> object:
         return answers[peer]
 
-    monkeypatch.setattr("agent.identity.ask_where", fake_ask)
+    monkeypatch.setattr("agent.shell.names.ask_where", fake_ask)
     g = NameGuard("dup", lambda: ("10.0.0.9", 7946), lambda: witnesses, lambda: None, faults.append)
     g.rival = ("10.0.0.5", 7946)
     return g, faults

@@ -26,9 +26,9 @@ import pytest
 from aiohttp import web
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
-from agent.config import parse_config
-from agent.leds import COLOURS, OFF, PATTERNS, RGB_COLOURS, RGB_PATTERNS, LedState
-from agent.runtime import Agent
+from agent.shell.config import parse_config
+from agent.shell.leds import COLOURS, OFF, PATTERNS, RGB_COLOURS, RGB_PATTERNS, LedState
+from agent.shell.runtime import Agent
 from tests.conftest import async_wait_for, free_port
 
 PINS = {"green": 17, "amber": 27, "red": 22}

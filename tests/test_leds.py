@@ -1,4 +1,4 @@
-"""agent.leds: the state rules, the pattern tables, and the driver on gpiozero's mock pins.
+"""agent.shell.leds: the state rules, the pattern tables, and the driver on gpiozero's mock pins.
 
 Pin timelines are asserted as gpiozero records them: each change of a mock pin with the
 time since the one before, so a blink is checked for its rhythm, not just its last value.
@@ -17,10 +17,10 @@ import pytest
 from gpiozero import LED, Device
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
-from agent import leds as leds_mod
-from agent.config import LedsConfig
-from agent.health import Status
-from agent.leds import (
+from agent.domain.health import HealthStatus as Status
+from agent.shell import leds as leds_mod
+from agent.shell.config import LedsConfig
+from agent.shell.leds import (
     ACT_PATTERNS,
     COLOURS,
     DESCRIPTIONS,
@@ -213,7 +213,7 @@ def docs_section(marker: str) -> str:
 
 
 def test_docs_tables_match_patterns() -> None:
-    hint = "docs/leds.md is out of date: regenerate the tables with `python -m agent.leds`"
+    hint = "docs/leds.md is out of date: regenerate the tables with `python -m agent.shell.leds`"
     assert docs_section("LED TABLE") == markdown_table(), hint
     assert docs_section("RGB TABLE") == rgb_markdown_table(), hint
 
@@ -405,7 +405,7 @@ def test_led_errors_are_logged_once_and_never_raised(
 ) -> None:
     factory = MockFactory(pin_class=BrokenPin)
     try:
-        with caplog.at_level(logging.DEBUG, logger="agent.leds"):
+        with caplog.at_level(logging.DEBUG, logger="agent.shell.leds"):
             leds = Leds(LedsConfig(), pin_factory=factory)
             leds.set(LedState.HEALTHY)
             leds.set(LedState.FAULT)
@@ -437,7 +437,7 @@ def test_off_a_pi_leds_fall_back_to_mock_pins_and_say_so_once(
     monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
     monkeypatch.setattr(Device, "pin_factory", None)
     monkeypatch.setattr(leds_mod, "_told_no_gpio", False)
-    with caplog.at_level(logging.INFO, logger="agent.leds"):
+    with caplog.at_level(logging.INFO, logger="agent.shell.leds"):
         first = Leds(config)
         second = Leds(config)  # e.g. rebuilt after a reload
     try:
@@ -533,7 +533,7 @@ def test_an_unwritable_act_led_is_logged_once(
     (act / "brightness").mkdir()  # writing fails with an OSError, as EACCES would
     (act / "delay_on").mkdir()
     with (
-        caplog.at_level(logging.DEBUG, logger="agent.leds"),
+        caplog.at_level(logging.DEBUG, logger="agent.shell.leds"),
         Leds(LedsConfig(act=True), pin_factory=factory, sysfs_root=tmp_path) as leds,
     ):
         leds.set(LedState.HEALTHY)

@@ -12,15 +12,15 @@ import asyncio
 import pytest
 
 from agent.checks.state import Status, Transition
-from agent.config import OriginSpec, parse_origin
+from agent.domain.origin import OriginSpec, parse_origin
 from agent.membership.member import Member as GossipMember
 from agent.membership.messages import NodeState
 from agent.membership.meta import encode_tags
 from agent.membership.protocol import MemberEvent, UserMessage
-from agent.node_core import Conflict, NodeCore, Outputs
-from agent.placement import ROLE
-from agent.replication import Gossip
-from agent.state import State, decode_delta
+from agent.node.core import Conflict, NodeCore, Outputs
+from agent.node.placement import ROLE
+from agent.node.replication import Gossip
+from agent.node.state import State, decode_delta
 
 
 def spec(origin_id: str, interval: str = "10s") -> OriginSpec:

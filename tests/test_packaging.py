@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS_MODULES = ("fleet", "farm", "demo", "fleet_demo")
-# what the harness does and a runtime module never should (agent/cli.py names the
+# what the harness does and a runtime module never should (agent/shell/cli.py names the
 # harness, importing it lazily for `edge-agent demo`, so its name is no mark)
 HARNESS_MARKS = (b"ip netns", b"setns", b"CLONE_NEWNET", b"nft -f")
 
@@ -74,8 +74,8 @@ def test_the_wheel_has_every_runtime_module_and_its_entry_point(wheel: zipfile.Z
     assert runtime <= shipped, f"missing from the wheel: {sorted(runtime - shipped)}"
     (entry_points,) = [n for n in shipped if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
-    assert "edge-agent = agent.cli:main" in text, text
-    assert "agent/cli.py" in shipped
+    assert "edge-agent = agent.shell.cli:main" in text, text
+    assert "agent/shell/cli.py" in shipped
 
 
 def test_demo_on_an_installed_node_says_to_run_it_from_a_clone(
@@ -92,7 +92,7 @@ def test_demo_on_an_installed_node_says_to_run_it_from_a_clone(
     (site / "deps.pth").write_text(f"{deps}\n")
     code = (
         "import sys, agent; print(agent.__file__, flush=True)\n"
-        "from agent.cli import main\n"
+        "from agent.shell.cli import main\n"
         "sys.exit(main(['demo']))\n"
     )
     res = subprocess.run(

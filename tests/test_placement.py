@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.placement import (
+from agent.node.placement import (
     ROLE,
     SEED,
     Member,
@@ -32,7 +32,7 @@ MAXW = sys.float_info.max  # scores overflow to +inf for h > 1/e: real ties, bro
 
 
 def naive_owners(members: Iterable[Member], k: int, origin: str) -> tuple[str, ...]:
-    """The spec, written out independently of agent.placement."""
+    """The spec, written out independently of agent.node.placement."""
     scored = []
     for m in members:
         if not m.eligible:
@@ -412,7 +412,7 @@ def test_member_rejects_invalid_weight(bad: float) -> None:
 
 
 def test_member_from_tags() -> None:
-    from agent.cluster import ROLE as CLUSTER_ROLE
+    from agent.shell.cluster import ROLE as CLUSTER_ROLE
 
     assert ROLE == CLUSTER_ROLE
     tags = {"role": ROLE, "weight": "2", "version": "x"}

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config, NodeConfig, OriginSpec
-from agent.coordinator import Coordinator, CoordinatorCollector
 from agent.crdt.hlc import Timestamp
+from agent.domain.origin import OriginSpec
 from agent.membership.protocol import Event
 from agent.membership.settings import Settings
 from agent.membership.simulator import Simulator
-from agent.replication import Gossip, Output
+from agent.node.replication import Gossip, Output
+from agent.shell.config import Config, NodeConfig
+from agent.shell.coordinator import Coordinator, CoordinatorCollector
 from tests.replication_sim import EDGE_META, T0, spec
 
 
@@ -181,7 +182,7 @@ def test_a_new_store_gets_its_own_replica_id_and_a_clean_restart_keeps_it(
 def test_a_store_from_before_replica_ids_keeps_signing_with_the_node_name(
     tmp_path: Path,
 ) -> None:
-    from agent.state import State, encode_delta
+    from agent.node.state import State, encode_delta
     from agent.store import Store
 
     st = State("pi-1")  # what the previous version wrote: dots named after the node

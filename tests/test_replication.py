@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config import parse_origin
 from agent.crdt.causal_context import CausalContext
 from agent.crdt.hlc import Timestamp
+from agent.domain.origin import parse_origin
 from agent.membership.member import Member
 from agent.membership.messages import NodeState
 from agent.membership.protocol import MemberEvent, RemoteState, StreamDone, UserMessage
@@ -28,7 +28,7 @@ from agent.membership.serf_messages import (
     encode_serf_message,
 )
 from agent.membership.settings import Settings, push_pull_scale
-from agent.replication import (
+from agent.node.replication import (
     DEFAULT_MAX_PACKET,
     KIND_DELTA,
     KIND_REPAIR,
@@ -44,7 +44,7 @@ from agent.replication import (
     encode_message,
     restrict,
 )
-from agent.state import Delta, State, encode_delta
+from agent.node.state import Delta, State, encode_delta
 
 from .conftest import AgentProcess, wait_for
 from .replication_sim import EDGE_META, SERF_META, T0, ReplicatedCluster, event_dots, spec

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config import OriginSpec, parse_origin
 from agent.crdt import CrdtDecodeError, Timestamp
 from agent.crdt.codec import encode_digest
-from agent.state import (
+from agent.domain.origin import OriginSpec, parse_origin
+from agent.node.state import (
     Declaration,
     Delta,
     State,

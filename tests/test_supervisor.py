@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from agent.metrics import Metrics
-from agent.runtime import Supervisor
+from agent.shell.metrics import Metrics
+from agent.shell.runtime import Supervisor
 from tests.conftest import async_wait_for
 
 

@@ -1,4 +1,4 @@
-"""agent.systemd against real parts: AF_UNIX datagram sockets standing in for systemd's notify
+"""agent.shell.systemd against real parts: AF_UNIX datagram sockets standing in for systemd's notify
 socket, and a real systemd-journald (started in a private mount namespace) for the journal."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any, cast
 
 import pytest
 
-from agent import systemd as sd
-from agent.systemd import (
+from agent.shell import systemd as sd
+from agent.shell.systemd import (
     Notifier,
     Watchdog,
     log_destination,
@@ -151,7 +151,7 @@ def test_without_the_library_the_fallback_notifies_and_says_so(
     notify_socket: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(sd, "_daemon", None)
-    with caplog.at_level(logging.WARNING, logger="agent.systemd"):
+    with caplog.at_level(logging.WARNING, logger="agent.shell.systemd"):
         n = Notifier.from_env()
         assert n.notify is sd.fallback_notify
         assert n.ready()
@@ -237,7 +237,7 @@ def test_send_errors_are_logged_once_and_not_raised(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
     n = Notifier(notify)
-    with caplog.at_level(logging.WARNING, logger="agent.systemd"):
+    with caplog.at_level(logging.WARNING, logger="agent.shell.systemd"):
         assert n.ready() is False
         assert n.watchdog() is False
     warnings = [r for r in caplog.records if "cannot notify systemd" in r.getMessage()]
@@ -404,15 +404,15 @@ def test_journal_stream_format_has_priority_prefix_and_no_timestamp(
     with open(path, "w") as f:
         handler = setup_logging("debug", env={"JOURNAL_STREAM": _stream_id(f)}, stream=f)
         assert isinstance(handler, logging.StreamHandler)
-        log = logging.getLogger("agent.runtime")
+        log = logging.getLogger("agent.shell.runtime")
         log.info("ready", extra={"ORIGIN": "shop"})
         try:
             raise RuntimeError("boom")
         except RuntimeError:
             log.exception("crashed")
     lines = path.read_text().splitlines()
-    assert lines[0] == "<6>agent.runtime: ready ORIGIN=shop"
-    assert lines[1] == "<3>agent.runtime: crashed"
+    assert lines[0] == "<6>agent.shell.runtime: ready ORIGIN=shop"
+    assert lines[1] == "<3>agent.shell.runtime: crashed"
     assert len(lines) > 3 and all(x.startswith("<3>") for x in lines[1:])
     assert lines[-1] == "<3>RuntimeError: boom"
 
@@ -460,7 +460,7 @@ journalctl -o json --no-pager "TEST_RUN=$TEST_RUN"
 
 _JOURNAL_CHILD = """
 import logging, os, sys
-from agent.systemd import setup_logging
+from agent.shell.systemd import setup_logging
 handler = setup_logging("info")  # $INVOCATION_ID is set: we run "under systemd"
 print(type(handler).__module__, type(handler).__name__, file=sys.stderr)
 log = logging.getLogger("agent.checks")

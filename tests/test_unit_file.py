@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.systemd import watchdog_interval
+from agent.shell.systemd import watchdog_interval
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,11 +195,11 @@ else:
     systemd.journal.JournalHandler(SYSLOG_IDENTIFIER="edge-agent")
     assert systemd.daemon.notify("READY=1") is False  # $NOTIFY_SOCKET unset: loaded, not sent
     print("systemd-python: loaded")
-import agent.config, agent.health, agent.metrics, agent.leds, agent.systemd
-agent.metrics.Metrics()
+import agent.shell.config, agent.shell.metrics, agent.shell.leds, agent.shell.systemd
+agent.shell.metrics.Metrics()
 from gpiozero.pins.mock import MockFactory
-leds = agent.leds.Leds(agent.config.LedsConfig(), pin_factory=MockFactory())
-leds.set(agent.leds.LedState.STARTING)
+leds = agent.shell.leds.Leds(agent.shell.config.LedsConfig(), pin_factory=MockFactory())
+leds.set(agent.shell.leds.LedState.STARTING)
 leds.close()
 print("OK")
 """

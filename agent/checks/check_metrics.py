@@ -19,7 +19,7 @@ _UP_VALUE = {Status.UNKNOWN: -1.0, Status.UP: 1.0, Status.DOWN: 0.0}
 
 
 class Figures(Protocol):
-    """The metric families the engine writes; the shell's registry (agent.metrics.Metrics)
+    """The metric families the engine writes; the shell's registry (agent.shell.metrics.Metrics)
     owns them. A protocol, so the checks package does not depend on the shell."""
 
     checks: Counter

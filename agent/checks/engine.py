@@ -20,7 +20,7 @@ from typing import Protocol
 
 import aiohttp
 
-from agent.config import OriginSpec
+from agent.domain import OriginSpec
 
 from .check_metrics import CheckMetrics, Figures, OriginGauges
 from .probes import make_session, probe

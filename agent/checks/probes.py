@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import aiohttp
 
-from agent.config import OriginSpec, format_duration
+from agent.domain import OriginSpec, format_duration
 
 from .state import ProbeResult
 

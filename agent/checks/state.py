@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.config import OriginSpec
+from agent.domain import OriginSpec
 
 #: Each delay is stretched or shrunk by up to this fraction, so origins that share an
 #: interval drift apart instead of firing in lock-step after a restart or reload.

@@ -3,22 +3,46 @@
 
 from agent.crdt.aworset import AWORSet
 from agent.crdt.causal_context import CausalContext, Digest
-from agent.crdt.codec import CrdtDecodeError
+from agent.crdt.codec import (
+    CrdtDecodeError,
+    Interner,
+    ItemCodec,
+    Lookup,
+    decode_digest,
+    decode_ormap,
+    decode_ts,
+    encode_digest,
+    encode_ormap,
+    encode_ts,
+    fail,
+)
 from agent.crdt.dot import Dot
 from agent.crdt.hlc import HLC, Timestamp
 from agent.crdt.lww import LWWRegister
 from agent.crdt.mvregister import MVRegister
-from agent.crdt.ormap import ORMap
+from agent.crdt.ormap import DEFAULT_RECORD_LIMIT, KeyVV, ORMap
 
 __all__ = [
+    "DEFAULT_RECORD_LIMIT",
     "HLC",
     "AWORSet",
     "CausalContext",
     "CrdtDecodeError",
     "Digest",
     "Dot",
+    "Interner",
+    "ItemCodec",
+    "KeyVV",
     "LWWRegister",
+    "Lookup",
     "MVRegister",
     "ORMap",
     "Timestamp",
+    "decode_digest",
+    "decode_ormap",
+    "decode_ts",
+    "encode_digest",
+    "encode_ormap",
+    "encode_ts",
+    "fail",
 ]

@@ -17,7 +17,7 @@ convergence unconditional:
   earlier write), so its later dot at a key supersedes its earlier one there. A write
   also records, in ``covers``, the highest dot of every *other* replica it superseded at
   that key (a dotted version vector; empty for single-writer keys, which is every key of
-  agent.state until a node whose store was lost writes under a new replica id).
+  agent.node.state until a node whose store was lost writes under a new replica id).
   Joining drops any entry another entry at its key supersedes.
 - *Removals are events.* A remove takes a dot of its own, so a digest shows a peer
   missing it, and makes a removal *record* (dot -> [(key, what it superseded)]) that

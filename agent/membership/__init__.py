@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from agent.membership.keyring import Keyring, generate_key
     from agent.membership.member import Member
     from agent.membership.messages import NodeState, PushPull, ip_from_wire
-    from agent.membership.meta import decode_tags, encode_tags
+    from agent.membership.meta import DAMAGE, decode_tags, encode_tags
     from agent.membership.protocol import (
+        ENCRYPTION_OVERHEAD,
         Event,
         IncarnationChanged,
         JoinResult,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         RemoteState,
         StreamDone,
         UserMessage,
+        max_broadcast,
     )
     from agent.membership.serf_intents import SerfClock
     from agent.membership.serf_messages import SerfMessageType, SerfPushPull, encode_serf_message
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
     from agent.membership.transport import MembershipNode
 
 _WHERE: dict[str, str] = {
+    "max_broadcast": "agent.membership.protocol",
+    "ENCRYPTION_OVERHEAD": "agent.membership.protocol",
+    "DAMAGE": "agent.membership.meta",
     "Broadcast": "agent.membership.broadcast_queue",
     "Counters": "agent.membership.counters",
     "GossipEndpoint": "agent.membership.endpoint",
@@ -91,6 +96,8 @@ _WHERE: dict[str, str] = {
 }
 
 __all__ = [
+    "DAMAGE",
+    "ENCRYPTION_OVERHEAD",
     "Broadcast",
     "Counters",
     "DecodeError",
@@ -124,6 +131,7 @@ __all__ = [
     "encode_tags",
     "generate_key",
     "ip_from_wire",
+    "max_broadcast",
     "packb",
     "push_pull_scale",
     "unpack_one",

@@ -196,6 +196,15 @@ class GossipEndpoint:
         """Push/pull views since a move that still hold us at a former address."""
         return self.core.stale_views
 
+    def dropped_broadcasts(self) -> dict[tuple[str, str], int]:
+        """Broadcasts dropped unsent, by (queue, reason): ``membership`` or ``user``,
+        ``oversized`` (no packet could carry it) or ``pruned`` (the queue was full)."""
+        out = {}
+        for queue, q in (("membership", self.core.broadcasts), ("user", self.core.user_broadcasts)):
+            out[(queue, "oversized")] = q.oversized
+            out[(queue, "pruned")] = q.pruned
+        return out
+
     # --- the stream exchanges' host (stream_exchange.StreamHost) -------------------------
 
     def new_stream_decoder(self) -> StreamDecoder:

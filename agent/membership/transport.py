@@ -18,7 +18,6 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.atomic_file import write_atomic
 from agent.membership.broadcast_queue import Broadcast
 from agent.membership.counters import Counters
 from agent.membership.endpoint import GossipEndpoint
@@ -30,10 +29,10 @@ from agent.membership.protocol import (
     IncarnationChanged,
     JoinResult,
     LeaveDone,
-    Membership,
 )
 from agent.membership.settings import Settings
 from agent.membership.stream_exchange import InboundStream, OutboundStream
+from agent.store import write_atomic
 
 __all__ = ["Counters", "MembershipNode", "read_incarnation", "write_incarnation"]
 
@@ -126,11 +125,6 @@ class MembershipNode:
     def running(self) -> bool:
         """Started (bound and announced): the node takes commands."""
         return self.endpoint is not None
-
-    @property
-    def core(self) -> Membership | None:
-        """The protocol core, once started (prefer the endpoint's views)."""
-        return self.endpoint.core if self.endpoint is not None else None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -238,6 +232,9 @@ class MembershipNode:
     def stale_views(self) -> int:
         return self.endpoint.stale_views if self.endpoint else 0
 
+    def dropped_broadcasts(self) -> dict[tuple[str, str], int]:
+        return self.endpoint.dropped_broadcasts() if self.endpoint else {}
+
     def update_meta(self, meta: bytes) -> None:
         self.meta = meta
         self._need_endpoint().update_meta(meta, self._now())
@@ -339,28 +336,7 @@ class MembershipNode:
         task.add_done_callback(self._tasks.discard)
 
     async def _client_stream(self, s: OutboundStream) -> None:
-        """Open a connection, write the request, feed the reply to the exchange."""
-        writer: asyncio.StreamWriter | None = None
-        timeout = max(s.deadline - self._now(), 0.01)
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(s.addr[0], s.addr[1])
-                writer.write(s.request)
-                await writer.drain()
-                s.sent(self._now())
-                while not s.done:
-                    chunk = await reader.read(READ_CHUNK)
-                    if chunk:
-                        s.receive(chunk, self._now())
-                    else:
-                        s.receive_eof(self._now())
-        except (TimeoutError, OSError) as e:
-            s.fail(e, self._now())
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+        await _exchange_out(s, self._now)
         self._pump()
 
     async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -371,22 +347,60 @@ class MembershipNode:
             return
         peer = writer.get_extra_info("peername") or ("", 0)
         st: InboundStream = ep.accept_stream((str(peer[0]), int(peer[1])), self._now())
-        try:
-            async with asyncio.timeout(self.settings.tcp_timeout):
-                while not st.done:
-                    chunk = await reader.read(READ_CHUNK)
-                    if chunk:
-                        st.receive(chunk, self._now())
-                    else:
-                        st.receive_eof(self._now())
-                self._pump()
-                if st.reply is not None:
-                    writer.write(st.reply)
-                    await writer.drain()
-        except (TimeoutError, OSError) as e:
-            st.abort(e)  # counted by kind in counters.stream_errors
-        finally:
-            self._pump()
+        await _exchange_in(st, reader, writer, self.settings.tcp_timeout, self._now, self._pump)
+
+
+async def _exchange_out(s: OutboundStream, now: Callable[[], float]) -> None:
+    """Open a connection, write the request, feed the reply to the exchange."""
+    writer: asyncio.StreamWriter | None = None
+    timeout = max(s.deadline - now(), 0.01)
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(s.addr[0], s.addr[1])
+            writer.write(s.request)
+            await writer.drain()
+            s.sent(now())
+            while not s.done:
+                chunk = await reader.read(READ_CHUNK)
+                if chunk:
+                    s.receive(chunk, now())
+                else:
+                    s.receive_eof(now())
+    except (TimeoutError, OSError) as e:
+        s.fail(e, now())
+    finally:
+        if writer is not None:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def _exchange_in(
+    st: InboundStream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    timeout: float,
+    now: Callable[[], float],
+    pump: Callable[[], None],
+) -> None:
+    """Read one request into the exchange, write its reply, close (``pump`` lets the
+    endpoint act on what the request changed before the reply goes out)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not st.done:
+                chunk = await reader.read(READ_CHUNK)
+                if chunk:
+                    st.receive(chunk, now())
+                else:
+                    st.receive_eof(now())
+            pump()
+            if st.reply is not None:
+                writer.write(st.reply)
+                await writer.drain()
+    except (TimeoutError, OSError) as e:
+        st.abort(e)  # counted by kind in counters.stream_errors
+    finally:
+        pump()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

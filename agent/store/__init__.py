@@ -1,9 +1,18 @@
 """The SD-card store: a crash-safe, segmented append-only log of CRDT deltas and node
 metadata, with group commit, snapshots and recovery (docs/store.md)."""
 
+from agent.store.atomic_file import write_atomic
+from agent.store.fs import FileOps
 from agent.store.log import StoreStats
 from agent.store.recovery import Recovered
 from agent.store.snapshot import SnapshotBudget
 from agent.store.store import Store
 
-__all__ = ["Recovered", "SnapshotBudget", "Store", "StoreStats"]
+__all__ = [
+    "FileOps",
+    "Recovered",
+    "SnapshotBudget",
+    "Store",
+    "StoreStats",
+    "write_atomic",
+]

@@ -16,8 +16,8 @@ import tempfile
 import time
 from typing import Any
 
-from agent.config import parse_config
-from agent.runtime import Agent
+from agent.shell.config import parse_config
+from agent.shell.runtime import Agent
 from edge_harness.farm import Farm, start_farm
 
 # id -> farm behaviour; the flap periods differ so transitions keep coming
@@ -124,7 +124,7 @@ async def _demo(api_port: int) -> None:
 
 
 def run_demo(api_port: int = 8080) -> int:
-    from agent.systemd import setup_logging
+    from agent.shell.systemd import setup_logging
 
     # root can build a real fleet in network namespaces (harness/edge_harness/fleet_demo.py);
     # EDGE_AGENT_DEMO=single keeps the one-node loopback demo even then

@@ -288,7 +288,7 @@ class Host:
         log.write(f"--- start {time.strftime('%H:%M:%S')} at {self.ip}\n".encode())
         log.flush()
         self.proc = self.fleet.spawn(
-            self, [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], log
+            self, [sys.executable, "-m", "agent.shell.cli", "run", "--config", str(cfg)], log
         )
         self.started_at = time.monotonic()
         self.stopped = False

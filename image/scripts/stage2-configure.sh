@@ -21,7 +21,7 @@ python3 -m venv --system-site-packages /opt/edge-agent/venv
 /opt/edge-agent/venv/bin/python -c 'import agent, aiohttp, cryptography, gpiozero, lgpio, mmh3, msgpack, prometheus_client, systemd.daemon, systemd.journal, zeroconf; print("edge-agent", agent.__version__, "imports ok")'
 # systemd-python is a dependency here, not an option: the agent must notify and log through
 # it, never through its fallback for machines without libsystemd.
-/opt/edge-agent/venv/bin/python -c 'import systemd.daemon, agent.systemd as s; assert s.notify_function() is systemd.daemon.notify, "agent.systemd fell back: systemd-python missing"'
+/opt/edge-agent/venv/bin/python -c 'import systemd.daemon, agent.shell.systemd as s; assert s.notify_function() is systemd.daemon.notify, "agent.shell.systemd fell back: systemd-python missing"'
 /opt/edge-agent/venv/bin/pip freeze --all > /opt/edge-agent/requirements.installed.txt
 ln -sf /opt/edge-agent/venv/bin/edge-agent /usr/local/bin/edge-agent
 /opt/edge-agent/venv/bin/edge-agent check-config /etc/edge-agent/agent.toml

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.checks.probes import make_session
-from agent.config import OriginSpec
+from agent.domain.origin import OriginSpec
 
 WAIT = 10.0  # deadline for any condition a test waits on
 

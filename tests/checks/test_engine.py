@@ -18,8 +18,8 @@ import pytest
 from agent.checks.engine import CheckEngine
 from agent.checks.probes import probe
 from agent.checks.state import ProbeResult, Status, Transition, initial_delay
-from agent.config import OriginSpec
-from agent.metrics import Metrics
+from agent.domain.origin import OriginSpec
+from agent.shell.metrics import Metrics
 
 from .conftest import WAIT, OriginServer, make_spec
 

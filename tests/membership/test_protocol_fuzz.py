@@ -136,7 +136,7 @@ async def test_live_node_survives_mutated_packets() -> None:
         finally:
             probe.close()
         assert any(isinstance(x, AckResp) and x.seq_no == 77 for x in decode_packet(reply).messages)
-        assert node.core is not None and node.core.node_map["victim"].state_name == "alive"
+        assert [m.state_name for m in node.members() if m.name == "victim"] == ["alive"]
     finally:
         sock.close()
         await node.stop()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.cluster import Cluster
-from agent.cluster_metrics import ClusterCollector
-from agent.config import parse_config
 from agent.membership import MembershipNode, Settings
+from agent.shell.cluster import Cluster
+from agent.shell.cluster_metrics import ClusterCollector
+from agent.shell.config import parse_config
 
 
 async def wait_until(cond: object, timeout: float = 5.0) -> None:

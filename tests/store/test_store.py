@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from agent.crdt.hlc import HLC
-from agent.state import State, decode_delta, encode_delta
+from agent.node.state import State, decode_delta, encode_delta
 from agent.store import SnapshotBudget, Store
 from agent.store.names import QUARANTINE_DIR, parse
 
@@ -246,7 +246,7 @@ def test_unreadable_segment_is_quarantined(tmp_path: Path) -> None:
 
 
 def test_with_the_real_state_and_hlc(tmp_path: Path) -> None:
-    from agent.config import parse_origin
+    from agent.domain.origin import parse_origin
 
     st = State("pi-1")
     hlc = HLC("pi-1")

@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any, cast
 
 from agent.checks.engine import CheckEngine
-from agent.config import parse_config, parse_origin
-from agent.coordinator import Coordinator
 from agent.crdt.hlc import HLC
+from agent.domain.origin import parse_origin
 from agent.membership.member import Member as GossipMember
 from agent.membership.messages import NodeState
 from agent.membership.meta import encode_tags
 from agent.membership.protocol import MemberEvent
-from agent.persistence import GroupCommit
-from agent.placement import ROLE
-from agent.replication import Output
-from agent.state import State, decode_delta, encode_delta
+from agent.node.placement import ROLE
+from agent.node.replication import Output
+from agent.node.state import State, decode_delta, encode_delta
+from agent.shell.config import parse_config
+from agent.shell.coordinator import Coordinator
+from agent.shell.persistence import GroupCommit
 from agent.store import SnapshotBudget, Store
 from agent.store.fs import FileOps
 

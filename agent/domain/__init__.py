@@ -1,0 +1,26 @@
+"""Shared domain vocabulary, stated once: imports nothing else of agent."""
+
+from agent.domain.durations import format_duration
+from agent.domain.health import Health, HealthStatus
+from agent.domain.origin import ORIGIN_ID_RE, OriginSpec, parse_origin, read_origin
+from agent.domain.problems import ConfigError, TableReader, field_default
+from agent.domain.roles import ROLE
+from agent.domain.values import duration, header_pairs, show, str_table
+
+__all__ = [
+    "ORIGIN_ID_RE",
+    "ROLE",
+    "ConfigError",
+    "Health",
+    "HealthStatus",
+    "OriginSpec",
+    "TableReader",
+    "duration",
+    "field_default",
+    "format_duration",
+    "header_pairs",
+    "parse_origin",
+    "read_origin",
+    "show",
+    "str_table",
+]

@@ -1,0 +1,35 @@
+"""Durations as operators write them ("500ms", "10s", "2m", "1m30s") and as we show them."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse "500ms", "10s", "2m", "1h", "1m30s" into seconds; raise ValueError otherwise."""
+    s = text.strip()
+    if not s:
+        raise ValueError("empty")
+    pos = 0
+    total = 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            raise ValueError(text)
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        raise ValueError(text)
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration, for display ("10s", "500ms", "2m")."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

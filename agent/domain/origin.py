@@ -1,0 +1,169 @@
+"""An origin to check: its spec, and how one is read and validated, the same way for the
+config file, the API and a spec that arrives from a peer."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.domain.durations import format_duration
+from agent.domain.problems import ConfigError, TableReader, field_default
+from agent.domain.values import header_pairs, positive_duration, show, status_list
+
+ORIGIN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class OriginSpec:
+    """One origin to check. Equal specs compare equal, so a reload can diff them."""
+
+    id: str
+    url: str
+    kind: str  # "http" (http and https URLs) or "tcp"
+    host: str
+    port: int
+    interval: float = 10.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    down_interval: float | None = None  # None: same as interval
+    expect_status: tuple[int, ...] = (200,)
+    expect_body: str = ""
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    tls_verify: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("https://")
+
+    @property
+    def effective_down_interval(self) -> float:
+        return self.interval if self.down_interval is None else self.down_interval
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as the API and the TOML file spell it."""
+        d: dict[str, Any] = {
+            "id": self.id,
+            "url": self.url,
+            "interval": format_duration(self.interval),
+            "timeout": format_duration(self.timeout),
+            "rise": self.rise,
+            "fall": self.fall,
+        }
+        if self.down_interval is not None:
+            d["down_interval"] = format_duration(self.down_interval)
+        if self.kind == "http":
+            d["expect_status"] = list(self.expect_status)
+            d["method"] = self.method
+            if self.expect_body:
+                d["expect_body"] = self.expect_body
+            if self.headers:
+                d["headers"] = dict(self.headers)
+            if self.tls:
+                d["tls_verify"] = self.tls_verify
+        return d
+
+
+def parse_target(url: str) -> tuple[str, str, int]:
+    """Return (kind, host, port) for an origin URL; ValueError with a reason otherwise."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "tcp"):
+        raise ValueError("scheme must be http, https or tcp")
+    try:
+        host = parts.hostname
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    if not host:
+        raise ValueError("missing host")
+    if scheme == "tcp":
+        if port is None:
+            raise ValueError("tcp:// needs a port")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError("tcp:// takes no path")
+        return "tcp", host, port
+    return "http", host, port if port is not None else (443 if scheme == "https" else 80)
+
+
+def read_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
+    path = f"origin[{idx}]"
+    if not isinstance(t, dict):
+        problems.append(f"{path}: {show(t)} is not a table")
+        return None
+    before = len(problems)
+    r = TableReader(problems, path, t)
+    oid = r.get("id", str, "", "a string")
+    if "id" not in t:
+        r.bad("id", "missing (every origin needs an id)")
+    elif oid and not ORIGIN_ID_RE.match(oid):
+        r.bad("id", f"{show(oid)} is not a valid id (letters, digits, '.', '_', '-'; max 64)")
+    url = r.get("url", str, "", "a string")
+    kind, host, port = "http", "", 0
+    if "url" not in t:
+        r.bad("url", "missing (http://…, https://… or tcp://host:port)")
+    elif url:
+        try:
+            kind, host, port = parse_target(url)
+        except ValueError as e:
+            r.bad("url", f"{show(url)} is not a valid URL ({e})")
+    d = functools.partial(field_default, OriginSpec)
+    interval = r.conv("interval", d("interval"), positive_duration, "a duration")
+    # the default timeout never exceeds the interval (a 1 s check times out after 1 s)
+    timeout = r.conv("timeout", min(d("timeout"), interval), positive_duration, "a duration")
+    down_interval = r.conv("down_interval", d("down_interval"), positive_duration, "a duration")
+    rise = r.get("rise", int, d("rise"), "an integer")
+    fall = r.get("fall", int, d("fall"), "an integer")
+    for name, val in (("rise", rise), ("fall", fall)):
+        if not 1 <= val <= 100:
+            r.bad(name, f"{val} is out of range (1..100)")
+    if timeout > interval and "timeout" in t:
+        r.bad("timeout", f"{show(t['timeout'])} is longer than the interval")
+    expect_status: tuple[int, ...] = r.conv(
+        "expect_status", d("expect_status"), status_list, "a list of status codes"
+    )
+    expect_body = r.get("expect_body", str, d("expect_body"), "a string")
+    method = r.get("method", str, d("method"), "a string").upper()
+    if method not in HTTP_METHODS:
+        r.bad("method", f"{show(method)} is not one of {', '.join(HTTP_METHODS)}")
+    headers = r.conv("headers", d("headers"), header_pairs, "a table of strings")
+    tls_verify = r.get("tls_verify", bool, d("tls_verify"), "true or false")
+    if kind == "tcp":
+        for k in ("expect_status", "expect_body", "method", "headers", "tls_verify"):
+            if k in t:
+                r.bad(k, "applies only to http(s) origins")
+    r.finish()
+    if len(problems) != before:
+        return None
+    return OriginSpec(
+        id=oid,
+        url=url,
+        kind=kind,
+        host=host,
+        port=port,
+        interval=interval,
+        timeout=timeout,
+        rise=rise,
+        fall=fall,
+        down_interval=down_interval,
+        expect_status=expect_status,
+        expect_body=expect_body,
+        method=method,
+        headers=headers,
+        tls_verify=tls_verify,
+    )
+
+
+def parse_origin(data: Mapping[str, Any], *, where: str = "origin") -> OriginSpec:
+    """Validate one origin given as a mapping (the API uses this with the config's rules)."""
+    problems: list[str] = []
+    spec = read_origin(problems, 0, dict(data))
+    if spec is None:
+        raise ConfigError(where, [p.replace("origin[0]", where, 1) for p in problems])
+    return spec

@@ -1,0 +1,464 @@
+"""The node core: this node's share of the fleet's work and knowledge, without I/O.
+
+It ties the parts that were built to stand alone into the agent's data flow
+(docs/design.md, "Data flow"; docs/replication.md, docs/placement.md)::
+
+    config / API ──declare──▶ State ◀──apply── Replicator ◀── membership events
+                                │  ▲                │
+             catalogue ─────────┘  └──observe──┐    └──▶ outputs (gossip, TCP)
+                 ▼                             │
+    members ─▶ Placement ─▶ Handoff ─▶ engine origin set (only the origins this node checks)
+                 │
+                 └──▶ Verdicts (State.verdict over the current owners) ─▶ events, webhooks
+
+Events go in (membership events, check transitions, API puts and deletes), with the
+monotonic ``now`` and the unix ``wall`` time passed by the caller; everything the node
+must do comes out of ``drain()`` as an ``Outputs``: records to persist, the local delta
+to publish **once those records are durable**, the engine's new origin set, verdict
+changes and packets for the membership node. It opens no file, reads no clock and needs
+no event loop, so a unit test drives it directly. The shell (agent/shell/coordinator.py)
+owns the store and decides when a delta is durable; it calls ``publish`` then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.checks import Status as CheckStatus
+from agent.checks import Transition
+from agent.crdt import HLC, Timestamp
+from agent.domain import OriginSpec
+from agent.membership import Event, MemberEvent, Settings, decode_tags
+from agent.membership import Member as GossipMember
+from agent.node.handoff import Handoff, HandoffResult
+from agent.node.placement import Member, OwnerChange, Placement, member_from_tags
+from agent.node.replication import Output, Replicator
+from agent.node.state import Delta, State, canonical_spec, encode_delta, latency_band
+from agent.node.verdicts import VerdictChange, Verdicts
+
+log = logging.getLogger("agent.shell.coordinator")
+
+SETTLE = 3.0  # at most this long after start before checking while looking for peers
+IDLE_TICK = 1.0  # the longest the periodic work sleeps
+REAP_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineUpdate:
+    """The complete set of origins the check engine must now run; ``immediate``: the
+    ids to check at once (taken over in a handoff) instead of after their spread delay."""
+
+    specs: tuple[OriginSpec, ...]
+    immediate: frozenset[str]
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What the core asks of its shell since the last ``drain``, in the order to do it."""
+
+    records: list[bytes] = field(default_factory=list)  # encoded deltas for the store
+    local: Delta | None = None  # publish only once ``records`` are durable
+    engine: EngineUpdate | None = None
+    verdicts: list[VerdictChange] = field(default_factory=list)
+    origins: set[str] = field(default_factory=set)  # ids whose view changed (events)
+    sends: list[Output] = field(default_factory=list)  # for the membership node
+
+
+class Conflict(Exception):
+    """An API request the catalogue cannot honour (e.g. deleting a config origin)."""
+
+
+class NodeCore:
+    """See the module docstring. One per agent; every method returns at once."""
+
+    def __init__(
+        self,
+        name: str,
+        state: State,
+        *,
+        weight: float = 1.0,
+        replicas: int = 2,
+        reap_after: float = 3600.0,
+        hlc_high_water: int = 0,
+        gossip: Settings | None = None,
+    ) -> None:
+        """``gossip``: the membership settings, for the largest delta a packet carries."""
+        self.name = name
+        self.weight = weight
+        self.reap_after = reap_after
+        self.state = state
+        high_water = max(hlc_high_water, state.own_high_water())
+        self.hlc = HLC(name, high_water or None)
+        self.replicator = Replicator(state, gossip=gossip, on_apply=self._remote_applied)
+        self.placement = Placement([Member(name, weight)], replicas)
+        self.handoff = Handoff(name)
+        self.verdicts = Verdicts(state, self.placement)
+        self.settled = False
+        self._out = Outputs()
+        self._drain_seen: dict[str, dict[str, Any]] = {}
+        self._absent_since: dict[str, float] = {}
+        self._alive: set[str] = {name}  # live members (alive or suspect), me included
+        self._gained: set[str] = set()  # taken over, first result not yet written
+        self._next_reap = 0.0
+        self._started_at = 0.0
+        self._engine_specs: dict[str, OriginSpec] = {}  # what the engine was last given
+
+    # --- outputs -------------------------------------------------------------------------
+
+    def drain(self) -> Outputs:
+        """Everything asked of the shell since the last call (then forgotten here)."""
+        out, self._out = self._out, Outputs()
+        out.sends = self.replicator.outputs()
+        return out
+
+    def publish(self, delta: Delta | None) -> None:
+        """The shell made ``delta``'s records durable (or cannot, and runs from memory):
+        spread it. Its packets come out of the next ``drain``."""
+        self.replicator.publish(delta)
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def start(self, origins: Iterable[OriginSpec], now: float, wall: float, *, alone: bool) -> None:
+        """Declare the config's origins and place them. ``alone``: this node has no way
+        to find peers (no seeds, no remembered peers, no mDNS), so it starts checking at
+        once instead of waiting up to SETTLE seconds to learn the cluster."""
+        self._started_at = now
+        self._next_reap = now + REAP_EVERY
+        restored = set(self.state.catalogue())  # from the store: place them too
+        self.placement.set_origins(restored)
+        self._recompute(restored, wall)
+        self.declare_config(origins, now, wall)
+        if alone:
+            self.settle(now)
+
+    def settle(self, now: float) -> None:
+        """Begin checking. Until now ownership was computed but not acted on: a node that
+        starts alone owns every origin for the second it takes to find its peers, and
+        checking them all would hit every origin once per restart. From a fresh Handoff
+        fed the current assignment, nothing is draining: only owned origins start."""
+        if self.settled:
+            return
+        self.settled = True
+        self.handoff = Handoff(self.name)
+        assignment = self.placement.assignment()
+        self.handoff.owners_changed(
+            [OwnerChange(o, (), owners) for o, owners in assignment.items()],
+            now,
+            self._interval_of,
+        )
+        # my observations of origins I no longer own (from before a restart) go now
+        mine = self.handoff.owned()
+        for origin in list(self.state.origins()):
+            if origin not in mine and self.state.observation(origin, self.name) is not None:
+                self._local(self.state.remove_observation(origin, self.name))
+        self._sync_engine(())
+        log.info("checking %d of %d origins", len(mine), len(assignment))
+
+    # --- the catalogue -------------------------------------------------------------------
+
+    def _ts(self, origin_id: str, wall: float) -> Timestamp:
+        """A timestamp later than every declaration of the origin we know (LWW order)."""
+        wall_ms = int(wall * 1000)
+        for _, _, decl in self.state.declarations(origin_id):
+            self.hlc.update(decl.ts, wall_ms)
+        return self.hlc.now(wall_ms)
+
+    def declare_config(self, origins: Iterable[OriginSpec], now: float, wall: float) -> None:
+        """Make this node's config declarations equal ``origins`` (start and SIGHUP)."""
+        wanted = {spec.id: spec for spec in origins}
+        changed: set[str] = set()
+        for origin_id in self.state.origins():
+            for node, source, _ in self.state.declarations(origin_id):
+                mine = node == self.name and source == "config"
+                if (
+                    mine
+                    and origin_id not in wanted
+                    and self._local(self.state.retract(origin_id, self.name, "config"))
+                ):
+                    changed.add(origin_id)
+        for origin_id, spec in wanted.items():
+            current = [
+                d
+                for n, s, d in self.state.declarations(origin_id)
+                if n == self.name and s == "config"
+            ]
+            if current and _same_spec(current[0].spec, spec):
+                continue
+            ts = self._ts(origin_id, wall)
+            if self._local(self.state.declare(spec, self.name, "config", ts)):
+                changed.add(origin_id)
+        self._catalogue_changed(changed, now, wall)
+
+    def put(self, spec: OriginSpec, now: float, wall: float) -> bool:
+        """Declare ``spec`` through the API; True if it is a new origin to the fleet."""
+        new = self.state.spec(spec.id) is None
+        delta = self.state.declare(spec, self.name, "api", self._ts(spec.id, wall))
+        if self._local(delta):
+            self._catalogue_changed({spec.id}, now, wall)
+        return new
+
+    def delete(self, origin_id: str, now: float, wall: float) -> bool:
+        """Retract every API declaration of the origin (made through any node). False if
+        there is no such origin; Conflict if node configs still declare it."""
+        decls = self.state.declarations(origin_id)
+        if not decls:
+            return False
+        for node, source, _ in decls:
+            if source == "api":
+                self._local(self.state.retract(origin_id, node, "api"))
+        self._catalogue_changed({origin_id}, now, wall)
+        left = sorted({node for node, source, _ in decls if source == "config"})
+        if left:
+            raise Conflict(
+                f"origin {origin_id!r} is declared in the config of {', '.join(left)}; "
+                "remove it there (and reload)"
+            )
+        return True
+
+    def _catalogue_changed(self, ids: set[str], now: float, wall: float) -> None:
+        if not ids:
+            return
+        changes: list[OwnerChange] = []
+        result = HandoffResult()
+        respec = False
+        for origin_id in sorted(ids):
+            spec = self.state.spec(origin_id)
+            if spec is None:
+                if origin_id in self.placement.origins:
+                    changes += self.placement.remove_origin(origin_id)
+                    if self.settled:
+                        result = _merge(result, self.handoff.origin_removed(origin_id, now))
+                self.verdicts.forget(origin_id)
+            elif origin_id not in self.placement.origins:
+                changes += self.placement.add_origin(origin_id)
+            elif origin_id in self._engine_specs and spec != self._engine_specs[origin_id]:
+                respec = True  # the effective spec changed (a newer declaration won)
+        live = [c for c in changes if c.new]
+        self._owners_changed(live, now, result, force_sync=respec)
+        self._recompute(ids, wall)
+
+    # --- membership ----------------------------------------------------------------------
+
+    def on_event(
+        self, ev: Event, now: float, wall: float, members: Callable[[], list[GossipMember]]
+    ) -> None:
+        """Every membership event; ``members`` (the current list) is read on member
+        changes only."""
+        changed = self.replicator.handle_event(ev)
+        if isinstance(ev, MemberEvent):
+            self.members_changed(members(), now, wall)
+        if changed:
+            self._remote_changed(changed, now, wall)
+
+    def members_changed(self, gossip_members: list[GossipMember], now: float, wall: float) -> None:
+        members = [Member(self.name, self.weight)]
+        self._alive = {self.name} | {
+            m.name for m in gossip_members if m.state_name in ("alive", "suspect")
+        }
+        for m in gossip_members:
+            if m.name == self.name:
+                continue
+            # decode_tags never raises on damaged bytes (it keeps what it read, and logs and
+            # counts the damage itself); anything it raises is a bug, and must surface
+            members.append(member_from_tags(m.name, m.state_name, decode_tags(m.meta)))
+            if m.state_name in ("alive", "suspect"):
+                self._absent_since.pop(m.name, None)
+            else:
+                self._absent_since.setdefault(m.name, now)
+        changes = self.placement.set_members(members)
+        if changes:
+            self._owners_changed(changes, now, HandoffResult())
+            self._recompute({c.origin for c in changes}, wall)
+
+    def _owners_changed(
+        self,
+        changes: list[OwnerChange],
+        now: float,
+        result: HandoffResult,
+        *,
+        force_sync: bool = False,
+    ) -> None:
+        if self.settled and changes:
+            result = _merge(result, self.handoff.owners_changed(changes, now, self._interval_of))
+            for origin in list(self.handoff.draining()):
+                if origin in self._drain_seen:
+                    continue
+                seen = self._drain_seen[origin] = dict(self.state.observations(origin))
+                # A live new owner that already reports on the origin is checking it
+                # (owners check; a node that loses an origin deletes its observation
+                # once it stops): nothing to wait for from that one.
+                for owner in self.placement.owners(origin):
+                    if owner != self.name and owner in seen and owner in self._alive:
+                        res = self.handoff.observation_arrived(origin, owner, now)
+                        result = _merge(result, res)
+        self._apply(result, force_sync=force_sync)
+
+    def _apply(self, result: HandoffResult, *, force_sync: bool = False) -> None:
+        self._gained.update(result.started)
+        self._gained.difference_update(result.stopped)
+        for origin in result.remove_observations:
+            self._local(self.state.remove_observation(origin, self.name))
+        for origin in result.stopped:
+            self._drain_seen.pop(origin, None)
+        if result.started or result.stopped or force_sync:
+            self._sync_engine(result.started)
+
+    def _sync_engine(self, immediate: Iterable[str]) -> None:
+        if not self.settled:
+            return
+        specs = {}
+        for origin in self.handoff.checking():
+            spec = self.state.spec(origin)
+            if spec is not None:
+                specs[origin] = spec
+        self._engine_specs = specs
+        before = self._out.engine.immediate if self._out.engine is not None else frozenset()
+        self._out.engine = EngineUpdate(tuple(specs.values()), before | frozenset(immediate))
+
+    def _interval_of(self, origin_id: str) -> float:
+        spec = self.state.spec(origin_id)
+        return spec.interval if spec is not None else 10.0
+
+    # --- observations --------------------------------------------------------------------
+
+    def on_transition(self, t: Transition, wall: float) -> None:
+        """The engine's status change for an origin this node checks: our observation."""
+        if t.new == CheckStatus.UNKNOWN or t.origin_id not in self.handoff.checking():
+            return
+        if self.state.spec(t.origin_id) is None:
+            return
+        band = latency_band(t.latency) if t.new == CheckStatus.UP else None
+        delta = self.state.observe(
+            t.origin_id,
+            self.name,
+            str(t.new),
+            self.hlc.now(int(wall * 1000)),
+            band,
+            t.reason,
+            fresh=t.origin_id in self._gained,
+        )
+        self._gained.discard(t.origin_id)
+        if self._local(delta):
+            self._recompute({t.origin_id}, wall, reason=t.reason)
+
+    def _remote_changed(self, changed: set[str], now: float, wall: float) -> None:
+        catalogue = set()
+        for o in changed:
+            spec = self.state.spec(o)
+            known = o in self.placement.origins
+            if (spec is None) == known or (
+                o in self._engine_specs and spec != self._engine_specs[o]
+            ):
+                catalogue.add(o)
+        if catalogue:
+            self._catalogue_changed(catalogue, now, wall)
+        draining = changed & self._drain_seen.keys()
+        for origin in sorted(draining):
+            seen = self._drain_seen.get(origin, {})
+            for owner in self.placement.owners(origin) if origin in self.placement.origins else ():
+                obs = self.state.observation(origin, owner)
+                if obs is not None and obs != seen.get(owner):
+                    self._apply(self.handoff.observation_arrived(origin, owner, now))
+        self._recompute(changed - catalogue, wall)
+
+    # --- verdicts ------------------------------------------------------------------------
+
+    @property
+    def transitions(self) -> deque[VerdictChange]:
+        return self.verdicts.transitions
+
+    def verdict(self, origin_id: str) -> str:
+        return self.verdicts.verdict(origin_id, self._alive)
+
+    def owners(self, origin_id: str) -> tuple[str, ...]:
+        if origin_id not in self.placement.origins:
+            return ()
+        return self.placement.owners(origin_id)
+
+    def _recompute(self, ids: Iterable[str], wall: float, reason: str = "") -> None:
+        ids = set(ids)
+        self._out.verdicts += self.verdicts.recompute(ids, self._alive, wall, reason)
+        self._out.origins |= ids
+
+    # --- local and remote deltas ---------------------------------------------------------
+
+    def _local(self, delta: Delta | None) -> bool:
+        """A delta a local mutator returned: a record to persist, published once durable."""
+        if delta is None or delta.is_empty():
+            return False
+        self._out.records.append(encode_delta(delta))
+        if self._out.local is None:
+            self._out.local = delta.copy()
+        else:
+            self._out.local.join(delta)
+        return True
+
+    def _remote_applied(self, raw: bytes) -> None:
+        self._out.records.append(raw)  # a peer's delta: persisted, never re-published by us
+
+    # --- periodic work -------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has work of its own: settling, or a drain timing out."""
+        if not self.settled:
+            return self._started_at + SETTLE
+        return self.handoff.next_deadline()
+
+    def tick(self, now: float, wall: float, alive: set[str]) -> None:
+        """Settle, time out drains, reap: whatever falls due at ``now``."""
+        if not self.settled and now - self._started_at >= SETTLE:
+            self.settle(now)
+        if self.settled:
+            deadline = self.handoff.next_deadline()
+            if deadline is not None and now >= deadline:
+                self._apply(self.handoff.tick(now))
+        if now >= self._next_reap:
+            self._next_reap = now + REAP_EVERY
+            self.reap(now, wall, alive)
+
+    def reap(self, now: float, wall: float, alive: set[str]) -> None:
+        """Delete the observations of observers gone longer than ``reap_after``."""
+        observers = {key[2] for key in self.state.crdt if key[1] == "o"}
+        gone = []
+        for observer in observers - alive - {self.name}:
+            since = self._absent_since.setdefault(observer, max(now, self._started_at))
+            if now - since >= self.reap_after:
+                gone.append(observer)
+        if gone:
+            log.info("removing the observations of %s (gone)", ", ".join(sorted(gone)))
+            affected = {key[0] for key in self.state.crdt if key[1] == "o" and key[2] in gone}
+            if self._local(self.state.reap(gone)):
+                self._recompute(affected, wall)
+
+    # --- views ---------------------------------------------------------------------------
+
+    def mine(self) -> set[str]:
+        return self.handoff.checking() if self.settled else set()
+
+    def counts(self) -> dict[str, int]:
+        """Every origin in the fleet catalogue, by verdict."""
+        return self.verdicts.counts(self.placement.origins)
+
+    def mine_counts(self) -> dict[str, int]:
+        """The origins this node owns, by verdict."""
+        owned = self.handoff.owned() if self.settled else set()
+        return {"owned": len(owned), **self.verdicts.counts(owned)}
+
+
+def _same_spec(a: OriginSpec, b: OriginSpec) -> bool:
+    return canonical_spec(a) == canonical_spec(b)
+
+
+def _merge(a: HandoffResult, b: HandoffResult) -> HandoffResult:
+    return HandoffResult(
+        started=sorted(set(a.started) | set(b.started)),
+        stopped=sorted(set(a.stopped) | set(b.stopped)),
+        remove_observations=sorted(set(a.remove_observations) | set(b.remove_observations)),
+    )
+
+
+__all__ = ["Conflict", "EngineUpdate", "NodeCore", "Outputs", "VerdictChange"]

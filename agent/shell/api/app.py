@@ -1,0 +1,181 @@
+"""aiohttp application for the JSON API, /metrics and the dashboard (agent/shell/api/page.py).
+
+The app reads through a small `Backend` protocol, never the runtime's internals,
+so the API can be tested against any backend and the runtime can change freely.
+Every error is JSON ``{"error": "...", "status": N}``; nothing a client sends
+can raise out of a handler.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent.shell.api.events import EventHub
+from agent.shell.api.page import dashboard_routes
+from agent.shell.config import is_loopback
+from agent.shell.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Backend(Protocol):
+    metrics: Metrics
+    events: EventHub
+
+    def health_view(self) -> dict[str, Any]: ...
+    def origins_view(self) -> list[dict[str, Any]]: ...
+    def origin_view(self, origin_id: str) -> dict[str, Any] | None: ...
+    def members_view(self) -> list[dict[str, Any]]: ...
+    def transitions_view(self) -> list[dict[str, Any]]: ...
+    def api_token(self) -> str | None: ...
+    async def put_origin(
+        self, origin_id: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]: ...
+    async def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]: ...
+    def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]: ...
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def error(status: int, message: str) -> web.Response:
+    return json_response({"error": message, "status": status}, status)
+
+
+def build_app(backend: Backend) -> web.Application:
+    metrics = backend.metrics
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status >= 400:
+                metrics.bad_input.labels("api", str(e.status)).inc()
+                return error(e.status, e.reason)
+            raise
+        except Exception:
+            log.exception("API handler failed: %s %s", request.method, request.path)
+            return error(500, "internal error (logged)")
+
+    async def health(_: web.Request) -> web.Response:
+        view = backend.health_view()
+        return json_response(view, 200 if view["status"] in ("ok", "degraded") else 503)
+
+    async def origins(_: web.Request) -> web.Response:
+        return json_response(backend.origins_view())
+
+    async def origin(request: web.Request) -> web.Response:
+        oid = request.match_info["id"]
+        view = backend.origin_view(oid)
+        if view is None:
+            return error(404, f"no origin with id {oid!r}")
+        return json_response(view)
+
+    async def members(_: web.Request) -> web.Response:
+        return json_response(backend.members_view())
+
+    def authorize(request: web.Request) -> web.Response | None:
+        """Writes need the bearer token from [api] token_file; with no token configured,
+        only clients on this host may write (the API listens on loopback by default)."""
+        token = backend.api_token()
+        if token is None:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            host = str(peer[0]) if peer else ""
+            if is_loopback(host):
+                return None
+            metrics.bad_input.labels("api", "403").inc()
+            return error(403, "writes from other hosts need [api] token_file to be set")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            metrics.bad_input.labels("api", "401").inc()
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        return None
+
+    async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
+        try:
+            raw = await request.read()
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            metrics.bad_input.labels("api", "400").inc()
+            return error(400, f"body is not JSON: {e}")
+        if not isinstance(body, dict):
+            metrics.bad_input.labels("api", "400").inc()
+            return error(400, "body must be a JSON object")
+        return body
+
+    def answer(status: int, data: dict[str, Any]) -> web.Response:
+        if status >= 400:
+            metrics.bad_input.labels("api", str(status)).inc()
+            return error(status, str(data.get("error", "")))
+        return json_response(data, status)
+
+    async def write_body(request: web.Request) -> dict[str, Any] | web.Response:
+        """An authorized write's JSON body, or the error response to send instead."""
+        denied = authorize(request)
+        return denied if denied is not None else await read_json(request)
+
+    async def put_origin(request: web.Request) -> web.Response:
+        body = await write_body(request)
+        if isinstance(body, web.Response):
+            return body
+        return answer(*await backend.put_origin(request.match_info["id"], body))
+
+    async def delete_origin(request: web.Request) -> web.Response:
+        denied = authorize(request)
+        if denied is not None:
+            return denied
+        return answer(*await backend.delete_origin(request.match_info["id"]))
+
+    async def transitions(_: web.Request) -> web.Response:
+        return json_response(backend.transitions_view())
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await backend.events.stream(request)
+
+    async def identify(request: web.Request) -> web.Response:
+        body = await write_body(request)
+        if isinstance(body, web.Response):
+            return body
+        node = body.get("node")
+        seconds = body.get("seconds", 30)
+        if node is not None and (not isinstance(node, str) or not node):
+            return answer(400, {"error": "node: must be a node name (a string)"})
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            return answer(400, {"error": "seconds: must be a number"})
+        if not 1 <= seconds <= 3600:
+            return answer(400, {"error": f"seconds: {seconds} is out of range (1..3600)"})
+        return answer(*backend.identify(node, float(seconds)))
+
+    async def metrics_h(_: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(metrics.registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    app.router.add_routes(dashboard_routes())  # GET /: the dashboard, static files
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/origins", origins)
+    app.router.add_get("/v1/origins/{id}", origin)
+    app.router.add_put("/v1/origins/{id}", put_origin)
+    app.router.add_delete("/v1/origins/{id}", delete_origin)
+    app.router.add_get("/v1/transitions", transitions)
+    app.router.add_get("/v1/events", events)
+    app.router.add_post("/v1/identify", identify)
+    app.router.add_get("/v1/members", members)
+    app.router.add_get("/metrics", metrics_h)
+    return app

@@ -1,0 +1,125 @@
+"""The API's backend: the reads the HTTP handlers serve and the writes they make.
+
+agent/shell/api/app.py speaks HTTP and JSON and knows only the ``Backend`` protocol; this is
+the running node's implementation of it. Reads come from agent/shell/views.py; writes go to
+the coordinator and answer only once the change is durable (the store's group commit),
+so a 2xx promises the change survives a power cut.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from agent.domain import ConfigError, parse_origin
+from agent.membership import NodeState
+from agent.shell.coordinator import Conflict
+from agent.shell.identify import IdentifyRequest, encode_identify
+
+if TYPE_CHECKING:
+    from agent.shell.api.events import EventHub
+    from agent.shell.cluster import Cluster
+    from agent.shell.config import ApiConfig
+    from agent.shell.coordinator import Coordinator
+    from agent.shell.metrics import Metrics
+    from agent.shell.views import NodeViews
+
+log = logging.getLogger(__name__)
+
+
+class ApiBackend:
+    """Implements agent.shell.api.app.Backend for a running node."""
+
+    def __init__(
+        self,
+        views: NodeViews,
+        *,
+        api: ApiConfig,
+        coordinator: Coordinator,
+        cluster: Cluster,
+        metrics: Metrics,
+        events: EventHub,
+        start_identify: Callable[[float, str], None],
+        now: Callable[[], float],
+    ) -> None:
+        self.views = views
+        self.api = api
+        self.coordinator = coordinator
+        self.cluster = cluster
+        self.metrics = metrics
+        self.events = events
+        self.start_identify = start_identify
+        self.now = now
+
+    # --- reads -----------------------------------------------------------------------
+
+    def health_view(self) -> dict[str, Any]:
+        return self.views.health_view()
+
+    def origins_view(self) -> list[dict[str, Any]]:
+        return self.views.origins()
+
+    def origin_view(self, origin_id: str) -> dict[str, Any] | None:
+        return self.views.origin(origin_id)
+
+    def members_view(self) -> list[dict[str, Any]]:
+        return self.views.members()
+
+    def transitions_view(self) -> list[dict[str, Any]]:
+        return self.views.transitions()
+
+    def api_token(self) -> str | None:
+        """The bearer token writes need, read per request so a rotated file takes effect
+        at once; an unreadable or empty file refuses every write."""
+        path = self.api.token_file
+        if path is None:
+            return None
+        try:
+            token = path.read_text().strip()
+        except OSError as e:
+            log.error("cannot read the API token file %s: %s", path, e.strerror or e)
+            return "\0unreadable"  # no client can send this: writes are refused
+        return token or "\0empty"
+
+    # --- writes ----------------------------------------------------------------------
+
+    async def put_origin(self, origin_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        data = dict(body)
+        if data.setdefault("id", origin_id) != origin_id:
+            return 400, {"error": f"id: {data['id']!r} does not match the URL's {origin_id!r}"}
+        try:
+            spec = parse_origin(data, where="body")
+        except ConfigError as e:
+            return 400, {"error": "; ".join(e.problems)}
+        new = self.coordinator.put(spec, self.now())
+        log.info("origin %s %s through the API", origin_id, "added" if new else "updated")
+        durable = await self.coordinator.durable()  # the answer promises it survives a crash
+        view = self.views.origin(origin_id) or {}
+        return (201 if new else 200), {**view, "durable": durable}
+
+    async def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]:
+        try:
+            found = self.coordinator.delete(origin_id, self.now())
+        except Conflict as e:
+            return 409, {"error": str(e)}
+        if not found:
+            return 404, {"error": f"no origin with id {origin_id!r}"}
+        log.info("origin %s removed through the API", origin_id)
+        durable = await self.coordinator.durable()
+        return 200, {"id": origin_id, "removed": True, "durable": durable}
+
+    def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]:
+        me = self.views.node_name
+        target = node or me
+        if target == me:
+            self.start_identify(seconds, "the API")
+            return 202, {"node": target, "seconds": seconds}
+        member = next((m for m in self.cluster.members() if m.name == target), None)
+        if member is None or member.state not in (NodeState.ALIVE, NodeState.SUSPECT):
+            return 404, {"error": f"no live member named {target!r}"}
+        if not self.cluster.send_reliable(
+            member.address, encode_identify(IdentifyRequest(target, seconds, me))
+        ):
+            return 503, {"error": "gossip is not running on this node"}
+        return 202, {"node": target, "seconds": seconds, "via": me}

@@ -1,0 +1,70 @@
+"""Serving the API: bind the listen address, and keep trying while it is taken.
+
+A taken port is a standing fault the node reports (health ``failing``, red LED) while it
+retries, not a crash: systemd would restart a crashed agent into the same taken port
+forever, and the LEDs would say nothing useful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from agent.domain import Health
+from agent.shell.api.app import Backend, build_app
+from agent.shell.config import HostPort
+
+log = logging.getLogger(__name__)
+
+RETRY = 2.0
+
+
+class ApiServer:
+    """The aiohttp runner for ``backend`` on ``listen``; ``url`` once it listens."""
+
+    def __init__(
+        self, backend: Backend, listen: HostPort, health: Health, refresh: Callable[[], None]
+    ) -> None:
+        self.backend = backend
+        self.listen = listen
+        self.health = health
+        self.refresh = refresh  # show a changed fault on the LEDs at once
+        self.url: str | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1]) if self.url else 0
+
+    async def start(self) -> None:
+        """Bind, retrying every RETRY seconds while the port is taken (health failing)."""
+        listen = self.listen
+        runner = web.AppRunner(build_app(self.backend), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        while True:
+            try:
+                site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+                await site.start()
+                break
+            except OSError as e:
+                reason = f"cannot listen on {listen}: {e.strerror or e}"
+                if "api" not in self.health.failing:
+                    log.error("API %s; retrying every %.0fs", reason, RETRY)
+                self.health.fail("api", reason)
+                self.refresh()
+                await asyncio.sleep(RETRY)
+        self.health.clear("api")
+        bound = runner.addresses
+        port = bound[0][1] if bound else listen.port
+        host = f"[{listen.host}]" if ":" in listen.host else listen.host
+        self.url = f"http://{host}:{port}"
+        log.info("API listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

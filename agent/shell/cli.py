@@ -1,0 +1,552 @@
+"""The `edge-agent` command.
+
+Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed), 2 bad usage or
+invalid config. Client commands (status, origins, members, identify) talk to the local
+agent's API: --api URL, else the [api] listen address of the config (--config, else
+$EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml). Only when there is no file at the
+default path do they use the default address, 127.0.0.1:8080, without a word; a config
+that is invalid, or named but missing, is an error (exit 2), and one this user may not
+read is said so on stderr. Writes (identify) send the bearer token from the config's
+[api] token_file when one is set. docs/config.md#client-commands says the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import mimetypes
+import os
+import re
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.domain import ConfigError
+from agent.shell.config import (
+    CONFIG_ENV,
+    ApiConfig,
+    Config,
+    HostPort,
+    load_config,
+    parse_config_bytes,
+    resolve_config_path,
+)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+class ClientConfigError(Exception):
+    """The config a client command needs cannot be used: exit 2, with the reason."""
+
+
+def _client_config(args: argparse.Namespace, needed_for: str) -> Config | None:
+    """The config a client command takes its [api] settings from (read once per command).
+
+    None when there is none to use: no file at the default path (a machine without an
+    agent config: the defaults apply, quietly), or a file this user may not read (the
+    image and Ansible install it 0640 root:edge-agent; said on stderr, since the address
+    may then be wrong). A file named by --config or $EDGE_AGENT_CONFIG that is missing,
+    or any config that is not valid, raises ClientConfigError: never a silent fallback.
+    """
+    cache: dict[str, Config | None] = args.__dict__.setdefault("_client_config", {})
+    if "cfg" in cache:
+        return cache["cfg"]
+    named = "--config" if args.config else CONFIG_ENV if os.environ.get(CONFIG_ENV) else None
+    path = resolve_config_path(args.config)
+    cfg: Config | None = None
+    try:
+        cfg = parse_config_bytes(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        if named:
+            raise ClientConfigError(f"{path}: no such file (named by {named})") from None
+    except PermissionError as e:
+        print(
+            f"edge-agent: cannot read {path} ({e.strerror}): going without its [api] "
+            f"settings, to {_base(ApiConfig().listen)}; pass --api, or run as a user who can "
+            "read it",
+            file=sys.stderr,
+        )
+    except OSError as e:
+        raise ClientConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ConfigError as e:
+        hint = "fix it, or pass --api" if needed_for == "API address" else "fix it"
+        msg = f"the {needed_for} comes from an invalid config ({hint}):\n{e}"
+        raise ClientConfigError(msg) from None
+    cache["cfg"] = cfg
+    return cfg
+
+
+def _base(listen: HostPort) -> str:
+    """The URL that reaches an API listening on ``listen`` from this host."""
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
+    return f"http://{HostPort(host, listen.port)}"
+
+
+def _api_base(args: argparse.Namespace) -> str:
+    """--api, else the config's [api] listen, else (no config file) ApiConfig's default."""
+    if args.api:
+        return str(args.api).rstrip("/")
+    cfg = _client_config(args, "API address")
+    return _base(cfg.api.listen if cfg is not None else ApiConfig().listen)
+
+
+class ApiError(Exception):
+    pass
+
+
+def _get(base: str, path: str) -> Any:
+    return _request(base, path)
+
+
+def _request(
+    base: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> Any:
+    """GET ``path`` (or POST ``body`` as JSON) and return the decoded answer; ApiError
+    carries a sentence for a human (unreachable, refused, the agent's own error)."""
+    # imported here, not at the top: `edge-agent run` never needs an HTTP client library
+    # and urllib.request (with email.*) costs the long-running agent ~1 MiB
+    import urllib.error
+    import urllib.request
+
+    url = base + path
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as e:
+        try:
+            answer = json.load(e)
+        except (ValueError, OSError):
+            answer = None
+        if isinstance(answer, dict) and "status" in answer and path == "/v1/health":
+            return answer  # 503 still carries the health document
+        msg = answer.get("error") if isinstance(answer, dict) else e.reason
+        raise ApiError(f"{url}: {e.code} {msg}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ApiError(f"cannot reach the agent at {base} ({reason}); is it running?") from None
+    except ValueError:
+        raise ApiError(f"{url}: the answer is not JSON") from None
+
+
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The bearer token from the config's [api] token_file; None when none is set (or there
+    is no config to read it from, see _client_config)."""
+    cfg = _client_config(args, "API token")
+    token_file = cfg.api.token_file if cfg is not None else None
+    if token_file is None:
+        return None
+    try:
+        return token_file.read_text().strip()
+    except OSError as e:
+        raise ApiError(
+            f"cannot read the API token from {token_file} ({e.strerror or e}); "
+            "run as a user who can (e.g. with sudo)"
+        ) from None
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Aligned columns for a terminal; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for r in [headers, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(r[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*cells, str(r[-1])]).rstrip())
+    return "\n".join(lines)
+
+
+def _own_observation(o: dict[str, Any]) -> dict[str, Any]:
+    """This node's observation of an origin (the one with an exact latency), else the
+    first one; {} before anyone has checked it."""
+    observations: list[dict[str, Any]] = o.get("observations") or []
+    for obs in observations:
+        if obs.get("latency_ms") is not None:
+            return obs
+    return observations[0] if observations else {}
+
+
+def _latency(obs: dict[str, Any]) -> str:
+    lat = obs.get("latency_ms")
+    if lat is not None:
+        return f"{lat:.0f}ms"
+    return str(obs.get("latency_band") or "")
+
+
+def origins_table(origins: list[dict[str, Any]]) -> str:
+    """ORIGIN VERDICT LATENCY OWNERS MINE TARGET LAST CHECK, one row an origin."""
+    rows = []
+    for o in origins:
+        obs = _own_observation(o)
+        rows.append(
+            [
+                o["id"],
+                o["verdict"],
+                _latency(obs) or "-",
+                ",".join(o.get("owners") or []) or "-",
+                "yes" if o.get("mine") else "no",
+                str(o.get("spec", {}).get("url", "")),
+                str(obs.get("reason", "")),
+            ]
+        )
+    return table(rows, ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "MINE", "TARGET", "LAST CHECK"])
+
+
+def members_table(members: list[dict[str, Any]], me: str | None = None) -> str:
+    """NAME ADDRESS STATE INC TAGS; this node (``me``) is marked with a star."""
+    rows = [
+        [
+            m["name"] + (" *" if m["name"] == me else ""),
+            f"{m['addr']}:{m['port']}",
+            m["state"],
+            str(m["incarnation"]),
+            ",".join(f"{k}={v}" for k, v in sorted((m.get("tags") or {}).items())),
+        ]
+        for m in members
+    ]
+    return table(rows, ["NAME", "ADDRESS", "STATE", "INC", "TAGS"])
+
+
+def _counts(c: dict[str, Any]) -> str:
+    parts = [f"{c.get(k, 0)} {k}" for k in ("up", "down", "disputed")]
+    if c.get("unknown"):
+        parts.append(f"{c['unknown']} unknown")
+    return ", ".join(parts)
+
+
+def _bytes(n: float) -> str:
+    """1536 -> "1.5 KiB": storage counters read at a glance."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+STATUS_ORIGIN_ROWS = 10  # the status screen lists this many troubled origins, then "…"
+
+
+def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
+    """`edge-agent status`: this node, its cluster, its origins, storage and LEDs on one
+    screen. Fields an older agent does not send are left out, never guessed."""
+    lines = [f"node      {health['node']}  (edge-agent {health.get('version', '?')})"]
+    lines.append(f"status    {health['status']}")
+    for r in health.get("reasons") or []:
+        lines.append(f"          - {r}")
+    cluster = health.get("cluster")
+    if isinstance(cluster, dict):
+        peers = int(cluster.get("peers", 0))
+        size = (
+            "alone, no live peer"
+            if peers == 0
+            else f"this node and {peers} live {'peer' if peers == 1 else 'peers'}"
+        )
+        name = cluster.get("name")
+        lines.append(f"cluster   {name + ': ' if name else ''}{size}")
+    counts = health.get("origins")
+    if isinstance(counts, dict):
+        total = sum(int(v) for v in counts.values())
+        lines.append(
+            f"origins   {total} {'origin' if total == 1 else 'origins'}: {_counts(counts)}"
+        )
+    elif health.get("summary"):
+        lines.append(f"origins   {health['summary']}")
+    mine = health.get("mine")
+    if isinstance(mine, dict):
+        owned = int(mine.get("owned", 0))
+        detail = f": {_counts(mine)}" if owned else ""
+        lines.append(f"mine      {owned} checked by this node{detail}")
+    storage = health.get("storage")
+    if isinstance(storage, dict):
+        text = str(storage.get("status", "?"))
+        if storage.get("reason"):
+            text += f": {storage['reason']}"
+        if "bytes_written" in storage:
+            text += (
+                f"  ({_bytes(float(storage['bytes_written']))} written, "
+                f"{storage.get('fsyncs', 0)} fsyncs, {storage.get('snapshots', 0)} snapshots)"
+            )
+        lines.append(f"storage   {text}")
+    led = health.get("led")
+    if isinstance(led, dict):
+        lines.append(f"LEDs      {led.get('state', '?')}: {led.get('meaning', '')}")
+    identify = float(health.get("identify_s") or 0)
+    if identify > 0:
+        lines.append(f"identify  blinking, {identify:.0f} s left")
+    troubled = [o for o in origins if o.get("verdict") != "up"]
+    if troubled:
+        lines.append("")
+        lines.append(origins_table(troubled[:STATUS_ORIGIN_ROWS]))
+        if len(troubled) > STATUS_ORIGIN_ROWS:
+            more = len(troubled) - STATUS_ORIGIN_ROWS
+            lines.append(f"… and {more} more: edge-agent origins")
+    return "\n".join(lines)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+_HASHED_CERT = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def lazy_ca_store(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Have OpenSSL read trusted CA certificates one at a time, as TLS checks need them.
+
+    aiohttp builds its certificate-verifying SSLContext when it is imported, and
+    OpenSSL's default paths make that parse the whole CA bundle (~140 certificates,
+    about 1.8 MiB resident for the life of the process). The same trust store is also
+    laid out as a hashed directory (``update-ca-certificates``/``c_rehash``), which
+    OpenSSL searches on demand by subject hash. With SSL_CERT_FILE pointing at an empty
+    file only that lookup remains: the same certificates are trusted, and memory is
+    spent only on the CAs that the configured https origins actually chain to.
+
+    Done only when SSL_CERT_FILE and SSL_CERT_DIR are unset or name the system's
+    defaults (an operator's own bundle or directory is left alone), and the directory
+    holds at least one hashed entry per certificate of the bundle (so no CA that the
+    bundle trusts can be missing from it). Must run before aiohttp is imported.
+    Returns whether it changed the environment.
+    """
+    paths = ssl.get_default_verify_paths()
+    cafile, capath = paths.openssl_cafile, paths.openssl_capath
+    for var, default in (("SSL_CERT_FILE", cafile), ("SSL_CERT_DIR", capath)):
+        if var in env and os.path.realpath(env[var]) != os.path.realpath(default):
+            return False
+    try:
+        hashed = sum(1 for p in Path(capath).iterdir() if _HASHED_CERT.fullmatch(p.name))
+        with open(cafile, "rb") as f:
+            bundle = sum(line.startswith(b"-----BEGIN CERTIFICATE-----") for line in f)
+    except OSError:
+        return False
+    if bundle == 0 or hashed < bundle:
+        return False
+    env["SSL_CERT_FILE"] = os.devnull
+    return True
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    lazy_ca_store()  # before agent.shell.runtime imports aiohttp
+    # The dashboard's files go out with fixed content types (agent/shell/api/page.py), but
+    # aiohttp's static-file handler reads the system's MIME table (/etc/mime.types,
+    # ~0.3 MiB resident) at import; Python's built-in table stays.
+    mimetypes.knownfiles = []
+    from agent.shell.runtime import Agent
+    from agent.shell.systemd import setup_logging
+
+    path = resolve_config_path(args.config)
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(cfg.log.level)
+    try:
+        asyncio.run(Agent(cfg, path).run())
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as e:  # the last line of defence: say what happened, exit 1
+        import logging
+
+        logging.getLogger("agent").exception("edge-agent failed: %s", e)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.path or args.config)
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: ok ({len(cfg.origins)} origins)")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    base = _api_base(args)
+    try:
+        health = _get(base, "/v1/health")
+        origins = _get(base, "/v1/origins")
+    except ApiError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps({"health": health, "origins": origins}, indent=2))
+    else:
+        print(status_text(health, origins))
+    return EXIT_OK if health["status"] in ("ok", "degraded") else EXIT_FAIL
+
+
+def cmd_origins(args: argparse.Namespace) -> int:
+    base = _api_base(args)
+    try:
+        origins = _get(base, "/v1/origins")
+        if args.mine and any("mine" not in o for o in origins):  # an agent without "mine"
+            me = _get(base, "/v1/health")["node"]
+            origins = [{**o, "mine": me in o.get("owners", [])} for o in origins]
+    except ApiError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.mine:
+        origins = [o for o in origins if o.get("mine")]
+    if args.json:
+        print(json.dumps(origins, indent=2))
+    elif origins:
+        print(origins_table(origins))
+    else:
+        print("no origins checked by this node" if args.mine else "no origins")
+    return EXIT_OK
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    base = _api_base(args)
+    try:
+        members = _get(base, "/v1/members")
+        me = None if args.json else _get(base, "/v1/health").get("node")
+    except ApiError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps(members, indent=2))
+        return EXIT_OK
+    print(members_table(members, me))
+    return EXIT_OK
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    base = _api_base(args)
+    body: dict[str, Any] = {"seconds": args.seconds}
+    if args.node:
+        body["node"] = args.node
+    try:
+        token = _api_token(args)
+        answer = _request(base, "/v1/identify", body, token)
+    except ApiError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    node = answer.get("node", args.node or "this node")
+    seconds = answer.get("seconds", args.seconds)
+    print(f"{node}: blinking its identify pattern for {seconds:g} s (all LEDs flashing)")
+    return EXIT_OK
+
+
+def _seconds(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not 1 <= n <= 3600:
+        raise argparse.ArgumentTypeError(f"{n} is not between 1 and 3600")
+    return n
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from agent.membership import generate_key
+
+    print(generate_key())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    # The demo lives in the harness (harness/ in the repository), which a Pi's install
+    # leaves out: it brings an origin farm, network namespaces and nftables with it.
+    try:
+        from edge_harness.demo import run_demo
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != "edge_harness":
+            raise  # the harness is there but broken: show the real error
+        print(
+            "edge-agent: the demo runs from a clone of the repository, not from an installed "
+            "node: run `make demo` there (it installs the harness, harness/, into .venv)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return run_demo(api_port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="A fleet of Pis that agree on which origins are up.",
+    )
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    p.add_argument(
+        "--config", help="config file (default: $EDGE_AGENT_CONFIG or /etc/edge-agent/agent.toml)"
+    )
+    p.add_argument(
+        "--api",
+        help="the agent's API for client commands, e.g. http://127.0.0.1:8080 (default: the "
+        "config's [api] listen; 127.0.0.1:8080 when there is no config file)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("run", help="run the agent in the foreground (systemd runs this)")
+    s.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("check-config", help="validate a config file without starting")
+    s.add_argument("path", nargs="?", help="the file (default: as for run)")
+    s.set_defaults(func=cmd_check_config)
+
+    clients = {}
+    for name, fn, text in (
+        ("status", cmd_status, "this node, its cluster, origins, storage and LEDs at a glance"),
+        ("origins", cmd_origins, "every origin with its verdict, owners and latency"),
+        ("members", cmd_members, "the cluster's members as this node sees them"),
+        ("identify", cmd_identify, "make a node blink its LEDs so you can find it"),
+    ):
+        s = clients[name] = sub.add_parser(name, help=text)
+        if name != "identify":
+            s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.add_argument("--api", dest="api", default=argparse.SUPPRESS)
+        s.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+        s.set_defaults(func=fn)
+    clients["origins"].add_argument(
+        "--mine", action="store_true", help="only the origins this node checks"
+    )
+    clients["identify"].add_argument(
+        "--node", help="the node to blink, anywhere in the cluster (default: this one)"
+    )
+    clients["identify"].add_argument(
+        "--seconds", type=_seconds, default=30, help="how long, 1..3600 (default 30)"
+    )
+
+    s = sub.add_parser("keygen", help="print a new gossip encryption key (as `serf keygen`)")
+    s.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("demo", help="run a local demo: an agent checking an origin farm it serves")
+    s.add_argument("--port", type=int, default=8080, help="API/status page port (default 8080)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        rc: int = args.func(args)
+    except ClientConfigError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The agent's place in the cluster: membership built from config, leave, and views.
+
+This is where the generic gossip layer meets the product: our tags (with the
+`role = edge-agent` that placement uses to tell our nodes from Serf's), the keyring
+file, the Serf courtesy of a leave intent, name conflicts, and the read-only views for
+the API and /metrics. Its collaborators each own one job: staying joined
+(agent/shell/rejoin.py), following a changing address (agent/shell/readdress.py), finding peers
+by mDNS (agent/shell/peer_finder.py), remembering peers across restarts (agent/shell/peers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from agent import __version__
+from agent.domain import ROLE
+from agent.membership import (
+    Event,
+    Keyring,
+    Member,
+    MemberEvent,
+    MembershipNode,
+    NameConflict,
+    NodeState,
+    RemoteState,
+    SerfClock,
+    UserMessage,
+    decode_tags,
+    encode_tags,
+)
+from agent.shell.advertise import advertise_address, is_derived
+from agent.shell.config import Config, is_loopback, parse_hostport
+from agent.shell.keyring_file import KeyringError, load_keyring
+from agent.shell.names import NameGuard
+from agent.shell.peer_finder import PeerFinder
+from agent.shell.peers import Peer, PeerStore
+from agent.shell.readdress import AddressFollower
+from agent.shell.rejoin import Rejoiner
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ROLE", "Cluster", "KeyringError", "load_keyring"]
+
+
+class Cluster:
+    def __init__(
+        self,
+        config: Config,
+        node_name: str,
+        *,
+        api_port: int = 0,
+        on_change: Callable[[], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        local_state: Callable[[bool], bytes] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_event = on_event  # every membership event, after ours (replication)
+        self.local_state = local_state  # our push/pull user state (replication's digest)
+        self.node_name = node_name
+        self.api_port = api_port
+        self.on_change = on_change
+        self.serf_clock = SerfClock()
+        self.keyring: Keyring | None = None
+        self.node: MembershipNode | None = None
+        self.conflicts: list[str] = []
+        # standing problems the runtime shows in /v1/health: {what: (level, reason)},
+        # level "failing" or "degraded"; set and cleared by this part only
+        self.faults: dict[str, tuple[str, str]] = {}
+        self.advertise: tuple[str, int] = ("", 0)
+        self.peer_store = PeerStore(config.node.data_dir)
+        self.remembered: list[Peer] = []
+        self.rejoiner = Rejoiner(self)
+        self.follower = AddressFollower(self)
+        self.finder = PeerFinder(self)
+        self._had_peers = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.name_guard = NameGuard(
+            node_name,
+            lambda: self.advertise,
+            lambda: [m.address for m in self.alive_peers()],
+            lambda: self.keyring,
+            self._set_name_fault,
+        )
+
+    def tags(self) -> dict[str, str]:
+        tags = dict(self.config.node.tags)
+        tags.update(role=ROLE, version=__version__)
+        if self.config.node.weight != 1.0:
+            tags["weight"] = f"{self.config.node.weight:g}"
+        if self.api_port:
+            tags["api"] = str(self.api_port)
+        return tags
+
+    async def start(self) -> None:
+        """Bind the gossip port (OSError if taken) and announce ourselves."""
+        if self.config.cluster.keyring_file is not None:
+            self.keyring = load_keyring(self.config.cluster.keyring_file)
+        bind = self.config.cluster.bind
+        adv_host, adv_port = advertise_address(self.config)
+        self.node = MembershipNode(
+            self.node_name,
+            (bind.host, bind.port),
+            advertise=(adv_host, adv_port),
+            meta=encode_tags(self.tags()),
+            settings=self.config.gossip,
+            keyring=self.keyring,
+            incarnation_file=self.config.node.data_dir / "incarnation",
+            on_event=self._on_event,
+            local_state=self.local_state,
+        )
+        await self.node.start()
+        self.advertise = (adv_host, adv_port or self.node.port)
+        self.remembered = self.peer_store.load()
+        if self.peer_store.corrupt:
+            self.faults["peers-file"] = ("degraded", f"{self.peer_store.path} was damaged; ignored")
+        self._check_loopback()
+        self.finder.start()
+        log.info(
+            "gossip on %s:%d (advertising %s:%d)%s",
+            bind.host,
+            self.node.port,
+            *self.advertise,
+            ", encrypted" if self.keyring else "",
+        )
+
+    async def run_joiner(self) -> None:
+        """The task that keeps us in the cluster (agent/shell/rejoin.py)."""
+        await self.rejoiner.run()
+
+    async def follow_address(self) -> bool:
+        """Move to the network's address if it changed (agent/shell/readdress.py)."""
+        return await self.follower.follow()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of the cluster's own (a join, a push after a move): cancelled at stop."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def may_find_peers(self) -> bool:
+        """Whether this node has any way to find a peer: seeds, remembered peers, or mDNS
+        on a real network (or on the network a derived address is waiting for). A node
+        with none (a loopback demo, a one-node site) is alone by design and need not
+        wait to learn a cluster before it starts checking."""
+        if self.config.cluster.join or self.remembered or self._had_peers:
+            return True
+        if self.node is None and self.peer_store.load():  # before start: the file
+            return True
+        if not self.config.cluster.discover:
+            return False
+        return is_derived(self.config) or not is_loopback(advertise_address(self.config)[0])
+
+    def has_contacts(self) -> bool:
+        return bool(self.config.cluster.join or self.remembered or self.finder.peers())
+
+    async def leave_and_stop(self, timeout: float) -> None:
+        await self.finder.stop()
+        await self.name_guard.stop()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        node = self.node
+        if node is None:
+            return
+        if node.running and self.peers() > 0:
+            # A Serf leave intent first, so Serf shows us `left` and not `failed`. It must
+            # reach Serf before our memberlist `dead` does, and our own nodes do not relay
+            # Serf messages: so send it straight to every live peer as well as gossiping
+            # it, and give it a gossip interval's head start.
+            loop = asyncio.get_running_loop()
+            intent = self.serf_clock.leave_intent(self.node_name)
+            self.send_to_live_peers(intent)
+            node.broadcast(intent)
+            head_start = loop.time() + max(2 * self.config.gossip.gossip_interval, 0.2)
+            while loop.time() < head_start:
+                await asyncio.sleep(0.02)
+            await node.leave(timeout)
+        await node.stop()
+
+    def send_to_live_peers(self, payload: bytes) -> int:
+        """A user message straight to every live peer (our nodes do not relay Serf
+        messages, so gossip alone may not reach a Serf agent in time); how many."""
+        node = self.node
+        if node is None:
+            return 0
+        alive = [
+            m for m in node.members() if m.name != self.node_name and m.state == NodeState.ALIVE
+        ]
+        for m in alive:
+            node.send_user(m.address, payload)
+        return len(alive)
+
+    def send_reliable(self, addr: tuple[str, int], payload: bytes) -> bool:
+        """A user message over TCP; False when gossip is not running."""
+        if self.node is None or not self.node.running:
+            return False
+        self.node.send_reliable(addr, payload)
+        return True
+
+    # --- views ---------------------------------------------------------------------------
+
+    def peers(self) -> int:
+        return len(self.alive_peers())
+
+    def members(self) -> list[Member]:
+        return self.node.members() if self.node else []
+
+    def alive_peers(self) -> list[Member]:
+        return [
+            m
+            for m in self.members()
+            if m.name != self.node_name and m.state in (NodeState.ALIVE, NodeState.SUSPECT)
+        ]
+
+    def health_score(self) -> int:
+        """Lifeguard's local health (0 = healthy); 0 while gossip is not running."""
+        node = self.node
+        return node.health_score if node is not None and node.running else 0
+
+    def members_view(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": m.name,
+                "addr": m.host,
+                "port": m.port,
+                "state": m.state_name,
+                "incarnation": m.incarnation,
+                "tags": decode_tags(m.meta),  # never raises: keeps what it can read
+            }
+            for m in self.members()
+        ]
+
+    # --- events --------------------------------------------------------------------------
+
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, (UserMessage, RemoteState)):
+            self.serf_clock.observe(ev.payload)
+        elif isinstance(ev, MemberEvent):
+            m = ev.member
+            if m.name != self.node_name or ev.kind != "join":
+                log.info("member %s: %s", m.name, ev.kind)
+            if m.name != self.node_name:
+                self._had_peers = True
+            if ev.kind == "dead" and m.name != self.node_name:
+                self.rejoiner.member_failed(m.name, m.address, asyncio.get_running_loop().time())
+            elif ev.kind in ("join", "alive", "left"):
+                self.rejoiner.member_back(m.name)
+            self.peer_store.update(Peer(p.name, p.host, p.port) for p in self.alive_peers())
+            self.changed()
+        elif isinstance(ev, NameConflict):
+            msg = (
+                f"another node claims our name {ev.existing.name!r} from "
+                f"{ev.other_addr[0]}:{ev.other_addr[1]}"
+            )
+            if ev.existing.name == self.node_name:
+                self.conflicts = [*self.conflicts[-19:], msg]  # bounded: a clash repeats
+                self.name_guard.conflict(ev.other_addr)
+            else:
+                log.warning("name conflict: %s", msg)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def reload_keyring(self) -> str | None:
+        """SIGHUP: re-read the keyring file and use it at once (key rotation without a
+        restart, as `serf keys`). Returns an error to log, or None. Encryption cannot be
+        switched on or off while running: that needs a restart."""
+        path = self.config.cluster.keyring_file
+        node = self.node
+        if node is None:
+            return None
+        if path is None or node.keyring is None:
+            if path is not None or node.keyring is not None:
+                return "turning encryption on or off takes effect at restart"
+            return None
+        try:
+            keyring = load_keyring(path)
+        except KeyringError as e:
+            return f"keyring not reloaded, keeping the old keys: {e}"
+        if keyring.keys != node.keyring.keys:
+            node.keyring = keyring
+            self.keyring = keyring
+            log.info("keyring reloaded from %s: %d keys", path, len(keyring.keys))
+        return None
+
+    def _set_name_fault(self, fault: tuple[str, str] | None) -> None:
+        if fault is None:
+            self.faults.pop("name-conflict", None)
+        else:
+            self.faults["name-conflict"] = fault
+        self.changed()
+
+    def _check_loopback(self) -> None:
+        """Never hand a loopback address to a multi-host cluster: say so and hold back."""
+        host = self.advertise[0]
+        if not is_loopback(host):
+            return
+        remote = [
+            s
+            for s in self.config.cluster.join
+            if not is_loopback(parse_hostport(s, default_port=7946).host)
+        ]
+        remote += [f"{p.addr}:{p.port}" for p in self.remembered if not is_loopback(p.addr)]
+        if remote and is_derived(self.config):
+            # no network yet (a Pi rebooted before its DHCP lease): not a misconfiguration;
+            # the follower moves us when the address comes, and then we join
+            log.warning(
+                "no network address yet (advertising %s): joining %s once there is one",
+                host,
+                ", ".join(remote[:3]),
+            )
+        elif remote:
+            reason = (
+                f"advertise address {host} is loopback but peers are not "
+                f"({', '.join(remote[:3])}): not joining them; "
+                "set [cluster] advertise or bind to a real address"
+            )
+            log.error("%s", reason)
+            self.faults["advertise"] = ("failing", reason)
+
+    def may_join(self, addr: tuple[str, int]) -> bool:
+        return not is_loopback(self.advertise[0]) or is_loopback(addr[0])

@@ -1,0 +1,117 @@
+"""The places a person looks: LEDs, systemd's STATUS line, /metrics gauges, and the
+dashboard's live events.
+
+Parts report what changed by calling ``refresh_soon``; refreshes coalesce, so 10,000
+origins reporting at once refresh the surfaces once, not 10,000 times. Each part keeps
+its own list of standing faults ({what: (level, reason)}); ``refresh`` mirrors them
+into the node's Health, so no part can clear another's problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from agent.domain import Health, HealthStatus
+from agent.shell.api.events import EventHub
+from agent.shell.leds import Leds
+from agent.shell.metrics import Metrics
+from agent.shell.systemd import Notifier
+from agent.shell.views import NodeViews
+
+Faults = dict[str, tuple[str, str]]
+
+
+class Surfaces:
+    """Pushes the node's views to LEDs, systemd, /metrics and SSE; see the module doc."""
+
+    def __init__(
+        self,
+        views: NodeViews,
+        *,
+        health: Health,
+        leds: Leds,
+        notifier: Notifier,
+        metrics: Metrics,
+        events: EventHub,
+        faults: Callable[[], Faults],
+    ) -> None:
+        self.views = views
+        self.health = health
+        self.leds = leds
+        self.notifier = notifier
+        self.metrics = metrics
+        self.events = events
+        self.faults = faults
+        self.summary = ""  # the last STATUS sent to systemd
+        self._pending = False
+        self._synced: set[str] = set()
+        self._dirty_origins: set[str] = set()
+        self._last_health: dict[str, Any] | None = None
+
+    def refresh_soon(self) -> None:
+        """Coalesce: one refresh on the next loop pass, however many callers."""
+        if not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self.refresh)
+
+    def origins_changed(self, ids: set[str]) -> None:
+        """Origins whose view changed: published to event listeners at the next refresh."""
+        if self.events.listeners:
+            self._dirty_origins |= ids
+        self.refresh_soon()
+
+    def refresh(self) -> None:
+        """Push the current state to the LEDs, systemd and /metrics (and SSE origins)."""
+        self._pending = False
+        self._sync_faults(self.faults())
+        views = self.views
+        status = self.health.status
+        self.leds.set(views.led_state())
+        for s in HealthStatus:
+            self.metrics.health.labels(str(s)).set(1 if s == status else 0)
+        for verdict, n in views.counts().items():
+            self.metrics.origins_by_verdict.labels(verdict).set(n)
+        summary = views.summary()
+        if status != HealthStatus.OK:
+            reasons = "; ".join(self.health.reasons())
+            summary = f"{status}: {reasons} | {summary}" if reasons else f"{status} | {summary}"
+        if summary != self.summary:
+            self.summary = summary
+            self.notifier.status(summary)
+        if self._dirty_origins:
+            dirty, self._dirty_origins = self._dirty_origins, set()
+            for origin_id in sorted(dirty):
+                d = views.origin(origin_id)
+                if d is None:
+                    self.events.publish("origin-removed", {"id": origin_id})
+                else:
+                    self.events.publish("origin", d)
+
+    def publish_health(self) -> None:
+        """To SSE listeners, only when something in it other than the uptime changed."""
+        if not self.events.listeners:
+            return
+        view = self.views.health_view()
+        same = {k: v for k, v in view.items() if k != "uptime_s"}
+        if same != self._last_health:
+            self._last_health = same
+            self.events.publish("health", view)
+
+    def _sync_faults(self, faults: Faults) -> None:
+        for what, (level, reason) in faults.items():
+            if level == "failing":
+                self.health.fail(what, reason)
+            else:
+                self.health.degrade(what, reason)
+        for what in self._synced - faults.keys():
+            self.health.clear(what)
+        self._synced = set(faults)
+
+    async def run(self) -> None:
+        """Once a second: the uptime, the identify blink running out, anything missed."""
+        while True:
+            self.refresh()
+            self.publish_health()
+            await asyncio.sleep(1.0)

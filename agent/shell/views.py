@@ -1,0 +1,190 @@
+"""What the node knows about itself and the fleet, as the API, the dashboard, the LEDs
+and systemd's STATUS line show it.
+
+Read-only: every view is computed from the parts' own state on demand (cheap at
+10,000 origins: the counts are kept incrementally by the coordinator), so no copy can
+go stale. The places that *push* these views (LEDs, STATUS, SSE) are in
+agent/shell/surfaces.py; the API's writes are in agent/shell/api/backend.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.domain import Health
+from agent.shell.leds import Condition, LedState, led_state_for, meaning
+
+if TYPE_CHECKING:
+    from agent.checks import CheckEngine
+    from agent.shell.cluster import Cluster
+    from agent.shell.config import Config
+    from agent.shell.coordinator import Coordinator
+
+
+@dataclass
+class Identify:
+    """An identify request blinks this node's LEDs until ``until`` (monotonic seconds)."""
+
+    until: float = 0.0
+
+    def active(self, now: float) -> bool:
+        return self.until > now
+
+    def left(self, now: float) -> float:
+        return round(self.until - now, 1) if self.until > now else 0.0
+
+
+class NodeViews:
+    """Read-only views over the running node's parts. ``now`` is the loop's clock and
+    ``wall`` the unix clock: the engine's times are monotonic, the API speaks unix."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        node_name: str,
+        coordinator: Coordinator,
+        engine: CheckEngine,
+        cluster: Cluster,
+        health: Health,
+        identify: Identify,
+        led_pins: Callable[[], dict[str, Any]],
+        now: Callable[[], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.node_name = node_name
+        self.coordinator = coordinator
+        self.engine = engine
+        self.cluster = cluster
+        self.health = health
+        self.identify = identify
+        self.led_pins = led_pins
+        self.now = now
+        self.wall = wall
+        self.started_at = wall()
+
+    def _wall(self, loop_time: float | None) -> float | None:
+        if loop_time is None:
+            return None
+        return round(self.wall() - (self.now() - loop_time), 3)
+
+    # --- origins ---------------------------------------------------------------------
+
+    def origin(self, origin_id: str) -> dict[str, Any] | None:
+        co = self.coordinator
+        spec = co.state.spec(origin_id)
+        if spec is None:
+            return None
+        mine = origin_id in co.mine()
+        view = self.engine.view(origin_id) if mine else None
+        observations = []
+        for observer, obs in sorted(co.state.observations(origin_id).items()):
+            entry: dict[str, Any] = {
+                "observer": observer,
+                "status": obs.status,
+                "since": round(obs.since.wall_ms / 1000, 3),
+                "latency_band": obs.latency_band,
+                "latency_ms": None,
+                "reason": obs.reason,
+            }
+            if observer == self.node_name and view is not None and view.last is not None:
+                entry["latency_ms"] = round(view.last.latency * 1000, 1)
+                entry["checked_at"] = self._wall(view.last.at)
+                entry["tls_expiry_days"] = view.tls_expiry_days
+            observations.append(entry)
+        return {
+            "id": origin_id,
+            "spec": spec.to_dict(),
+            "verdict": co.verdict(origin_id),
+            "owners": list(co.owners(origin_id)),
+            "mine": mine,
+            "declared_by": [
+                {"node": n, "source": src} for n, src, _ in co.state.declarations(origin_id)
+            ],
+            "observations": observations,
+        }
+
+    def origins(self) -> list[dict[str, Any]]:
+        out = []
+        for origin_id in sorted(self.coordinator.placement.origins):
+            d = self.origin(origin_id)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Every origin in the fleet catalogue, by verdict (kept incrementally)."""
+        return self.coordinator.counts()
+
+    def summary(self) -> str:
+        c = self.counts()
+        total = sum(c.values())
+        parts = [f"{c['up']} up", f"{c['down']} down"]
+        for extra in ("disputed", "unknown"):
+            if c[extra]:
+                parts.append(f"{c[extra]} {extra}")
+        word = "origin" if total == 1 else "origins"
+        mine = self.coordinator.mine_counts()["owned"]
+        return f"{total} {word}: " + ", ".join(parts) + f"; checking {mine}"
+
+    def transitions(self) -> list[dict[str, Any]]:
+        return [t.as_dict() for t in self.coordinator.transitions]
+
+    # --- the node ----------------------------------------------------------------------
+
+    def members(self) -> list[dict[str, Any]]:
+        return self.cluster.members_view()
+
+    def storage(self) -> dict[str, Any]:
+        store = self.coordinator.store
+        s = store.stats
+        return {
+            "status": "ok" if store.fault is None else "fault",
+            "reason": store.fault,
+            "bytes_written": s.bytes_written,
+            "fsyncs": s.fsyncs,
+            "snapshots": s.snapshots,
+            "pending_records": s.pending_records,
+        }
+
+    def led_condition(self) -> Condition:
+        """What the LEDs report, from the node's real state (docs/leds.md)."""
+        mine = self.coordinator.mine_counts()
+        health = self.health
+        others_degraded = [w for w in health.degraded if w != "storage"]
+        return Condition(
+            starting=not health.ready,
+            fault="; ".join(f"{k}: {v}" for k, v in health.failing.items()) or None,
+            storage_fault=self.coordinator.store.fault,
+            suspected=self.cluster.health_score() > 0 or bool(others_degraded),
+            alone=self.cluster.peers() == 0 and self.cluster.may_find_peers(),
+            owned=mine["owned"],
+            down=mine["down"],
+            disputed=mine["disputed"],
+            identify=self.identify.active(self.now()),
+        )
+
+    def led_state(self) -> LedState:
+        return led_state_for(self.led_condition())
+
+    def health_view(self) -> dict[str, Any]:
+        state = self.led_state()
+        return {
+            "cluster": {"name": self.config.cluster.name, "peers": self.cluster.peers()},
+            "status": str(self.health.status),
+            "node": self.node_name,
+            "version": __version__,
+            "reasons": self.health.reasons(),
+            "summary": self.summary(),
+            "origins": self.counts(),
+            "mine": self.coordinator.mine_counts(),
+            "led": {"state": str(state), "meaning": meaning(state), "pins": self.led_pins()},
+            "storage": self.storage(),
+            "identify_s": self.identify.left(self.now()),
+            "uptime_s": round(self.wall() - self.started_at, 1),
+        }
