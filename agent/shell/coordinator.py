@@ -102,6 +102,7 @@ class Coordinator:
         self.on_verdict: Callable[[VerdictChange], None] | None = None
         self.on_origins: Callable[[set[str]], None] | None = None  # changed ids, for events
         self.faults: dict[str, tuple[str, str]] = dict(self._recovery_faults)
+        self.on_faults: Callable[[], None] | None = None  # the storage fault came or went
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -250,10 +251,13 @@ class Coordinator:
         self._drain()
 
     def _fault_changed(self, fault: str | None) -> None:
+        before = self.faults.get("storage")
         if fault is None:
             self.faults.pop("storage", None)
         else:
             self.faults["storage"] = ("degraded", f"storage: {fault}; running from memory")
+        if self.faults.get("storage") != before and self.on_faults is not None:
+            self.on_faults()  # the commit that found it ended off the tick: say so now
 
     def _meta(self) -> dict[str, Any]:
         return {"hlc": self.core.hlc.high_water}

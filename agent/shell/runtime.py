@@ -117,6 +117,7 @@ class Agent:
             events=self.events,
             faults=lambda: {**self.cluster.faults, **self.coordinator.faults},
         )
+        self.coordinator.on_faults = self.surfaces.refresh_soon
         self.api = ApiBackend(
             self.views,
             api=config.api,
@@ -202,10 +203,7 @@ class Agent:
                 for m in self.cluster.members()
                 if m.state in (NodeState.ALIVE, NodeState.SUSPECT)
             }
-            had_fault = "storage" in self.coordinator.faults
             self.coordinator.tick(now, alive)
-            if had_fault != ("storage" in self.coordinator.faults):
-                self.surfaces.refresh_soon()
             if self.identify.until and now >= self.identify.until:
                 self.identify.until = 0.0
                 self.surfaces.refresh_soon()
