@@ -149,7 +149,8 @@ class NodeViews:
             "bytes_written": s.bytes_written,
             "fsyncs": s.fsyncs,
             "snapshots": s.snapshots,
-            "pending_records": s.pending_records,
+            # not yet durable: in the store, or waiting on the loop for the next commit
+            "pending_records": s.pending_records + self.coordinator.commits.buffered,
         }
 
     def led_condition(self) -> Condition:
