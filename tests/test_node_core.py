@@ -195,3 +195,26 @@ def test_reap_removes_observations_of_long_gone_observers() -> None:
     a.tick(now=122.0, wall=1122.0, alive={"a"})  # gone for 61 s > reap_after
     out = a.drain()
     assert a.state.observation("web", "b") is None and out.records
+
+
+def test_a_node_back_from_a_lost_store_keeps_its_config_spec_over_its_old_declaration() -> None:
+    """A Pi whose card was replaced (a new replica id) and whose clock runs behind its
+    old declarations learns them back from a peer: its config must still win, not the
+    older spec that merely carries a later timestamp."""
+    before = NodeCore("a", State("a", dot_id="a~old"), replicas=1, reap_after=60.0)
+    before.start([spec("web", "10s")], now=0.0, wall=5000.0, alone=True)
+    before.on_event(MemberEvent("join", member("b")), 1.0, 5001.0, lambda: [member("b")])
+    before.drain()
+    before.declare_config([spec("web", "30s")], now=2.0, wall=5002.0)  # a SIGHUP, later
+    old = durable(before, before.drain())
+    assert old, "the old declaration reached the peer"
+    after = NodeCore("a", State("a", dot_id="a~new"), replicas=1, reap_after=60.0)
+    after.start([spec("web", "10s")], now=0.0, wall=1000.0, alone=True)  # clock behind
+    after.on_event(MemberEvent("join", member("b")), 1.0, 1001.0, lambda: [member("b")])
+    after.drain()
+    for payload in old:  # the peer repairs us with what it holds
+        after.on_event(UserMessage(payload, None), 2.0, 1002.0, list)
+    after.drain()
+    assert after.state.spec("web") == spec("web", "10s")
+    decls = [d for n, s, d in after.state.declarations("web") if (n, s) == ("a", "config")]
+    assert len(decls) == 1  # the stale concurrent value is superseded, not kept beside

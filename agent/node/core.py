@@ -106,6 +106,7 @@ class NodeCore:
         self._next_reap = 0.0
         self._started_at = 0.0
         self._engine_specs: dict[str, OriginSpec] = {}  # what the engine was last given
+        self._config: dict[str, OriginSpec] = {}  # this node's config origins: its word
 
     # --- outputs -------------------------------------------------------------------------
 
@@ -180,18 +181,31 @@ class NodeCore:
                     and self._local(self.state.retract(origin_id, self.name, "config"))
                 ):
                     changed.add(origin_id)
-        for origin_id, spec in wanted.items():
+        self._config = wanted
+        changed |= self._assert_config(wanted, wall)
+        self._catalogue_changed(changed, now, wall)
+
+    def _assert_config(self, origin_ids: Iterable[str], wall: float) -> set[str]:
+        """Make our config declaration of each origin the one value its key holds.
+
+        After a lost store (a new replica id, docs/store.md) a peer can hand back our old
+        declaration, concurrent with the one we made since, and with a later timestamp
+        when the clock was behind: re-declaring at a timestamp past both supersedes it,
+        so a node's config stays its word. Returns the origins declared anew."""
+        changed = set()
+        for origin_id in origin_ids:
+            spec = self._config[origin_id]
             current = [
                 d
                 for n, s, d in self.state.declarations(origin_id)
                 if n == self.name and s == "config"
             ]
-            if current and _same_spec(current[0].spec, spec):
+            if len(current) == 1 and _same_spec(current[0].spec, spec):
                 continue
             ts = self._ts(origin_id, wall)
             if self._local(self.state.declare(spec, self.name, "config", ts)):
                 changed.add(origin_id)
-        self._catalogue_changed(changed, now, wall)
+        return changed
 
     def put(self, spec: OriginSpec, now: float, wall: float) -> bool:
         """Declare ``spec`` through the API; True if it is a new origin to the fleet."""
@@ -346,6 +360,7 @@ class NodeCore:
             self._recompute({t.origin_id}, wall, reason=t.reason)
 
     def _remote_changed(self, changed: set[str], now: float, wall: float) -> None:
+        changed = changed | self._assert_config(sorted(changed & self._config.keys()), wall)
         catalogue = set()
         for o in changed:
             spec = self.state.spec(o)
