@@ -367,9 +367,7 @@ _CHECKS_RE = re.compile(r"^edge_agent_checks_total\{([^}]*)\}\s+(\S+)", re.M)
 
 async def agent_checks(session: aiohttp.ClientSession, agent: AgentProc) -> tuple[float, float]:
     """(all, failed) HTTP checks so far, from edge_agent_checks_total on /metrics."""
-    async with session.get(
-        f"{agent.api}/metrics", timeout=aiohttp.ClientTimeout(total=60)
-    ) as r:
+    async with session.get(f"{agent.api}/metrics", timeout=aiohttp.ClientTimeout(total=60)) as r:
         if r.status != 200:
             raise HarnessError(f"GET /metrics answered {r.status}")
         text = await r.text()
