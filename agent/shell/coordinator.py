@@ -46,7 +46,7 @@ from agent.node import (
 )
 from agent.shell.config import Config
 from agent.shell.persistence import GroupCommit
-from agent.store import FileOps, SnapshotBudget, Store, incarnation
+from agent.store import REPLICA_META_KEY, FileOps, SnapshotBudget, Store, choose_replica_id
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Coordinator:
         as the standing fault "store-recovery", and makes this node sign its new dots
         with a fresh replica id: a skipped record may have held our newest dots, which
         peers already hold, and reusing one would make a new write invisible to them
-        (agent/store/incarnation.py; docs/store.md, "Recovery and the node's dots")."""
+        (agent/store/replica_id.py; docs/store.md, "Recovery and the node's dots")."""
         rec = self.store.recovered
         for problem in rec.problems:
             log.warning("store: %s", problem)
@@ -136,9 +136,9 @@ class Coordinator:
                 lost.append(f"a logged delta does not decode ({e}); kept as {kept}")
                 log.error("store: a logged delta does not decode (%s); skipped", e)
         empty = rec.state is None and not rec.deltas and not rec.meta
-        state.dot_id = incarnation.replica_id(self.name, rec.meta, damaged=bool(lost), empty=empty)
+        state.dot_id = choose_replica_id(self.name, rec.meta, damaged=bool(lost), empty=empty)
         self.state = state  # the store's snapshot source, should this commit snapshot
-        changed = self.store.set_meta({incarnation.META_KEY: state.dot_id}) is not None
+        changed = self.store.set_meta({REPLICA_META_KEY: state.dot_id}) is not None
         if lost:  # a snapshot covers the damage: the next start does not meet it again
             self.store.snapshot(state.snapshot())
         elif changed:

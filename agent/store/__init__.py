@@ -5,14 +5,18 @@ from agent.store.atomic_file import write_atomic
 from agent.store.fs import FileOps
 from agent.store.log import StoreStats
 from agent.store.recovery import Recovered
+from agent.store.replica_id import META_KEY as REPLICA_META_KEY
+from agent.store.replica_id import choose_replica_id
 from agent.store.snapshot import SnapshotBudget
 from agent.store.store import Store
 
 __all__ = [
+    "REPLICA_META_KEY",
     "FileOps",
     "Recovered",
     "SnapshotBudget",
     "Store",
     "StoreStats",
+    "choose_replica_id",
     "write_atomic",
 ]

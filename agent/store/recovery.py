@@ -11,7 +11,7 @@ Deltas are CRDT joins, so a segment after a damaged one is still replayed: the d
 loses only the records it hit, and anti-entropy from peers refills those. But a lost
 record may have held this node's own latest dots, which its peers already hold: so any
 damage at all makes ``Recovered.damaged`` true, and the node then signs its new writes
-with a new replica id (agent/store/incarnation.py) instead of reusing those dots.
+with a new replica id (agent/store/replica_id.py) instead of reusing those dots.
 
 A bug in the recovery itself (any exception) is no excuse to start over the same files:
 the whole store is moved to the quarantine and reported as damaged, never re-read as if

@@ -42,7 +42,7 @@ def belongs_to(replica_id: str, name: str) -> bool:
     return replica_id == name or replica_id.startswith(name + SEPARATOR)
 
 
-def replica_id(
+def choose_replica_id(
     name: str,
     meta: Mapping[str, Any],
     *,
