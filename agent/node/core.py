@@ -30,14 +30,15 @@ from typing import Any
 
 from agent.checks import Status as CheckStatus
 from agent.checks import Transition
-from agent.crdt import HLC, Timestamp
+from agent.crdt import HLC
 from agent.domain import OriginSpec
 from agent.membership import Event, MemberEvent, Settings, decode_tags
 from agent.membership import Member as GossipMember
+from agent.node.catalogue import Catalogue, Conflict
 from agent.node.handoff import Handoff, HandoffResult
 from agent.node.placement import Member, OwnerChange, Placement, member_from_tags
 from agent.node.replication import Output, Replicator
-from agent.node.state import Delta, State, canonical_spec, encode_delta, latency_band
+from agent.node.state import Delta, State, encode_delta, latency_band
 from agent.node.verdicts import VerdictChange, Verdicts
 
 log = logging.getLogger("agent.shell.coordinator")
@@ -68,10 +69,6 @@ class Outputs:
     sends: list[Output] = field(default_factory=list)  # for the membership node
 
 
-class Conflict(Exception):
-    """An API request the catalogue cannot honour (e.g. deleting a config origin)."""
-
-
 class NodeCore:
     """See the module docstring. One per agent; every method returns at once."""
 
@@ -97,6 +94,7 @@ class NodeCore:
         self.placement = Placement([Member(name, weight)], replicas)
         self.handoff = Handoff(name)
         self.verdicts = Verdicts(state, self.placement)
+        self.catalogue = Catalogue(name, state, self.hlc, self._local)
         self.settled = False
         self._out = Outputs()
         self._drain_seen: dict[str, dict[str, Any]] = {}
@@ -106,7 +104,6 @@ class NodeCore:
         self._next_reap = 0.0
         self._started_at = 0.0
         self._engine_specs: dict[str, OriginSpec] = {}  # what the engine was last given
-        self._config: dict[str, OriginSpec] = {}  # this node's config origins: its word
 
     # --- outputs -------------------------------------------------------------------------
 
@@ -161,71 +158,24 @@ class NodeCore:
 
     # --- the catalogue -------------------------------------------------------------------
 
-    def _ts(self, origin_id: str, wall: float) -> Timestamp:
-        """A timestamp later than every declaration of the origin we know (LWW order)."""
-        wall_ms = int(wall * 1000)
-        for _, _, decl in self.state.declarations(origin_id):
-            self.hlc.update(decl.ts, wall_ms)
-        return self.hlc.now(wall_ms)
-
     def declare_config(self, origins: Iterable[OriginSpec], now: float, wall: float) -> None:
         """Make this node's config declarations equal ``origins`` (start and SIGHUP)."""
-        wanted = {spec.id: spec for spec in origins}
-        changed: set[str] = set()
-        for origin_id in self.state.origins():
-            for node, source, _ in self.state.declarations(origin_id):
-                mine = node == self.name and source == "config"
-                if (
-                    mine
-                    and origin_id not in wanted
-                    and self._local(self.state.retract(origin_id, self.name, "config"))
-                ):
-                    changed.add(origin_id)
-        self._config = wanted
-        changed |= self._assert_config(wanted, wall)
-        self._catalogue_changed(changed, now, wall)
-
-    def _assert_config(self, origin_ids: Iterable[str], wall: float) -> set[str]:
-        """Make our config declaration of each origin the one value its key holds.
-
-        After a lost store (a new replica id, docs/store.md) a peer can hand back our old
-        declaration, concurrent with the one we made since, and with a later timestamp
-        when the clock was behind: re-declaring at a timestamp past both supersedes it,
-        so a node's config stays its word. Returns the origins declared anew."""
-        changed = set()
-        for origin_id in origin_ids:
-            spec = self._config[origin_id]
-            current = [
-                d
-                for n, s, d in self.state.declarations(origin_id)
-                if n == self.name and s == "config"
-            ]
-            if len(current) == 1 and _same_spec(current[0].spec, spec):
-                continue
-            ts = self._ts(origin_id, wall)
-            if self._local(self.state.declare(spec, self.name, "config", ts)):
-                changed.add(origin_id)
-        return changed
+        self._catalogue_changed(self.catalogue.declare_config(origins, wall), now, wall)
 
     def put(self, spec: OriginSpec, now: float, wall: float) -> bool:
         """Declare ``spec`` through the API; True if it is a new origin to the fleet."""
-        new = self.state.spec(spec.id) is None
-        delta = self.state.declare(spec, self.name, "api", self._ts(spec.id, wall))
-        if self._local(delta):
+        new, changed = self.catalogue.put(spec, wall)
+        if changed:
             self._catalogue_changed({spec.id}, now, wall)
         return new
 
     def delete(self, origin_id: str, now: float, wall: float) -> bool:
         """Retract every API declaration of the origin (made through any node). False if
         there is no such origin; Conflict if node configs still declare it."""
-        decls = self.state.declarations(origin_id)
-        if not decls:
+        left = self.catalogue.delete(origin_id)
+        if left is None:
             return False
-        for node, source, _ in decls:
-            if source == "api":
-                self._local(self.state.retract(origin_id, node, "api"))
         self._catalogue_changed({origin_id}, now, wall)
-        left = sorted({node for node, source, _ in decls if source == "config"})
         if left:
             raise Conflict(
                 f"origin {origin_id!r} is declared in the config of {', '.join(left)}; "
@@ -360,7 +310,7 @@ class NodeCore:
             self._recompute({t.origin_id}, wall, reason=t.reason)
 
     def _remote_changed(self, changed: set[str], now: float, wall: float) -> None:
-        changed = changed | self._assert_config(sorted(changed & self._config.keys()), wall)
+        changed = changed | self.catalogue.assert_config(sorted(changed), wall)
         catalogue = set()
         for o in changed:
             spec = self.state.spec(o)
@@ -462,10 +412,6 @@ class NodeCore:
         """The origins this node owns, by verdict."""
         owned = self.handoff.owned() if self.settled else set()
         return {"owned": len(owned), **self.verdicts.counts(owned)}
-
-
-def _same_spec(a: OriginSpec, b: OriginSpec) -> bool:
-    return canonical_spec(a) == canonical_spec(b)
 
 
 def _merge(a: HandoffResult, b: HandoffResult) -> HandoffResult:
