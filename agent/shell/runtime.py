@@ -214,7 +214,8 @@ class Agent:
                 await asyncio.wait_for(wake.wait(), max(at - loop.time(), 0.0))
 
     async def start(self) -> None:
-        """Bring the node up; returns once it is READY (API listening, origins applied)."""
+        """Bring the node up; returns once it is READY: gossip and checks running, the API
+        listening unless its port is taken (then it follows when the port frees)."""
         _raise_fd_limit()
         self._install_signals()
         self.watchdog.start()
@@ -224,8 +225,9 @@ class Agent:
         self.coordinator.start(
             self.config.origins, _loop_time(), alone=not self.cluster.may_find_peers()
         )
-        await self.server.start()
-        self.cluster.api_port = self.server.port
+        if not await self.server.start():  # taken: the node goes on, the API follows
+            self.supervisor.spawn("api", self.server.run)
+        self.cluster.api_port = self.server.port or self.config.api.listen.port
         await start_gossip(self.cluster, self.health, self.surfaces.refresh)
         self.supervisor.spawn("surfaces", self.surfaces.run)
         self.supervisor.spawn("coordinator", self._coordinator_loop)

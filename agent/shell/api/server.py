@@ -2,7 +2,9 @@
 
 A taken port is a standing fault the node reports (health ``failing``, red LED) while it
 retries, not a crash: systemd would restart a crashed agent into the same taken port
-forever, and the LEDs would say nothing useful.
+forever, and the LEDs would say nothing useful. Nor does it hold the node hostage: the
+node joins the cluster, checks its origins and sends READY meanwhile, and the API comes
+up when the port frees, without a restart.
 """
 
 from __future__ import annotations
@@ -39,30 +41,38 @@ class ApiServer:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1]) if self.url else 0
 
-    async def start(self) -> None:
-        """Bind, retrying every RETRY seconds while the port is taken (health failing)."""
+    async def start(self) -> bool:
+        """Bind once; False when the address is taken (health failing, the reason said
+        once), and ``run`` keeps trying: the node goes on without its API meanwhile."""
         listen = self.listen
-        runner = web.AppRunner(build_app(self.backend), access_log=None, handle_signals=False)
-        await runner.setup()
-        self._runner = runner
-        while True:
-            try:
-                site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
-                await site.start()
-                break
-            except OSError as e:
-                reason = f"cannot listen on {listen}: {e.strerror or e}"
-                if "api" not in self.health.failing:
-                    log.error("API %s; retrying every %.0fs", reason, RETRY)
-                self.health.fail("api", reason)
-                self.refresh()
-                await asyncio.sleep(RETRY)
+        if self._runner is None:
+            runner = web.AppRunner(build_app(self.backend), access_log=None, handle_signals=False)
+            await runner.setup()
+            self._runner = runner
+        try:
+            site = web.TCPSite(self._runner, listen.host, listen.port, reuse_address=True)
+            await site.start()
+        except OSError as e:
+            reason = f"cannot listen on {listen}: {e.strerror or e}"
+            if "api" not in self.health.failing:
+                log.error("API %s; retrying every %.0fs", reason, RETRY)
+            self.health.fail("api", reason)
+            self.refresh()
+            return False
         self.health.clear("api")
-        bound = runner.addresses
+        bound = self._runner.addresses
         port = bound[0][1] if bound else listen.port
         host = f"[{listen.host}]" if ":" in listen.host else listen.host
         self.url = f"http://{host}:{port}"
         log.info("API listening on %s", self.url)
+        self.refresh()
+        return True
+
+    async def run(self) -> None:
+        """Until the API listens: try again every RETRY seconds (a supervised task)."""
+        while self.url is None:
+            await asyncio.sleep(RETRY)
+            await self.start()
 
     async def stop(self) -> None:
         if self._runner is not None:
