@@ -422,3 +422,71 @@ def test_lazy_ca_store_only_when_the_hashed_directory_covers_the_default_bundle(
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: fewer)
     env = {}
     assert not lazy_ca_store(env) and env == {}
+
+
+@pytest.mark.parametrize(
+    ("flag", "where", "rc", "said"),
+    [
+        ("notaurl", "before", 2, "argument --api: 'notaurl' is not the agent's address"),
+        ("notaurl", "after", 2, "argument --api: 'notaurl' is not the agent's address"),
+        ("ftp://h:1", "before", 2, "the scheme must be http or https"),
+        ("http://h:99999", "before", 2, "Port out of range"),
+        ("http://h:8080/v1", "before", 2, "without a path"),
+        ("[::1", "before", 2, "unclosed '['"),
+        # host:port is an address: the client only cannot reach it
+        ("127.0.0.1:1", "before", 1, "cannot reach the agent at http://127.0.0.1:1"),
+        ("http://[::1]:1/", "after", 1, "cannot reach the agent at http://[::1]:1"),
+    ],
+)
+def test_the_api_flag_is_checked_where_it_is_given(
+    flag: str, where: str, rc: int, said: str
+) -> None:
+    args = ["--api", flag, "status"] if where == "before" else ["status", "--api", flag]
+    res = cli(*args)
+    assert res.returncode == rc, res.stderr
+    assert said in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error() -> None:
+    """`edge-agent origins --json | head -1`: the pipe closes long before the output ends
+    (20,000 origins are far more than a pipe buffer); that is the reader's choice, not a
+    failure: no traceback, exit 0."""
+    import http.server
+    import threading
+
+    body = json.dumps([{"id": f"o{i}", "verdict": "up"} for i in range(20_000)]).encode()
+
+    class Origins(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origins)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        environ = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "agent.shell.cli"),
+                *("--api", f"127.0.0.1:{server.server_port}", "origins", "--json"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environ,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == b"["
+        proc.stdout.close()  # as `head -1` does
+        err = proc.stderr.read().decode()
+        assert proc.wait(30) == 0, err
+        assert "Traceback" not in err and "BrokenPipe" not in err, err
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -32,6 +32,7 @@ from agent.shell.config import (
     HostPort,
     load_config,
     parse_config_bytes,
+    parse_hostport,
     resolve_config_path,
 )
 
@@ -94,6 +95,31 @@ def _api_base(args: argparse.Namespace) -> str:
         return str(args.api).rstrip("/")
     cfg = _client_config(args, "API address")
     return _base(cfg.api.listen if cfg is not None else ApiConfig().listen)
+
+
+def api_address(text: str) -> str:
+    """``--api``: ``http(s)://host[:port]`` or ``host:port``, as a base URL; an
+    argparse error (exit 2, naming the flag) for anything else."""
+    from urllib.parse import urlsplit
+
+    s = text.strip().rstrip("/")
+    try:
+        if "://" not in s:
+            return f"http://{parse_hostport(s)}"
+        parts = urlsplit(s)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("the scheme must be http or https")
+        if not parts.hostname:
+            raise ValueError("missing host")
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+        if parts.path or parts.query:
+            raise ValueError("give the agent's address only, without a path")
+        return s
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not the agent's address ({e}); "
+            "write http://host:port or host:port, e.g. 127.0.0.1:8080"
+        ) from None
 
 
 class ApiError(Exception):
@@ -489,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--api",
+        type=api_address,
         help="the agent's API for client commands, e.g. http://127.0.0.1:8080 (default: the "
         "config's [api] listen; 127.0.0.1:8080 when there is no config file)",
     )
@@ -512,7 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
         s = clients[name] = sub.add_parser(name, help=text)
         if name != "identify":
             s.add_argument("--json", action="store_true", help="machine-readable output")
-        s.add_argument("--api", dest="api", default=argparse.SUPPRESS)
+        s.add_argument(
+            "--api",
+            dest="api",
+            type=api_address,
+            default=argparse.SUPPRESS,
+            help="the agent's API (as before the command)",
+        )
         s.add_argument("--config", dest="config", default=argparse.SUPPRESS)
         s.set_defaults(func=fn)
     clients["origins"].add_argument(
@@ -542,9 +575,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()
     except ClientConfigError as e:
         print(f"edge-agent: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader went away (`edge-agent origins | head -3`): it had what it wanted.
+        # Point stdout at /dev/null so the interpreter's own final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return rc
 
 
