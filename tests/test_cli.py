@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -490,3 +492,38 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_token_file_that_cannot_be_read_says_so_to_writers_and_in_health(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """A missing token file used to turn every write into "missing or wrong bearer
+    token", even with the right token, and /v1/health showed nothing wrong."""
+    token = tmp_path / "token"  # not there yet
+    a = agent_process("", name="t")
+    with_token(a, token)
+    a.start()
+    a.wait_notify("READY=1")
+    _, health = a.get("/v1/health")
+    assert health["status"] == "degraded", health
+    assert any(f"the API token file {token} cannot be read" in r for r in health["reasons"])
+
+    def identify(bearer: str) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(
+            a.url + "/v1/identify",
+            data=b'{"seconds": 5}',
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    status, body = identify("s3cret")  # the right token, but the node cannot check it
+    assert status == 503, body
+    assert f"the API token file {token} cannot be read" in body["error"]
+    token.write_text("s3cret\n")  # the operator fixes it: no restart needed
+    assert identify("s3cret")[0] == 202
+    assert identify("wrong")[0] == 401
+    wait_for(lambda: a.get("/v1/health")[1]["status"] == "ok", 10, "the fault to clear")

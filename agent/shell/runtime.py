@@ -115,7 +115,7 @@ class Agent:
             notifier=self.notifier,
             metrics=self.metrics,
             events=self.events,
-            faults=lambda: {**self.cluster.faults, **self.coordinator.faults},
+            faults=lambda: {**self.cluster.faults, **self.coordinator.faults, **self.api.faults},
         )
         self.coordinator.on_faults = self.surfaces.refresh_soon
         self.api = ApiBackend(
@@ -127,6 +127,7 @@ class Agent:
             events=self.events,
             start_identify=self._start_identify,
             now=_loop_time,
+            changed=self.surfaces.refresh_soon,
         )
         self.server = ApiServer(self.api, config.api.listen, self.health, self.surfaces.refresh)
         self.supervisor = Supervisor(self.metrics)
@@ -225,6 +226,7 @@ class Agent:
         self.coordinator.start(
             self.config.origins, _loop_time(), alone=not self.cluster.may_find_peers()
         )
+        self.api.check_token()
         if not await self.server.start():  # taken: the node goes on, the API follows
             self.supervisor.spawn("api", self.server.run)
         self.cluster.api_port = self.server.port or self.config.api.listen.port

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class TokenUnavailable(Exception):
+    """[api] token_file is set but cannot be used (missing, unreadable, empty): writes are
+    refused with this reason, never as a "wrong token" the client cannot fix."""
+
+
 class Backend(Protocol):
     metrics: Metrics
     events: EventHub
@@ -92,7 +97,11 @@ def build_app(backend: Backend) -> web.Application:
     def authorize(request: web.Request) -> web.Response | None:
         """Writes need the bearer token from [api] token_file; with no token configured,
         only clients on this host may write (the API listens on loopback by default)."""
-        token = backend.api_token()
+        try:
+            token = backend.api_token()
+        except TokenUnavailable as e:
+            metrics.bad_input.labels("api", "503").inc()
+            return error(503, f"writes are refused here: {e}")
         if token is None:
             peer = request.transport.get_extra_info("peername") if request.transport else None
             host = str(peer[0]) if peer else ""

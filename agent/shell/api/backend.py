@@ -8,12 +8,14 @@ so a 2xx promises the change survives a power cut.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.domain import ConfigError, parse_origin
 from agent.membership import NodeState
+from agent.shell.api.app import TokenUnavailable
 from agent.shell.coordinator import Conflict
 from agent.shell.identify import IdentifyRequest, encode_identify
 
@@ -42,6 +44,7 @@ class ApiBackend:
         events: EventHub,
         start_identify: Callable[[float, str], None],
         now: Callable[[], float],
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.views = views
         self.api = api
@@ -51,6 +54,9 @@ class ApiBackend:
         self.events = events
         self.start_identify = start_identify
         self.now = now
+        self.changed = changed  # a fault came or went: refresh the surfaces
+        # standing problems shown in /v1/health: {what: (level, reason)}
+        self.faults: dict[str, tuple[str, str]] = {}
 
     # --- reads -----------------------------------------------------------------------
 
@@ -71,16 +77,38 @@ class ApiBackend:
 
     def api_token(self) -> str | None:
         """The bearer token writes need, read per request so a rotated file takes effect
-        at once; an unreadable or empty file refuses every write."""
+        at once. An unreadable or empty file refuses every write with that reason
+        (TokenUnavailable), and is a standing fault in /v1/health until it is fixed."""
         path = self.api.token_file
         if path is None:
             return None
         try:
             token = path.read_text().strip()
         except OSError as e:
-            log.error("cannot read the API token file %s: %s", path, e.strerror or e)
-            return "\0unreadable"  # no client can send this: writes are refused
-        return token or "\0empty"
+            problem = f"the API token file {path} cannot be read ({e.strerror or e})"
+        else:
+            if token:
+                self._token_fault(None)
+                return token
+            problem = f"the API token file {path} is empty"
+        self._token_fault(f"{problem}; writes are refused until [api] token_file is fixed")
+        raise TokenUnavailable(f"{problem}; fix [api] token_file on this node")
+
+    def check_token(self) -> None:
+        """At start (and reload): say now, not at the first write, that writes will fail."""
+        with contextlib.suppress(TokenUnavailable):
+            self.api_token()
+
+    def _token_fault(self, reason: str | None) -> None:
+        before = self.faults.get("api-token")
+        if reason is None:
+            self.faults.pop("api-token", None)
+        else:
+            self.faults["api-token"] = ("degraded", reason)
+        if self.faults.get("api-token") != before:
+            if reason is not None:
+                log.error("%s", reason)
+            self.changed()
 
     # --- writes ----------------------------------------------------------------------
 
