@@ -203,7 +203,7 @@ def edge_agent(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     good = edge_agent("check-config", str(ROOT / "examples" / "agent.toml"))
     assert good.returncode == 0, good.stderr
-    assert "ok (2 origins)" in good.stdout
+    assert "ok (2 origins;" in good.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text('[[origin]]\nid="x"\nurl="http://h"\ninterval="10x"\n')
     res = edge_agent("check-config", str(bad))
@@ -276,3 +276,57 @@ def test_a_value_of_any_type_is_a_config_error_never_a_crash() -> None:
             parse_config(root)
         except ConfigError as e:
             assert e.problems, root
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("keyring missing", "cluster.keyring_file: {d}/keyring: cannot read (No such file"),
+        ("keyring not base64", "cluster.keyring_file: {d}/keyring:"),
+        ("token missing", "api.token_file: {d}/token: cannot read (No such file"),
+        ("token empty", "api.token_file: {d}/token is empty"),
+        ("data_dir a file", "node.data_dir: {d}/data is not a directory"),
+        ("data_dir under a file", "node.data_dir: {d}/file/data cannot be created"),
+    ],
+)
+def test_check_config_opens_the_files_the_config_names(
+    tmp_path: Path, case: str, said: str
+) -> None:
+    """Valid TOML that names a file the agent cannot use is a config error (exit 2, the
+    key named), not a surprise at the next restart: gossip off, writes refused."""
+    d = tmp_path
+    data = d / "data"
+    lines = {"node": f'data_dir = "{data}"', "cluster": "", "api": ""}
+    if case.startswith("keyring"):
+        lines["cluster"] = f'keyring_file = "{d / "keyring"}"'
+        if case == "keyring not base64":
+            (d / "keyring").write_text("this is not a base64 key\n")
+    elif case.startswith("token"):
+        lines["api"] = f'token_file = "{d / "token"}"'
+        if case == "token empty":
+            (d / "token").write_text("\n")
+    elif case == "data_dir a file":
+        data.write_text("a file where the data directory should be\n")
+    else:
+        (d / "file").write_text("")
+        lines["node"] = f'data_dir = "{d / "file" / "data"}"'
+    cfg = d / "agent.toml"
+    cfg.write_text("".join(f"[{t}]\n{body}\n" for t, body in lines.items()))
+    res = edge_agent("check-config", str(cfg))
+    assert res.returncode == 2, res.stdout
+    assert f"{cfg}: " + said.format(d=d) in res.stderr, res.stderr
+
+
+def test_check_config_accepts_usable_files(tmp_path: Path) -> None:
+    keyring = tmp_path / "keyring"
+    keyring.write_text(edge_agent("keygen").stdout)
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[node]\ndata_dir = "{tmp_path / "new" / "data"}"\n'
+        f'[cluster]\nkeyring_file = "{keyring}"\n[api]\ntoken_file = "{token}"\n'
+    )
+    res = edge_agent("check-config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "ok (0 origins; the files it names are usable)" in res.stdout

@@ -398,7 +398,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
-    print(f"{path}: ok ({len(cfg.origins)} origins)")
+    from agent.shell.preflight import file_problems
+
+    problems = file_problems(cfg)
+    if problems:
+        print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
+        return EXIT_USAGE
+    n = len(cfg.origins)
+    print(f"{path}: ok ({n} origin{'' if n == 1 else 's'}; the files it names are usable)")
     return EXIT_OK
 
 
