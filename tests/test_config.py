@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,39 @@ def test_check_config_accepts_usable_files(tmp_path: Path) -> None:
     res = edge_agent("check-config", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "ok (0 origins; the files it names are usable)" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        # each says what was wrong and, where it helps, what to write instead
+        ('url = "http://exa mple.com/"', 'origin[0].url: "http://exa mple.com/" is not a valid'),
+        ('url = "http://ex<am>ple.com/"', "is not a host name or address"),
+        ('interval = "0s"', 'origin[0].interval: "0s" must be longer than 0'),
+        (
+            "interval = 10",
+            'origin[0].interval: 10 is a number without a unit: write a duration, e.g. "10s"',
+        ),
+        ("timeout = 1.5", 'e.g. "1.5s"'),
+        (
+            "headers = {X = 1}",
+            'origin[0].headers: a table has X = 1, not a string (quote it: X = "…")',
+        ),
+    ],
+)
+def test_origin_errors_say_what_to_write(body: str, said: str) -> None:
+    text = '[[origin]]\nid = "a"\n' + ("" if body.startswith("url") else 'url = "http://h/"\n')
+    with pytest.raises(ConfigError) as err:
+        parse_config(tomllib.loads(text + body + "\n"))
+    assert any(said in p for p in err.value.problems), err.value.problems
+
+
+def test_a_webhook_url_of_the_wrong_type_is_one_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(tomllib.loads("[[webhook]]\nurl = 5\n"))
+    assert err.value.problems == ["webhook[0].url: 5 is not a string"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(tomllib.loads('[[webhook]]\ntimeout = "1s"\n'))
+    assert err.value.problems == [
+        "webhook[0].url: missing (the http(s):// address to POST alerts to)"
+    ]

@@ -259,7 +259,11 @@ async def test_storage_fault_when_the_store_cannot_be_written(
     store.write_text("a file where the store's directory should be\n")
     await n.agent.start()
     await n.shows(LedState.STORAGE_FAULT)
-    assert n.agent.views.health_view()["status"] == "degraded"
+    health = n.agent.views.health_view()
+    assert health["status"] == "degraded"
+    storage = [r for r in health["reasons"] if r.startswith("storage: ")]
+    assert len(storage) == 1 and "storage: storage" not in storage[0], storage
+    assert "running from memory" in storage[0]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -148,3 +148,29 @@ def test_taken_api_port_is_failing_not_dead(agent_process: Callable[..., AgentPr
     status, body = a.get("/v1/health")
     assert status == 200 and body["status"] == "ok", body
     assert a.stop() == 0
+
+
+def test_a_body_over_the_limit_is_told_the_limit(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    a = agent_process().start()
+    a.wait_notify("READY=1")
+    body = json.dumps({"url": "http://h/", "pad": "x" * 70_000}).encode()
+    req = urllib.request.Request(
+        a.url + "/v1/origins/big",
+        data=body,
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("a 70 KB body was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 413
+        answer = json.load(e)
+    assert answer["error"] == "the body is larger than the 65,536 bytes a request may carry"
+    assert a.get("/v1/health")[0] == 200  # and the node goes on

@@ -70,6 +70,11 @@ class OriginSpec:
         return d
 
 
+#: A DNS name (letters, digits, '-', '.', '_'), an IPv4 address, or an IPv6 one (the part
+#: urlsplit found between brackets): anything else would fail later, at DNS, as "down".
+_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
+
+
 def parse_target(url: str) -> tuple[str, str, int]:
     """Return (kind, host, port) for an origin URL; ValueError with a reason otherwise."""
     parts = urlsplit(url)
@@ -83,6 +88,10 @@ def parse_target(url: str) -> tuple[str, str, int]:
         raise ValueError(str(e)) from None
     if not host:
         raise ValueError("missing host")
+    if any(c.isspace() for c in url):
+        raise ValueError("it contains white space")
+    if not _HOST_RE.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or address")
     if scheme == "tcp":
         if port is None:
             raise ValueError("tcp:// needs a port")

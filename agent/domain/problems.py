@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING
 from typing import Any, TypeVar
 
-from agent.domain.values import show
+from agent.domain.values import Problem, show
 
 T = TypeVar("T")
 
@@ -58,6 +58,9 @@ class TableReader:
         v = self.table[name]
         try:
             return fn(v)
+        except Problem as e:
+            self.bad(name, f"{show(v)} {e}")
+            return default
         except (ValueError, TypeError):
             self.bad(name, f"{show(v)} is not {what}")
             return default

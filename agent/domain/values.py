@@ -24,7 +24,14 @@ def show(v: Any) -> str:
     return str(v)
 
 
+class Problem(ValueError):
+    """A value of the right kind that is still wrong: the message completes the sentence
+    "<value> …" (for example "must be longer than 0"), instead of "is not <what>"."""
+
+
 def duration(v: Any) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        raise Problem(f'is a number without a unit: write a duration, e.g. "{v:g}s"')
     if not isinstance(v, str):
         raise TypeError
     return parse_duration(v)
@@ -33,13 +40,16 @@ def duration(v: Any) -> float:
 def positive_duration(v: Any) -> float:
     d = duration(v)
     if d <= 0:
-        raise ValueError
+        raise Problem("must be longer than 0")
     return d
 
 
 def str_table(v: Any) -> Mapping[str, str]:
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+    if not isinstance(v, dict):
         raise TypeError
+    for key, value in v.items():
+        if not isinstance(value, str):
+            raise Problem(f'has {key} = {show(value)}, not a string (quote it: {key} = "…")')
     return MappingProxyType(dict(v))
 
 

@@ -452,7 +452,9 @@ def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
             continue
         r = TableReader(problems, f"webhook[{i}]", t)
         url = r.get("url", str, "", "a string")
-        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        if "url" not in t:
+            r.bad("url", "missing (the http(s):// address to POST alerts to)")
+        elif isinstance(t["url"], str) and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
             r.bad("url", f"{show(url)} is not an http(s) URL")
         hook = WebhookConfig(
             url=url,

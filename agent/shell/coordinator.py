@@ -255,7 +255,7 @@ class Coordinator:
         if fault is None:
             self.faults.pop("storage", None)
         else:
-            self.faults["storage"] = ("degraded", f"storage: {fault}; running from memory")
+            self.faults["storage"] = ("degraded", f"{fault}; running from memory")
         if self.faults.get("storage") != before and self.on_faults is not None:
             self.on_faults()  # the commit that found it ended off the tick: say so now
 

@@ -24,6 +24,8 @@ from agent.shell.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+MAX_BODY = 64 * 1024  # bytes of a request body: an origin spec is well under 1 KiB
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -71,6 +73,10 @@ def build_app(backend: Backend) -> web.Application:
         except web.HTTPException as e:
             if e.status >= 400:
                 metrics.bad_input.labels("api", str(e.status)).inc()
+                if e.status == 413:
+                    return error(
+                        413, f"the body is larger than the {MAX_BODY:,} bytes a request may carry"
+                    )
                 return error(e.status, e.reason)
             raise
         except Exception:
@@ -175,7 +181,7 @@ def build_app(backend: Backend) -> web.Application:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app.router.add_routes(dashboard_routes())  # GET /: the dashboard, static files
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/origins", origins)
