@@ -70,9 +70,10 @@ class OriginSpec:
         return d
 
 
-#: A DNS name (letters, digits, '-', '.', '_'), an IPv4 address, or an IPv6 one (the part
-#: urlsplit found between brackets): anything else would fail later, at DNS, as "down".
-_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
+#: A DNS name (letters, digits, '-', '.', '_'; international names too), an IPv4
+#: address, or an IPv6 one (the part urlsplit found between brackets, with its zone):
+#: anything else would fail later, at DNS, as "down".
+_HOST_RE = re.compile(r"[\w.-]+|[0-9A-Fa-f:.]+(%[\w.-]+)?")
 
 
 def parse_target(url: str) -> tuple[str, str, int]:
