@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from agent.membership.messages import AckResp, NodeState, Ping, PushNodeState, P
 from agent.membership.settings import Settings
 from agent.membership.stream import StreamDecoder, encode_stream
 from agent.membership.transport import MembershipNode
+from tests.conftest import async_wait_for
 
 PP = PushPull(
     nodes=(PushNodeState("peer", b"\x7f\0\0\1", 1, b"", 1, NodeState.ALIVE),),
@@ -47,15 +47,6 @@ def plant_bug(monkeypatch: pytest.MonkeyPatch) -> None:
         raise PlantedBug("planted decoder bug")
 
     monkeypatch.setattr(codec, "_decode_struct", broken)
-
-
-async def wait_for(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 # --- the decoders themselves --------------------------------------------------------------
@@ -129,7 +120,7 @@ async def test_live_node_counts_a_packet_decoder_bug_apart(
         plant_bug(monkeypatch)
         with caplog.at_level(logging.ERROR, logger="agent.membership.transport"):
             sock.sendto(encode_packet([Ping(5, "victim")]), ("127.0.0.1", node.port))
-            await wait_for(lambda: node.counters.packets_in >= 1, "the packet to arrive")
+            await async_wait_for(lambda: node.counters.packets_in >= 1, 5, "the packet to arrive")
         assert node.counters.bad_input == {"internal-error": 1}
         assert _internal_logged(caplog)
         # the bug gone, the node answers as before

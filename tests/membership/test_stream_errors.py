@@ -7,7 +7,6 @@ chasing a flaky link had nothing to look at. Real sockets on loopback, a real Cl
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 from pathlib import Path
@@ -18,14 +17,7 @@ from agent.membership import MembershipNode, Settings
 from agent.shell.cluster import Cluster
 from agent.shell.cluster_metrics import ClusterCollector
 from agent.shell.config import parse_config
-
-
-async def wait_until(cond: object, timeout: float = 5.0) -> None:
-    assert callable(cond)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+from tests.conftest import async_wait_for
 
 
 def connect(port: int) -> socket.socket:
@@ -49,7 +41,9 @@ async def test_a_stalled_stream_is_counted_and_exported(tmp_path: Path) -> None:
         assert node is not None
         s = connect(node.port)
         s.send(b"\x06")  # the first byte of a push/pull, then nothing
-        await wait_until(lambda: node.counters.stream_errors.get("timeout") == 1)
+        await async_wait_for(
+            lambda: node.counters.stream_errors.get("timeout") == 1, 5, "a timeout"
+        )
         s.close()
         registry = CollectorRegistry()
         registry.register(ClusterCollector(cluster))
@@ -65,11 +59,11 @@ async def test_a_reset_stream_is_counted_as_reset() -> None:
     try:
         s = connect(node.port)
         s.send(b"\x06")
-        await wait_until(lambda: node.counters.streams_in == 1)
+        await async_wait_for(lambda: node.counters.streams_in == 1, 5, "the stream")
         # SO_LINGER 0: close() sends a RST instead of a FIN
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-        await wait_until(lambda: node.counters.stream_errors.get("reset") == 1)
+        await async_wait_for(lambda: node.counters.stream_errors.get("reset") == 1, 5, "a reset")
         assert node.counters.bad_input == {}  # not malformed: broken
     finally:
         await node.stop()
