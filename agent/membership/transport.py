@@ -319,8 +319,9 @@ class MembershipNode:
         if self.on_event is not None:
             try:
                 self.on_event(ev)
-            except Exception:
+            except Exception:  # a bug of ours: never fatal, never hidden
                 log.exception("membership event handler failed")
+                self.counters.bad("internal-error")
 
     def _sendto(self, data: bytes, addr: Address) -> None:
         if self._udp is None:
