@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from agent.shell.metrics import Metrics
-from agent.shell.runtime import Supervisor
+from agent.shell.supervisor import Supervisor
 from tests.conftest import async_wait_for
 
 

@@ -54,7 +54,7 @@ LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
 # sections a SIGHUP reports as changed but applies only at restart
 RESTART_SECTIONS = ("node", "cluster", "gossip", "api", "leds", "checks", "log", "store")
 
-__all__ = ["Agent", "Supervisor"]
+__all__ = ["Agent"]
 
 
 class Agent:
