@@ -41,7 +41,7 @@ from agent.node.replication import Output, Replicator
 from agent.node.state import Delta, State, encode_delta, latency_band
 from agent.node.verdicts import VerdictChange, Verdicts
 
-log = logging.getLogger("agent.shell.coordinator")
+log = logging.getLogger(__name__)
 
 SETTLE = 3.0  # at most this long after start before checking while looking for peers
 IDLE_TICK = 1.0  # the longest the periodic work sleeps
