@@ -309,6 +309,10 @@ class Coordinator:
     def counts(self) -> dict[str, int]:
         return self.core.counts()
 
+    def pending_records(self) -> int:
+        """Records not yet durable: in the store, or waiting on the loop for a commit."""
+        return self.store.stats.pending_records + self.commits.buffered
+
     def mine_counts(self) -> dict[str, int]:
         return self.core.mine_counts()
 
@@ -367,7 +371,7 @@ class CoordinatorCollector(Collector):
         yield GaugeMetricFamily(
             "edge_agent_store_pending_records",
             "Records not yet durable.",
-            value=s.pending_records + c.commits.buffered,
+            value=c.pending_records(),
         )
         yield GaugeMetricFamily(
             "edge_agent_store_quarantined_files",

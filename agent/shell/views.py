@@ -149,8 +149,7 @@ class NodeViews:
             "bytes_written": s.bytes_written,
             "fsyncs": s.fsyncs,
             "snapshots": s.snapshots,
-            # not yet durable: in the store, or waiting on the loop for the next commit
-            "pending_records": s.pending_records + self.coordinator.commits.buffered,
+            "pending_records": self.coordinator.pending_records(),
         }
 
     def led_condition(self) -> Condition:
