@@ -31,6 +31,10 @@ T = TypeVar("T")
 collect_ignore = [] if os.environ.get("EDGE_AGENT_IMAGE_TEST") == "1" else ["image"]
 
 
+#: The write token AgentProcess gives every test node, as a fleet shares one token
+FLEET_TOKEN = "test-fleet-token"
+
+
 def require(condition: bool, what: str) -> None:
     """Skip when a prerequisite is missing; under CI=true a missing prerequisite fails."""
     if condition:
@@ -96,10 +100,16 @@ class AgentProcess:
         env: dict[str, str] | None = None,
         name: str = "test-node",
         cluster: str = "",
+        token: str | None = FLEET_TOKEN,
     ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
         self.name = name
+        # the fleet write token (None: a node without one, which refuses fleet-wide writes)
+        self.token = token
+        self.token_file = tmp / "fleet-token"
+        if token is not None:
+            self.token_file.write_text(token + "\n")
         self.cluster = cluster  # extra lines for the [cluster] table (join = [...], ...)
         self.port = free_port()
         self.gossip_port = free_port()
@@ -128,7 +138,8 @@ class AgentProcess:
         header = (
             f'[node]\nname = "{self.name}"\ndata_dir = "{self.tmp / "data"}"\n'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\n'
-            f'[cluster]\ndiscover = false\nbind = "127.0.0.1:{self.gossip_port}"\n'
+            + (f'token_file = "{self.token_file}"\n' if self.token is not None else "")
+            + f'[cluster]\ndiscover = false\nbind = "127.0.0.1:{self.gossip_port}"\n'
             f"{self.cluster}\n"
         )
         self.config.write_text(header + text)
@@ -174,6 +185,26 @@ class AgentProcess:
     def get(self, path: str) -> tuple[int, Any]:
         return http_get(self.url + path)
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header a write to this node needs (none without a token)."""
+        return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """A request (JSON body) with this node's write token unless ``headers`` are given."""
+        data = None if body is None else json.dumps(body).encode()
+        hdrs = dict(self.auth if headers is None else headers)
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -205,8 +236,9 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         env: dict[str, str] | None = None,
         name: str = "test-node",
         cluster: str = "",
+        token: str | None = FLEET_TOKEN,
     ) -> AgentProcess:
-        a = AgentProcess(tmp_path / f"agent{len(made)}", config_text, env, name, cluster)
+        a = AgentProcess(tmp_path / f"agent{len(made)}", config_text, env, name, cluster, token)
         made.append(a)
         return a
 

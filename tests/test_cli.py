@@ -6,6 +6,7 @@ import base64
 import ctypes
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def with_token(a: AgentProcess, token_file: Path) -> None:
     """Give the agent's [api] table a token_file (AgentProcess writes the table itself)."""
     text = a.config.read_text()
     assert text.count("[api]\n") == 1
+    text = re.sub(r"(?m)^token_file = .*\n", "", text)  # the fleet token AgentProcess gave it
     a.config.write_text(text.replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n'))
 
 

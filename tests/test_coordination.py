@@ -6,7 +6,6 @@ webhooks, persistence, the write API and the event stream, with real processes.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -29,13 +28,8 @@ def call(
     body: Any = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(a.url + path, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    """A request to ``a``, with its fleet token unless ``headers`` are given."""
+    return a.call(method, path, body, headers)
 
 
 class Site(ThreadedApp):
@@ -237,13 +231,13 @@ def test_write_api_validation_auth_and_conflicts(
     token.write_text("s3cret\n")
     extra = f'[api]\ntoken_file = "{token}"\n'
     cfg = node_config(site, "t") + f'[[origin]]\nid = "cfg"\nurl = "{site.url("cfg")}"\n'
-    a = agent_process(cfg, name="t")
+    a = agent_process(cfg, name="t", token=None)
     text = a.config.read_text().replace("[api]\n", extra, 1)
     a.config.write_text(text)
     a.start()
     a.wait_notify("READY=1")
     ok = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
-    status, body = call(a, "PUT", "/v1/origins/x", spec(site, "x"))
+    status, body = call(a, "PUT", "/v1/origins/x", spec(site, "x"), {})
     assert status == 401 and "token" in body["error"]
     status, body = call(a, "PUT", "/v1/origins/x", spec(site, "x"), {"Authorization": "Bearer no"})
     assert status == 401

@@ -641,7 +641,9 @@ def test_live_nodes_with_a_600_byte_udp_buffer_replicate_a_1kb_declaration(
     wait_for(lambda: all(a.get("/v1/health")[1]["cluster"]["peers"] == 2 for a in nodes), 20)
     url = "http://127.0.0.1:9/" + "p" * 900
     body = json.dumps({"url": url, "interval": "10s"}).encode()
-    req = urllib.request.Request(nodes[1].url + "/v1/origins/big", data=body, method="PUT")
+    req = urllib.request.Request(
+        nodes[1].url + "/v1/origins/big", data=body, method="PUT", headers=nodes[1].auth
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 201
     wait_for(

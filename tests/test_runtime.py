@@ -164,7 +164,7 @@ def test_a_body_over_the_limit_is_told_the_limit(
         a.url + "/v1/origins/big",
         data=body,
         method="PUT",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **a.auth},
     )
     try:
         urllib.request.urlopen(req, timeout=10)

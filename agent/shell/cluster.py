@@ -33,6 +33,7 @@ from agent.membership import (
 )
 from agent.shell.advertise import advertise_address, is_derived
 from agent.shell.config import Config, is_loopback, parse_hostport
+from agent.shell.fleet_token import TAG as TOKEN_TAG
 from agent.shell.keyring_file import KeyringError, load_keyring
 from agent.shell.names import NameGuard
 from agent.shell.peer_finder import PeerFinder
@@ -76,6 +77,7 @@ class Cluster:
         self.follower = AddressFollower(self)
         self.finder = PeerFinder(self)
         self._had_peers = False
+        self.token_fingerprint: str | None = None  # advertised as tag "wt" (fleet_token.py)
         self._tasks: set[asyncio.Task[None]] = set()
         self.name_guard = NameGuard(
             node_name,
@@ -92,7 +94,26 @@ class Cluster:
             tags["weight"] = f"{self.config.node.weight:g}"
         if self.api_port:
             tags["api"] = str(self.api_port)
+        if self.token_fingerprint is not None:
+            tags[TOKEN_TAG] = self.token_fingerprint
         return tags
+
+    def advertise_token(self, fingerprint: str | None) -> None:
+        """Tell the peers our fleet token's fingerprint (or that we have none) when it
+        changes: a rotated token file is picked up without a restart."""
+        if fingerprint == self.token_fingerprint:
+            return
+        self.token_fingerprint = fingerprint
+        if self.node is not None and self.node.running:
+            self.node.update_meta(encode_tags(self.tags()))
+
+    def peer_token_fingerprints(self) -> dict[str, str]:
+        """{name: fingerprint} of the live peers that advertise a fleet token."""
+        return {
+            m.name: tags[TOKEN_TAG]
+            for m in self.alive_peers()
+            if TOKEN_TAG in (tags := decode_tags(m.meta))
+        }
 
     async def start(self) -> None:
         """Bind the gossip port (OSError if taken) and announce ourselves."""

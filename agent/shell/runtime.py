@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
 GOSSIP_RETRY = 2.0
+TOKEN_RECHECK = 5.0  # s between re-reads of the fleet token file (fleet_token.py)
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
 # sections a SIGHUP reports as changed but applies only at restart
 RESTART_SECTIONS = ("node", "cluster", "gossip", "api", "leds", "checks", "log", "store")
@@ -214,6 +215,14 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), max(at - loop.time(), 0.0))
 
+    async def _token_loop(self) -> None:
+        """Re-read the fleet token file and compare it with the peers' now and then: a
+        rotated token is advertised, and a token that differs between nodes is shown,
+        without a restart or a write (agent/shell/fleet_token.py)."""
+        while True:
+            await asyncio.sleep(TOKEN_RECHECK)
+            self.api.check_token()
+
     async def start(self) -> None:
         """Bring the node up; returns once it is READY: gossip and checks running, the API
         listening unless its port is taken (then it follows when the port frees)."""
@@ -234,6 +243,7 @@ class Agent:
         self.supervisor.spawn("surfaces", self.surfaces.run)
         self.supervisor.spawn("coordinator", self._coordinator_loop)
         self.supervisor.spawn("joiner", self.cluster.run_joiner)
+        self.supervisor.spawn("fleet-token", self._token_loop)
         self.health.ready = True
         self.surfaces.refresh()
         # everything built at start-up lives for the whole run: keep it out of the

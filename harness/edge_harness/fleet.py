@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -229,14 +230,17 @@ def ns_http(
     timeout: float = 5.0,
     body: Any = None,
     host: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     conn = _NsConnection(ns, host, port, timeout)
     try:
         if body is None:
-            conn.request(method, path)
+            conn.request(method, path, headers=dict(headers or {}))
         else:
             data = json.dumps(body).encode()
-            conn.request(method, path, data, {"Content-Type": "application/json"})
+            conn.request(
+                method, path, data, {"Content-Type": "application/json", **(headers or {})}
+            )
         r = conn.getresponse()
         body = r.read()
         if "json" in r.headers.get("Content-Type", ""):
@@ -264,6 +268,7 @@ class Host:
     started_at: float = 0.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     leds_toml: str = "[leds]\nenabled = false\n"  # "[leds]\n" for the default (mock) pins
+    with_token: bool = True  # False: a node without the fleet token (it refuses writes)
 
     # --- processes ---
     def config_text(self) -> str:
@@ -274,7 +279,8 @@ class Host:
             f'[cluster]\nname = "{f.cluster}"\nbind = "0.0.0.0:{GOSSIP_PORT}"\n'
             f"{self.extra_cluster}\n"
             f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
-            f"{self.leds_toml}"
+            + (f'token_file = "{f.token_file}"\n' if self.with_token else "")
+            + f"{self.leds_toml}"
             f'[log]\nlevel = "{f.log_level}"\n' + f.origins_toml
         )
 
@@ -390,7 +396,9 @@ class Host:
         return ns_http(self.ns, "GET", path, timeout=timeout)
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return ns_http(self.ns, method, path, body=body)
+        """A request with the fleet's write token (every node of a fleet shares it)."""
+        auth = {"Authorization": f"Bearer {self.fleet.token}"}
+        return ns_http(self.ns, method, path, body=body, headers=auth)
 
     def origins(self) -> dict[str, dict[str, Any]]:
         """This host's /v1/origins, by id."""
@@ -443,6 +451,9 @@ class Fleet:
         self.subnet = subnet
         self.log_level = log_level
         self.origins_toml = origins_toml
+        # the fleet write token, shared by every node as a real fleet shares it
+        self.token = secrets.token_hex(16)
+        self.token_file = workdir / "fleet-token"
         self.switch = f"{self.prefix}switch"
         self.hosts: list[Host] = []
         self.extra: dict[str, Host] = {}  # serf, avahi, farm hosts by ns
@@ -450,6 +461,8 @@ class Fleet:
         self._next_octet = 1
         reap(prefix)  # only runs that died; live ones (other test sessions) keep theirs
         workdir.mkdir(parents=True, exist_ok=True)
+        self.token_file.write_text(self.token + "\n")
+        self.token_file.chmod(0o600)
         try:
             self._make_switch()
         except BaseException:

@@ -45,7 +45,9 @@ def test_sigkill_during_heavy_api_load(agent_process: Callable[..., AgentProcess
                 oid = f"o{counter[0]}"
                 sent.add(oid)
             body = json.dumps({"url": "tcp://127.0.0.1:9", "interval": "60s"}).encode()
-            req = urllib.request.Request(a.url + f"/v1/origins/{oid}", data=body, method="PUT")
+            req = urllib.request.Request(
+                a.url + f"/v1/origins/{oid}", data=body, method="PUT", headers=a.auth
+            )
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:
                     if r.status == 201 and json.loads(r.read())["durable"]:

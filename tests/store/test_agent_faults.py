@@ -20,7 +20,9 @@ from .test_tmpfs import fill, sh, small_fs  # noqa: F401  (fixture)
 
 def put(a: AgentProcess, oid: str, url: str) -> int:
     body = json.dumps({"url": url, "interval": "1s"}).encode()
-    req = urllib.request.Request(a.url + f"/v1/origins/{oid}", data=body, method="PUT")
+    req = urllib.request.Request(
+        a.url + f"/v1/origins/{oid}", data=body, method="PUT", headers=a.auth
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return int(r.status)

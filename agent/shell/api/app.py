@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes of a request body: an origin spec is well under 1 KiB
 
+NO_FLEET_TOKEN = (
+    "fleet-wide writes are refused on this node: it has no fleet write token "
+    "([api] token_file is not set). Give every node the same token_file (docs/api.md)"
+)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -44,6 +49,7 @@ class Backend(Protocol):
     def members_view(self) -> list[dict[str, Any]]: ...
     def transitions_view(self) -> list[dict[str, Any]]: ...
     def api_token(self) -> str | None: ...
+    def fleet_write_refusal(self) -> str | None: ...
     async def put_origin(
         self, origin_id: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]: ...
@@ -100,15 +106,23 @@ def build_app(backend: Backend) -> web.Application:
     async def members(_: web.Request) -> web.Response:
         return json_response(backend.members_view())
 
-    def authorize(request: web.Request) -> web.Response | None:
-        """Writes need the bearer token from [api] token_file; with no token configured,
-        only clients on this host may write (the API listens on loopback by default)."""
+    def authorize(request: web.Request, *, fleet_wide: bool) -> web.Response | None:
+        """Writes need the fleet's bearer token, from [api] token_file.
+
+        A write that changes fleet-wide state (an origin declared or removed) spreads to
+        every node, so every node must ask for the same token: a node with no token refuses
+        it, even from this host, or one unprotected node would unprotect the fleet
+        (docs/api.md). A write whose effect stays local (identify) is allowed from this host
+        without a token, as before."""
         try:
             token = backend.api_token()
         except TokenUnavailable as e:
             metrics.bad_input.labels("api", "503").inc()
             return error(503, f"writes are refused here: {e}")
         if token is None:
+            if fleet_wide:
+                metrics.bad_input.labels("api", "403").inc()
+                return error(403, NO_FLEET_TOKEN)
             peer = request.transport.get_extra_info("peername") if request.transport else None
             host = str(peer[0]) if peer else ""
             if is_loopback(host):
@@ -119,6 +133,10 @@ def build_app(backend: Backend) -> web.Application:
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             metrics.bad_input.labels("api", "401").inc()
             return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        refusal = backend.fleet_write_refusal() if fleet_wide else None
+        if refusal is not None:
+            metrics.bad_input.labels("api", "503").inc()
+            return error(503, f"writes are refused here: {refusal}")
         return None
 
     async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
@@ -139,19 +157,21 @@ def build_app(backend: Backend) -> web.Application:
             return error(status, str(data.get("error", "")))
         return json_response(data, status)
 
-    async def write_body(request: web.Request) -> dict[str, Any] | web.Response:
+    async def write_body(
+        request: web.Request, *, fleet_wide: bool
+    ) -> dict[str, Any] | web.Response:
         """An authorized write's JSON body, or the error response to send instead."""
-        denied = authorize(request)
+        denied = authorize(request, fleet_wide=fleet_wide)
         return denied if denied is not None else await read_json(request)
 
     async def put_origin(request: web.Request) -> web.Response:
-        body = await write_body(request)
+        body = await write_body(request, fleet_wide=True)
         if isinstance(body, web.Response):
             return body
         return answer(*await backend.put_origin(request.match_info["id"], body))
 
     async def delete_origin(request: web.Request) -> web.Response:
-        denied = authorize(request)
+        denied = authorize(request, fleet_wide=True)
         if denied is not None:
             return denied
         return answer(*await backend.delete_origin(request.match_info["id"]))
@@ -163,7 +183,7 @@ def build_app(backend: Backend) -> web.Application:
         return await backend.events.stream(request)
 
     async def identify(request: web.Request) -> web.Response:
-        body = await write_body(request)
+        body = await write_body(request, fleet_wide=False)
         if isinstance(body, web.Response):
             return body
         node = body.get("node")

@@ -17,6 +17,7 @@ from agent.domain import ConfigError, parse_origin
 from agent.membership import NodeState
 from agent.shell.api.app import TokenUnavailable
 from agent.shell.coordinator import Conflict
+from agent.shell.fleet_token import Agreement, agreement, fingerprint
 from agent.shell.identify import IdentifyRequest, encode_identify
 
 if TYPE_CHECKING:
@@ -61,7 +62,11 @@ class ApiBackend:
     # --- reads -----------------------------------------------------------------------
 
     def health_view(self) -> dict[str, Any]:
-        return self.views.health_view()
+        view = self.views.health_view()
+        # whether this node takes fleet-wide writes: a node without the fleet token is a
+        # read-only node by design (agent/shell/api/app.py authorize), not a fault
+        view["writes"] = "fleet token" if self.api.token_file is not None else "refused: no token"
+        return view
 
     def origins_view(self) -> list[dict[str, Any]]:
         return self.views.origins()
@@ -81,6 +86,7 @@ class ApiBackend:
         (TokenUnavailable), and is a standing fault in /v1/health until it is fixed."""
         path = self.api.token_file
         if path is None:
+            self.cluster.advertise_token(None)
             return None
         try:
             token = path.read_text().strip()
@@ -88,26 +94,49 @@ class ApiBackend:
             problem = f"the API token file {path} cannot be read ({e.strerror or e})"
         else:
             if token:
-                self._token_fault(None)
+                self._fault("api-token", None)
+                self.cluster.advertise_token(fingerprint(token))
                 return token
             problem = f"the API token file {path} is empty"
-        self._token_fault(f"{problem}; writes are refused until [api] token_file is fixed")
+        self.cluster.advertise_token(None)
+        self._fault("api-token", f"{problem}; writes are refused until [api] token_file is fixed")
         raise TokenUnavailable(f"{problem}; fix [api] token_file on this node")
 
+    def token_agreement(self) -> Agreement | None:
+        """Our fleet token against the live peers' (None: we have no usable token)."""
+        mine = self.cluster.token_fingerprint
+        if mine is None:
+            return None
+        return agreement(mine, self.cluster.peer_token_fingerprints())
+
+    def fleet_write_refusal(self) -> str | None:
+        """Why this node must not take a fleet-wide write now, or None (fleet_token.py)."""
+        agreed = self.token_agreement()
+        if agreed is None or agreed.may_write:
+            return None
+        return agreed.reason()
+
     def check_token(self) -> None:
-        """At start (and reload): say now, not at the first write, that writes will fail."""
+        """At start, then every few seconds (runtime): re-read the token file so a rotated
+        token is advertised without a restart, say now (not at the first write) that
+        writes will fail, and show a token that differs between nodes as a fault."""
         with contextlib.suppress(TokenUnavailable):
             self.api_token()
+        agreed = self.token_agreement()
+        self._fault("fleet-token", agreed.reason() if agreed is not None else None)
 
-    def _token_fault(self, reason: str | None) -> None:
-        before = self.faults.get("api-token")
+    def _fault(self, what: str, reason: str | None) -> None:
+        """Set or clear a standing fault; log it once when it starts or changes."""
+        before = self.faults.get(what)
         if reason is None:
-            self.faults.pop("api-token", None)
+            self.faults.pop(what, None)
         else:
-            self.faults["api-token"] = ("degraded", reason)
-        if self.faults.get("api-token") != before:
+            self.faults[what] = ("degraded", reason)
+        if self.faults.get(what) != before:
             if reason is not None:
                 log.error("%s", reason)
+            elif before is not None:
+                log.info("%s: cleared", what)
             self.changed()
 
     # --- writes ----------------------------------------------------------------------
