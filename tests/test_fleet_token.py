@@ -7,13 +7,22 @@ refuses the write, its peers say which node differs, and nothing it refused spre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 from agent.shell.api.app import NO_FLEET_TOKEN
 from agent.shell.fleet_token import agreement, fingerprint
 from tests.conftest import FLEET_TOKEN, AgentProcess, wait_for
-from tests.test_coordination import Site, node_config, site, spec  # noqa: F401 (fixture)
+from tests.test_coordination import Site, node_config, spec
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.close()
 
 
 def three(
