@@ -174,3 +174,27 @@ def test_a_body_over_the_limit_is_told_the_limit(
         answer = json.load(e)
     assert answer["error"] == "the body is larger than the 65,536 bytes a request may carry"
     assert a.get("/v1/health")[0] == 200  # and the node goes on
+
+
+def test_a_standing_fault_is_a_gauge_and_a_count_in_metrics(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    """Each fault shows in /metrics while it stands (edge_agent_fault) and is counted once
+    when it begins (edge_agent_fault_starts_total), not once per retry."""
+    a = agent_process()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", a.gossip_port))
+    standing = 'edge_agent_fault{level="failing",what="gossip"} 1.0'
+    try:
+        a.start()
+        wait_for(lambda: standing in (a.get("/metrics")[1] or ""), 15, "the gossip fault gauge")
+        wait_for(lambda: "retrying" in a.stderr(), 10, "a retry logged")
+    finally:
+        blocker.close()
+    a.wait_notify("READY=1")
+    cleared = 'edge_agent_fault{level="failing",what="gossip"} 0.0'
+    wait_for(lambda: cleared in a.get("/metrics")[1], 10, "the gauge back to 0")
+    lines = a.get("/metrics")[1].splitlines()
+    assert 'edge_agent_fault_starts_total{what="gossip"} 1.0' in lines
+    assert a.stderr().count("cannot bind gossip port") == 1  # logged once, not per retry
+    assert a.stop() == 0

@@ -91,3 +91,16 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.fault = Gauge(
+            "edge_agent_fault",
+            "1 while a part of the node has a standing fault (api, gossip, storage, ...), by "
+            "part and level (failing or degraded); 0 once it cleared.",
+            ["what", "level"],
+            registry=r,
+        )
+        self.fault_starts = Counter(
+            "edge_agent_fault_starts",
+            "Times a standing fault began, by part: a fault that comes and goes shows here.",
+            ["what"],
+            registry=r,
+        )

@@ -47,6 +47,7 @@ class Surfaces:
         self.summary = ""  # the last STATUS sent to systemd
         self._pending = False
         self._synced: set[str] = set()
+        self._fault_labels: set[tuple[str, str]] = set()  # (what, level) shown in /metrics
         self._dirty_origins: set[str] = set()
         self._last_health: dict[str, Any] | None = None
 
@@ -71,6 +72,7 @@ class Surfaces:
         self.leds.set(views.led_state())
         for s in HealthStatus:
             self.metrics.health.labels(str(s)).set(1 if s == status else 0)
+        self._fault_metrics()
         for verdict, n in views.counts().items():
             self.metrics.origins_by_verdict.labels(verdict).set(n)
         summary = views.summary()
@@ -98,6 +100,20 @@ class Surfaces:
         if same != self._last_health:
             self._last_health = same
             self.events.publish("health", view)
+
+    def _fault_metrics(self) -> None:
+        """Each standing fault as a gauge in /metrics, and a count of the times it began."""
+        now = {
+            **{(w, "failing"): 1 for w in self.health.failing},
+            **{(w, "degraded"): 1 for w in self.health.degraded},
+        }
+        for what, level in self._fault_labels - now.keys():
+            self.metrics.fault.labels(what, level).set(0)
+        for what, level in now.keys() - self._fault_labels:
+            self.metrics.fault.labels(what, level).set(1)
+            if what not in {w for w, _ in self._fault_labels}:
+                self.metrics.fault_starts.labels(what).inc()
+        self._fault_labels = set(now)
 
     def _sync_faults(self, faults: Faults) -> None:
         for what, (level, reason) in faults.items():
