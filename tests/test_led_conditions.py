@@ -289,3 +289,53 @@ async def test_identify_through_another_nodes_api(
     ):
         assert r.status == 202, await r.text()
     await b.shows(LedState.IDENTIFY)
+
+
+async def test_an_led_that_cannot_be_driven_is_a_fault_and_the_node_goes_on(
+    origins: Origins, tmp_path: Path
+) -> None:
+    """Another program holds the red LED's pin: the node checks as before, drives the
+    LEDs it can, and says in /v1/health (and /metrics) that one LED is missing."""
+    from gpiozero import LED
+
+    port = free_port()
+    text = (
+        f'[node]\nname = "l"\ndata_dir = "{tmp_path / "data"}"\n[api]\nlisten = "127.0.0.1:0"\n'
+        f'[cluster]\ndiscover = false\nbind = "127.0.0.1:{port}"\n'
+        "[leds]\ngreen = 17\namber = 27\nred = 22\n" + origin_toml(origins, "web")
+    )
+    factory = MockFactory(pin_class=MockPin)
+    other = LED(PINS["red"], pin_factory=factory)  # the pin is taken
+    agent = Agent(parse_config(tomllib.loads(text), "l.toml"), pin_factory=factory)
+    try:
+        await agent.start()
+        await async_wait_for(
+            lambda: (
+                agent.views.origin("web") is not None
+                and agent.views.origin("web")["verdict"] == "up"
+            ),  # type: ignore[index]
+            15,
+            "web checked up",
+        )
+        health = agent.views.health_view()
+        leds = [r for r in health["reasons"] if r.startswith("leds: ")]
+        assert len(leds) == 1 and "GPIO22 for the red LED" in leds[0], health["reasons"]
+        assert health["status"] == "degraded"
+        # the LEDs that work go on showing the node's state (not "suspected": the red LED
+        # that would blink for it is the broken one)
+        await async_wait_for(lambda: health_led(agent) == "healthy", 10, "healthy on the LEDs")
+        await async_wait_for(lambda: float(factory.pin(PINS["green"]).state) == 1.0, 5)
+        fault = {"what": "leds", "level": "degraded"}
+        await async_wait_for(
+            lambda: agent.metrics.registry.get_sample_value("edge_agent_fault", fault) == 1.0,
+            5,
+            "the LED fault in /metrics",
+        )
+    finally:
+        await agent.stop()
+        other.close()
+        factory.close()
+
+
+def health_led(agent: Agent) -> str:
+    return str(agent.views.health_view()["led"]["state"])

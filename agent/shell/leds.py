@@ -510,6 +510,7 @@ class Leds:
         self._act: ActLed | None = None
         self._act_shown: Pattern | None = None
         self._failed = False
+        self.problem: str | None = None  # the first LED failure, for /v1/health
         self._own_factory: Any = None
         if not config.enabled:
             return
@@ -593,9 +594,17 @@ class Leds:
             text += f"; ACT {self._act_shown.describe()}"
         return f"{text} (mock pins)" if self.mock else text
 
+    def faults(self) -> dict[str, tuple[str, str]]:
+        """A standing fault while an LED cannot be driven: the node works on without it,
+        but whoever looks at the Pi may be misled, so /v1/health and status say so."""
+        if self.problem is None:
+            return {}
+        return {"leds": ("degraded", f"{self.problem}; the other LEDs and the node carry on")}
+
     def _error(self, what: str, e: BaseException) -> None:
         if not self._failed:
             self._failed = True
+            self.problem = f"{what}: {e}"
             log.error("LEDs: %s: %s (carrying on without them)", what, e)
         else:
             log.debug("LEDs: %s: %s", what, e)

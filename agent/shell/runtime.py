@@ -116,7 +116,12 @@ class Agent:
             notifier=self.notifier,
             metrics=self.metrics,
             events=self.events,
-            faults=lambda: {**self.cluster.faults, **self.coordinator.faults, **self.api.faults},
+            faults=lambda: {
+                **self.cluster.faults,
+                **self.coordinator.faults,
+                **self.api.faults,
+                **self.leds.faults(),
+            },
         )
         self.coordinator.on_faults = self.surfaces.refresh_soon
         self.api = ApiBackend(

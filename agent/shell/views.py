@@ -156,7 +156,9 @@ class NodeViews:
         """What the LEDs report, from the node's real state (docs/leds.md)."""
         mine = self.coordinator.mine_counts()
         health = self.health
-        others_degraded = [w for w in health.degraded if w != "storage"]
+        # storage has its own pattern; a broken LED cannot show its own fault, and the
+        # working ones should go on showing the node's state, so neither reads as suspected
+        others_degraded = [w for w in health.degraded if w not in ("storage", "leds")]
         return Condition(
             starting=not health.ready,
             fault="; ".join(f"{k}: {v}" for k, v in health.failing.items()) or None,
