@@ -344,7 +344,7 @@ async def test_dashboard_shows_the_cluster_and_follows_it_live(
     req = urllib.request.Request(
         a.url + "/v1/identify",
         data=json.dumps({"seconds": 60}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **a.auth},
     )
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 202
