@@ -5,7 +5,7 @@ from agent.domain.health import Health, HealthStatus
 from agent.domain.origin import ORIGIN_ID_RE, OriginSpec, parse_origin, read_origin
 from agent.domain.problems import ConfigError, TableReader, field_default
 from agent.domain.roles import ROLE
-from agent.domain.values import duration, header_pairs, show, str_table
+from agent.domain.values import Problem, duration, header_pairs, positive_duration, show, str_table
 
 __all__ = [
     "ORIGIN_ID_RE",
@@ -14,12 +14,14 @@ __all__ = [
     "Health",
     "HealthStatus",
     "OriginSpec",
+    "Problem",
     "TableReader",
     "duration",
     "field_default",
     "format_duration",
     "header_pairs",
     "parse_origin",
+    "positive_duration",
     "read_origin",
     "show",
     "str_table",

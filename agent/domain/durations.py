@@ -32,4 +32,5 @@ def format_duration(seconds: float) -> str:
     for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    # whole milliseconds and never an exponent ("1e+06s" would not parse back)
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"

@@ -91,6 +91,8 @@ def parse_target(url: str) -> tuple[str, str, int]:
         raise ValueError("missing host")
     if any(c.isspace() for c in url):
         raise ValueError("it contains white space")
+    if not url.isprintable():  # a NUL or other control character: no server has such a URL
+        raise ValueError("it contains a control character")
     if not _HOST_RE.fullmatch(host):
         raise ValueError(f"{host!r} is not a host name or address")
     if scheme == "tcp":
