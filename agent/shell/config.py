@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 from agent.domain import (
     ConfigError,
     OriginSpec,
+    Problem,
     TableReader,
     duration,
     field_default,
     header_pairs,
+    positive_duration,
     read_origin,
     show,
     str_table,
@@ -72,6 +74,8 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> HostPort:
         host, port_s = s, None
     if not host:
         raise ValueError("missing host")
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise ValueError("the host contains white space or a control character")
     if port_s is None:
         if default_port is None:
             raise ValueError("missing :port")
@@ -164,6 +168,7 @@ GOSSIP_DURATIONS = (
     "tcp_timeout",
     "dead_node_reclaim_time",
 )
+GOSSIP_POSITIVE = ("probe_interval", "probe_timeout", "gossip_interval", "tcp_timeout")
 GOSSIP_INTS = (
     "indirect_checks",
     "awareness_max_multiplier",
@@ -197,7 +202,10 @@ class Config:
 def _hostport(v: Any) -> HostPort:
     if not isinstance(v, str):
         raise TypeError
-    return parse_hostport(v)
+    try:
+        return parse_hostport(v)
+    except ValueError as e:
+        raise Problem(f"is not host:port ({e})") from None
 
 
 def _optional_hostport(v: Any) -> HostPort | None:
@@ -208,14 +216,14 @@ def _optional_hostport(v: Any) -> HostPort | None:
 def _path(v: Any) -> Path:
     if not isinstance(v, str):
         raise TypeError
+    if "\0" in v:  # no file has such a name; the OS would refuse it later, as a crash
+        raise Problem("contains a NUL byte, which no file name can")
     return Path(v)
 
 
 def _optional_path(v: Any) -> Path | None:
     """A path; "" (how TOML spells "not set") is None."""
-    if not isinstance(v, str):
-        raise TypeError
-    return Path(v) if v else None
+    return _path(v) if v != "" else None
 
 
 def _optional_str(v: Any) -> str | None:
@@ -332,8 +340,9 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     r = TableReader(problems, "gossip", _table(problems, root, "gossip"))
     defaults = GossipSettings()
     gossip_values: dict[str, Any] = {}
-    for key in GOSSIP_DURATIONS:
-        gossip_values[key] = r.conv(key, getattr(defaults, key), duration, "a duration")
+    for key in GOSSIP_DURATIONS:  # a timer of 0 would spin (probe, gossip) or never wait
+        conv = positive_duration if key in GOSSIP_POSITIVE else duration
+        gossip_values[key] = r.conv(key, getattr(defaults, key), conv, "a duration")
     for key in GOSSIP_INTS:
         gossip_values[key] = r.get(key, int, getattr(defaults, key), "an integer")
         if gossip_values[key] < (0 if key == "indirect_checks" else 1):
