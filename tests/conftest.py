@@ -127,7 +127,14 @@ class AgentProcess:
         self._reader.start()
         self.write_config(config_text)
         self.stderr_path = tmp / "stderr.log"
-        self.env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), **(env or {})}
+        # this checkout's agent package, not the one the venv was installed from
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": pythonpath,
+            "NOTIFY_SOCKET": str(self.notify_path),
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
