@@ -29,8 +29,11 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 20.0) -> tuple[int
 def bad_input_count(metrics_text: str, source: str, kind: str) -> float:
     """edge_agent_bad_input_total{source, kind} in a /metrics page (0 when absent)."""
     pat = re.compile(
-        r'^edge_agent_bad_input_total\{kind="' + re.escape(kind) + r'",source="'
-        + re.escape(source) + r'"\} (\S+)$',
+        r'^edge_agent_bad_input_total\{kind="'
+        + re.escape(kind)
+        + r'",source="'
+        + re.escape(source)
+        + r'"\} (\S+)$',
         re.M,
     )
     m = pat.search(metrics_text)

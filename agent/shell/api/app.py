@@ -8,6 +8,7 @@ can raise out of a handler.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -25,6 +26,9 @@ from agent.shell.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes of a request body: an origin spec is well under 1 KiB
+#: seconds a request body may take to arrive once its headers have: a client that sends
+#: it a byte at a time (slow loris) is answered 408 instead of holding a connection
+BODY_TIMEOUT = 10.0
 
 NO_FLEET_TOKEN = (
     "fleet-wide writes are refused on this node: it has no fleet write token "
@@ -57,6 +61,17 @@ class Backend(Protocol):
     def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]: ...
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: with a key given twice, which value was meant
+    is a guess (Python keeps the last, other parsers the first), so it is refused."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         text=json.dumps(data, separators=(",", ":")),
@@ -83,6 +98,11 @@ def build_app(backend: Backend) -> web.Application:
                     return error(
                         413, f"the body is larger than the {MAX_BODY:,} bytes a request may carry"
                     )
+                if isinstance(e, web.HTTPMethodNotAllowed):
+                    allowed = ", ".join(sorted(e.allowed_methods))
+                    return error(405, f"{request.method} is not allowed here (only {allowed})")
+                if isinstance(e, web.HTTPNotFound):
+                    return error(404, "no such path (the API's paths are in docs/api.md)")
                 return error(e.status, e.reason)
             raise
         except Exception:
@@ -100,6 +120,7 @@ def build_app(backend: Backend) -> web.Application:
         oid = request.match_info["id"]
         view = backend.origin_view(oid)
         if view is None:
+            metrics.bad_input.labels("api", "404").inc()
             return error(404, f"no origin with id {oid!r}")
         return json_response(view)
 
@@ -141,11 +162,19 @@ def build_app(backend: Backend) -> web.Application:
 
     async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
         try:
-            raw = await request.read()
-            body = json.loads(raw) if raw.strip() else {}
+            async with asyncio.timeout(BODY_TIMEOUT):
+                raw = await request.read()
+        except TimeoutError:
+            metrics.bad_input.labels("api", "408").inc()
+            return error(408, f"the body did not arrive within {BODY_TIMEOUT:g} s")
+        try:
+            body = json.loads(raw, object_pairs_hook=_unique_keys) if raw.strip() else {}
         except (ValueError, UnicodeDecodeError) as e:
             metrics.bad_input.labels("api", "400").inc()
             return error(400, f"body is not JSON: {e}")
+        except RecursionError:
+            metrics.bad_input.labels("api", "400").inc()
+            return error(400, "body is not JSON this agent takes: nested too deeply")
         if not isinstance(body, dict):
             metrics.bad_input.labels("api", "400").inc()
             return error(400, "body must be a JSON object")

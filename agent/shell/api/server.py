@@ -14,14 +14,37 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.domain import Health
 from agent.shell.api.app import Backend, build_app
 from agent.shell.config import HostPort
+from agent.shell.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 RETRY = 2.0
+#: seconds a connection may stay idle, or take to send its request's headers: aiohttp's
+#: default is an hour, which lets slow or silent clients hold sockets (slow loris)
+KEEPALIVE = 30.0
+
+
+class RequestParseErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (a 10 KB request line, bytes that are not
+    HTTP) with a traceback at ERROR, once per request: a client's mistake, not ours. It is
+    counted in edge_agent_bad_input_total{source="api",kind="400"} and logged at debug."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        self.metrics.bad_input.labels("api", str(exc.code or 400)).inc()
+        log.debug("a request that is not HTTP this agent takes: %s", exc.message)
+        return False
 
 
 class ApiServer:
@@ -36,6 +59,11 @@ class ApiServer:
         self.refresh = refresh  # show a changed fault on the LEDs at once
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
+        server_log = logging.getLogger("aiohttp.server")
+        for f in list(server_log.filters):  # one per process: the latest agent's metrics
+            if isinstance(f, RequestParseErrors):
+                server_log.removeFilter(f)
+        server_log.addFilter(RequestParseErrors(backend.metrics))
 
     @property
     def port(self) -> int:
@@ -46,7 +74,12 @@ class ApiServer:
         once), and ``run`` keeps trying: the node goes on without its API meanwhile."""
         listen = self.listen
         if self._runner is None:
-            runner = web.AppRunner(build_app(self.backend), access_log=None, handle_signals=False)
+            runner = web.AppRunner(
+                build_app(self.backend),
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=KEEPALIVE,
+            )
             await runner.setup()
             self._runner = runner
         try:
