@@ -112,7 +112,7 @@ def api_address(text: str) -> str:
         if not parts.hostname:
             raise ValueError("missing host")
         parts.port  # noqa: B018  (raises ValueError on a bad port)
-        if parts.path or parts.query:
+        if parts.path or parts.query or parts.fragment:
             raise ValueError("give the agent's address only, without a path")
         return s
     except ValueError as e:
