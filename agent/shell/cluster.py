@@ -137,6 +137,9 @@ class Cluster:
         self.remembered = self.peer_store.load()
         if self.peer_store.corrupt:
             self.faults["peers-file"] = ("degraded", f"{self.peer_store.path} was damaged; ignored")
+        elif self.peer_store.unreadable:
+            why = self.peer_store.unreadable
+            self.faults["peers-file"] = ("degraded", f"{self.peer_store.path}: {why}; ignored")
         self._check_loopback()
         self.finder.start()
         log.info(

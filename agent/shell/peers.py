@@ -48,6 +48,7 @@ class PeerStore:
         self.path = data_dir / FILENAME
         self.min_interval = min_interval
         self.corrupt = 0  # damaged files seen (exported as a fault reason / metric)
+        self.unreadable: str | None = None  # why the file could not be read, if it could not
         self.writes = 0
         self.write_errors = 0
         self._saved: frozenset[Peer] = frozenset()
@@ -57,14 +58,15 @@ class PeerStore:
     def load(self) -> list[Peer]:
         """The remembered peers, or [] if there are none or the file is damaged."""
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        except OSError as e:
+        except OSError as e:  # a directory in its place, no permission: a fault to fix
+            self.unreadable = e.strerror or str(e)
             log.warning("cannot read remembered peers %s: %s", self.path, e)
             return []
-        try:
-            peers = _parse(text)
+        try:  # bytes that are not UTF-8 are damage too (UnicodeDecodeError is a ValueError)
+            peers = _parse(raw.decode())
         except ValueError as e:
             self.corrupt += 1
             log.warning("ignoring damaged remembered-peers file %s: %s", self.path, e)
