@@ -370,7 +370,10 @@ def _bytes(n: float) -> str:
 
 STATUS_ORIGIN_ROWS = 10  # the status screen lists this many troubled origins, then "…"
 # what the LEDs line adds when nothing lights (Leds.kind); "gpio" adds nothing
-LED_KINDS = {"none": "  (no LEDs enabled here)", "mock": "  (mock pins: no GPIO here)"}
+LED_KINDS = {
+    "none": "(no LEDs enabled here: nothing lights)",
+    "mock": "(mock pins: no GPIO here, nothing lights)",
+}
 
 
 def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
@@ -416,8 +419,9 @@ def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
         lines.append(f"storage   {text}")
     led = health.get("led")
     if isinstance(led, dict):
-        where = LED_KINDS.get(str(led.get("kind")), "")
-        lines.append(f"LEDs      {led.get('state', '?')}: {led.get('meaning', '')}{where}")
+        lines.append(f"LEDs      {led.get('state', '?')}: {led.get('meaning', '')}")
+        if str(led.get("kind")) in LED_KINDS:
+            lines.append(f"          {LED_KINDS[str(led['kind'])]}")
     identify = float(health.get("identify_s") or 0)
     if identify > 0:
         lines.append(f"identify  blinking, {identify:.0f} s left")

@@ -312,9 +312,7 @@ DESCRIPTIONS: Mapping[LedState, tuple[str, str, str]] = MappingProxyType(
 )
 
 
-HEALTHY_ALONE_BY_DESIGN = (
-    "alone by design (a cluster of one: no peer to look for), and every origin it checks is up"
-)
+HEALTHY_ALONE_BY_DESIGN = "alone by design (no peer to look for), and every origin it checks is up"
 
 
 def meaning(state: LedState, *, alone_by_design: bool = False) -> str:
