@@ -526,6 +526,24 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(30) == 0, err
         assert "Traceback" not in err and "BrokenPipe" not in err, err
+        # and `status | head -1`, whose whole answer fits the pipe: quiet too. This server
+        # is no agent (a list where /v1/health is an object): said so, exit 1
+        api = f"127.0.0.1:{server.server_port}"
+        res = subprocess.run(
+            f"{sys.executable} -m agent.shell.cli --api {api} status | head -1",
+            shell=True,
+            capture_output=True,
+            text=True,
+            env=environ,
+            timeout=60,
+        )
+        assert "Traceback" not in res.stderr and "not an answer edge-agent understands" in (
+            res.stderr
+        ), res.stderr
+        for command in (["status"], ["origins", "--mine"]):
+            res = cli("--api", api, *command, "--json")
+            assert json.loads(res.stdout)["error"].endswith("is it an agent?"), res.stdout
+            assert res.returncode == 1 and "Traceback" not in res.stderr
     finally:
         server.shutdown()
         server.server_close()

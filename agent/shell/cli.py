@@ -270,7 +270,18 @@ def _request(
 
 
 def _get(target: Target, path: str) -> Any:
-    return _request(target, path)
+    """A read; its answer must have the shape an edge-agent sends (a JSON object for
+    /v1/health, a list of objects otherwise), so nothing later ends in a traceback."""
+    doc = _request(target, path)
+    ok = (
+        isinstance(doc, dict) and isinstance(doc.get("node"), str)
+        if path == "/v1/health"
+        else isinstance(doc, list) and all(isinstance(x, dict) for x in doc)
+    )
+    if not ok:
+        where = target.api if target.socket is None or target.socket_failed else target.socket
+        raise ApiError(f"{where} {path}: not an answer edge-agent understands; is it an agent?")
+    return doc
 
 
 def _api_token(args: argparse.Namespace) -> str | None:
@@ -323,8 +334,8 @@ def origins_table(origins: list[dict[str, Any]]) -> str:
         obs = _own_observation(o)
         rows.append(
             [
-                o["id"],
-                o["verdict"],
+                str(o.get("id", "?")),
+                str(o.get("verdict", "?")),
                 _latency(obs) or "-",
                 ",".join(o.get("owners") or []) or "-",
                 "yes" if o.get("mine") else "no",
@@ -339,10 +350,10 @@ def members_table(members: list[dict[str, Any]], me: str | None = None) -> str:
     """NAME ADDRESS STATE INC TAGS; this node (``me``) is marked with a star."""
     rows = [
         [
-            m["name"] + (" *" if m["name"] == me else ""),
-            f"{m['addr']}:{m['port']}",
-            m["state"],
-            str(m["incarnation"]),
+            str(m.get("name", "?")) + (" *" if m.get("name") == me else ""),
+            f"{m.get('addr', '?')}:{m.get('port', '?')}",
+            str(m.get("state", "?")),
+            str(m.get("incarnation", "?")),
             ",".join(f"{k}={v}" for k, v in sorted((m.get("tags") or {}).items())),
         ]
         for m in members
@@ -380,7 +391,7 @@ def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
     """`edge-agent status`: this node, its cluster, its origins, storage and LEDs on one
     screen. Fields an older agent does not send are left out, never guessed."""
     lines = [f"node      {health['node']}  (edge-agent {health.get('version', '?')})"]
-    lines.append(f"status    {health['status']}")
+    lines.append(f"status    {health.get('status', '?')}")
     for r in health.get("reasons") or []:
         lines.append(f"          - {r}")
     cluster = health.get("cluster")
