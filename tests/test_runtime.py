@@ -3,6 +3,7 @@ SIGHUP reload, a clean SIGTERM, and surviving a taken API port."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from agent.shell.config import CONFIG_ENV
 from tests.conftest import ROOT, AgentProcess, OriginServer, wait_for
@@ -162,25 +165,55 @@ def test_taken_api_port_is_failing_not_dead(agent_process: Callable[..., AgentPr
     assert a.stop() == 0
 
 
+@pytest.mark.parametrize("case", ["under a file", "another process answers"])
 def test_an_api_socket_that_cannot_be_bound_is_its_own_fault(
-    agent_process: Callable[..., AgentProcess], tmp_path: Path
+    agent_process: Callable[..., AgentProcess], tmp_path: Path, case: str
 ) -> None:
     """The socket and the TCP API are independent: a socket path that cannot be used is
-    a degraded fault, "api-socket"; READY is sent and the TCP API answers."""
-    (tmp_path / "file").write_text("")
-    path = tmp_path / "file" / "api.sock"  # under a regular file: cannot be made
+    a degraded fault, "api-socket"; READY is sent and the TCP API answers. A socket some
+    other process serves is left alone, never unlinked from under it."""
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if case == "under a file":
+        (tmp_path / "file").write_text("")
+        path = tmp_path / "file" / "api.sock"  # under a regular file: cannot be made
+        said = "Not a directory"
+    else:
+        path = tmp_path / "taken.sock"
+        holder.bind(str(path))
+        holder.listen()
+        said = f"another process serves {path}"
     a = agent_process()
     a.config.write_text(a.config.read_text().replace("[api]\n", f'[api]\nsocket = "{path}"\n'))
+    try:
+        a.start()
+        a.wait_notify("READY=1")
+        status, health = a.get("/v1/health")
+        assert status == 200 and health["status"] == "degraded", health
+        assert f"api-socket: cannot serve the API on {path}: {said}" in health["reasons"], health
+        _, metrics = a.get("/metrics")
+        assert 'edge_agent_fault{level="degraded",what="api-socket"} 1.0' in metrics
+        assert a.stderr().count("cannot serve the API on") == 1
+        assert a.stop() == 0
+        if case != "under a file":
+            assert path.is_socket()  # still the other process's
+    finally:
+        holder.close()
+
+
+def test_a_stale_api_socket_is_replaced(agent_process: Callable[..., AgentProcess]) -> None:
+    """A socket file left by an agent that did not stop cleanly (nobody answers on it)
+    is replaced at start: no fault, and the socket answers."""
+    a = agent_process()
+    path = a.tmp / "data" / "api.sock"
+    path.parent.mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
     a.start()
     a.wait_notify("READY=1")
-    status, health = a.get("/v1/health")
-    assert status == 200 and health["status"] == "degraded", health
-    assert any(
-        r.startswith(f"api-socket: cannot serve the API on {path}: ") for r in health["reasons"]
-    ), health
-    _, metrics = a.get("/metrics")
-    assert 'edge_agent_fault{level="degraded",what="api-socket"} 1.0' in metrics
-    assert a.stderr().count("cannot serve the API on") == 1
+    assert a.get("/v1/health")[1]["status"] == "ok"
+    res = edge_agent("--socket", str(path), "status", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["health"]["node"] == "test-node"
     assert a.stop() == 0
 
 

@@ -15,6 +15,7 @@ Pi shows the node's health, this fault included. A socket that cannot be bound i
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -91,6 +92,8 @@ class ApiServer:
         """Serve the app on ``path`` too (tried once, at start); a failure is the degraded
         fault "api-socket", said once in the journal."""
         try:
+            if path.parent.exists() and not path.parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, str(path.parent))  # not "File exists"
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_socket():
                 if _answers(path):
@@ -99,9 +102,9 @@ class ApiServer:
             await web.UnixSite(runner, str(path)).start()
             os.chmod(path, SOCKET_MODE)
         except (OSError, ValueError) as e:
-            errno = getattr(e, "errno", None)
-            reason = f"cannot serve the API on {path}: {os.strerror(errno) if errno else e}"
-            log.error("API %s; the TCP API and the node go on", reason)
+            code = getattr(e, "errno", None)
+            reason = f"cannot serve the API on {path}: {os.strerror(code) if code else e}"
+            log.error("%s; the TCP API and the node go on", reason)
             self.health.degrade("api-socket", reason)
             self.refresh()
             return
