@@ -81,8 +81,8 @@ def _client_config(args: argparse.Namespace, needed_for: str) -> Config | None:
     except PermissionError as e:
         print(
             f"edge-agent: cannot read {path} ({e.strerror}): going without its [api] "
-            f"settings, to {_base(ApiConfig().listen)}; pass --api, or run as a user who can "
-            "read it",
+            f"settings, to {api_socket_path(Config())} then {_base(ApiConfig().listen)}; "
+            "pass --api, or run as a user who can read it",
             file=sys.stderr,
         )
     except OSError as e:
