@@ -144,12 +144,17 @@ def test_identify_sends_the_token_from_the_config(
     # through the config alone: the API address and the token both come from it
     res = cli("identify", "--seconds", "120", "--config", str(a.config))
     assert res.returncode == 0, res.stderr
-    assert (
-        res.stdout.strip() == "blinky: blinking its identify pattern for 120 s (all LEDs flashing)"
+    # no GPIO on a test machine: the LEDs are mock pins, and the answer must not claim a blink
+    assert res.stdout.strip() == (
+        "blinky: identify is on for 120 s, but its LEDs are mock pins (no GPIO here): "
+        "nothing blinks"
     )
     _, health = a.get("/v1/health")
     assert 100 < health["identify_s"] <= 120
     assert "identify  blinking, " in cli("status", "--config", str(a.config)).stdout
+    res = cli("identify", "--json", "--seconds", "60", "--config", str(a.config))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"node": "blinky", "seconds": 60, "leds": "mock"}
 
     # a config without the token is refused by the agent, and the CLI says why
     other = tmp_path / "no-token.toml"
@@ -309,7 +314,7 @@ ORIGINS = [
 def test_status_screen() -> None:
     text = status_text(HEALTH, ORIGINS)
     lines = text.splitlines()
-    assert lines[:10] == [
+    assert lines[:11] == [
         "node      pi-a  (edge-agent 1.2.3)",
         "status    degraded",
         "          - gossip: peers suspect this node",
@@ -320,14 +325,44 @@ def test_status_screen() -> None:
         "(3.0 MiB written, 12 fsyncs, 1 snapshots)",
         "LEDs      suspected: the other Pis hear this one badly",
         "",
-        lines[9],
+        "origins not up (2 of 3):",  # a heading says what the table lists
+        lines[10],
     ]
-    assert lines[9].split()[:5] == ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "MINE"]
+    assert lines[10].split()[:5] == ["ORIGIN", "VERDICT", "LATENCY", "OWNERS", "MINE"]
     # the troubled origins, with this node's own latency where it has one
-    assert lines[10].split()[:5] == ["shop", "down", "42ms", "pi-b,pi-a", "yes"]
-    assert lines[11].split()[:5] == ["search", "disputed", "<100ms", "pi-b,pi-c", "no"]
-    assert len(lines) == 12  # "blog" is up: not on the status screen
+    assert lines[11].split()[:5] == ["shop", "down", "42ms", "pi-b,pi-a", "yes"]
+    assert lines[12].split()[:5] == ["search", "disputed", "<100ms", "pi-b,pi-c", "no"]
+    assert len(lines) == 13  # "blog" is up: not on the status screen
     assert len(max(lines, key=len)) <= 100  # one ssh screen wide
+
+
+def test_status_screen_heading_says_what_the_list_is() -> None:
+    """The list under the summary is only the origins not up; a heading says so, with
+    how many of how many, and a fleet with none troubled says that instead of nothing."""
+    many = [origin(f"o{i:04}", "up", ["pi-a"], True) for i in range(1_003)]
+    many[5]["verdict"] = "down"
+    many[9]["verdict"] = "unknown"
+    lines = status_text(HEALTH, many).splitlines()
+    assert "origins not up (2 of 1,003):" in lines
+    for o in many:
+        o["verdict"] = "up"
+    lines = status_text(HEALTH, many).splitlines()
+    assert lines[-2:] == ["", "all 1,003 origins up"]
+    assert status_text(HEALTH, many[:1]).splitlines()[-1] == "the 1 origin is up"
+    assert "origins" not in status_text(HEALTH, []).splitlines()[-1]  # none: no heading
+
+
+def test_status_screen_says_when_no_led_lights() -> None:
+    for kind, said in (
+        ("none", ["          (no LEDs enabled here: nothing lights)"]),
+        ("mock", ["          (mock pins: no GPIO here, nothing lights)"]),
+        ("gpio", []),
+    ):
+        health = {**HEALTH, "led": {**HEALTH["led"], "kind": kind}}
+        lines = status_text(health, []).splitlines()
+        at = lines.index("LEDs      suspected: the other Pis hear this one badly")
+        assert lines[at + 1 : at + 1 + len(said)] == said
+        assert len(max(lines, key=len)) <= 100
 
 
 def test_status_screen_of_an_older_agent_leaves_out_what_it_does_not_say() -> None:
@@ -491,6 +526,24 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(30) == 0, err
         assert "Traceback" not in err and "BrokenPipe" not in err, err
+        # and `status | head -1`, whose whole answer fits the pipe: quiet too. This server
+        # is no agent (a list where /v1/health is an object): said so, exit 1
+        api = f"127.0.0.1:{server.server_port}"
+        res = subprocess.run(
+            f"{sys.executable} -m agent.shell.cli --api {api} status | head -1",
+            shell=True,
+            capture_output=True,
+            text=True,
+            env=environ,
+            timeout=60,
+        )
+        assert "Traceback" not in res.stderr and "not an answer edge-agent understands" in (
+            res.stderr
+        ), res.stderr
+        for command in (["status"], ["origins", "--mine"]):
+            res = cli("--api", api, *command, "--json")
+            assert json.loads(res.stdout)["error"].endswith("is it an agent?"), res.stdout
+            assert res.returncode == 1 and "Traceback" not in res.stderr
     finally:
         server.shutdown()
         server.server_close()
@@ -529,3 +582,141 @@ def test_a_token_file_that_cannot_be_read_says_so_to_writers_and_in_health(
     assert identify("s3cret")[0] == 202
     assert identify("wrong")[0] == 401
     wait_for(lambda: a.get("/v1/health")[1]["status"] == "ok", 10, "the fault to clear")
+
+
+# --- CLI conventions: --help, --json, exit codes -----------------------------------------------
+
+
+def test_every_option_of_every_command_has_help_and_the_exit_codes_are_said() -> None:
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("edge-agent", parser), *commands.choices.items()]:
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, (name, action.option_strings or action.dest)
+        text = sub.format_help()
+        for line in ("0  ok", "1  runtime error", "2  usage or config error"):
+            assert line in text, (name, text)
+    for command in ("status", "origins", "members", "identify"):
+        text = commands.choices[command].format_help()
+        for option in ("--api", "--config", "--socket", "--json"):
+            assert option in text, (command, option)
+
+
+def test_json_is_always_json(tmp_path: Path) -> None:
+    """`--json` answers in JSON whatever happens: an agent that cannot be reached is an
+    error object (exit 1), a usage or config error too (exit 2); nothing on stdout is text."""
+    cfg = tmp_path / "agent.toml"
+    sock = tmp_path / "api.sock"
+    cfg.write_text(f'[api]\nlisten = "127.0.0.1:1"\nsocket = "{sock}"\n')
+    for command in CLIENTS:
+        res = cli(*command, "--json", "--config", str(cfg))
+        assert res.returncode == 1, (command, res.stdout, res.stderr)
+        doc = json.loads(res.stdout)
+        assert doc["api"] == "http://127.0.0.1:1" and doc["socket"] == str(sock), doc
+        assert "cannot reach the agent at http://127.0.0.1:1" in doc["error"], doc
+        assert f"nor on its socket {sock}" in doc["error"], doc
+        if command == ["status"]:
+            assert doc["status"] is None
+    for args in (
+        ["status", "--json", "--bogus"],
+        ["status", "--json", "--api", "notaurl"],
+        ["identify", "--json", "--seconds", "0"],
+    ):
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        doc = json.loads(res.stdout)
+        assert doc["error"].startswith("edge-agent") and doc["usage"].startswith("usage:"), doc
+        assert not res.stderr
+    cfg.write_text('[api]\nlisten = "nowhere"\n')
+    res = cli("origins", "--json", "--config", str(cfg))
+    assert res.returncode == 2
+    assert 'api.listen: "nowhere" is not host:port' in json.loads(res.stdout)["error"]
+    # without --json an error is a line on stderr, as before
+    res = cli("status", "--bogus")
+    assert res.returncode == 2 and not res.stdout and "unrecognized arguments" in res.stderr
+
+
+def test_client_commands_read_the_local_socket_first(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """The agent serves its API on a Unix socket as well; the CLI tries it first, so a
+    client config whose TCP address is wrong (or a port that is taken) still reaches it.
+    A write over the socket counts as local, as one from loopback does."""
+    a = agent_process("", name="sockety", token=None)
+    a.start()
+    a.wait_notify("READY=1")
+    sock = a.tmp / "data" / "api.sock"  # the default next to a non-packaged data_dir
+    wait_for(sock.is_socket, 10, "the API socket")
+    assert oct(sock.stat().st_mode & 0o777) == "0o660"
+    client = tmp_path / "client.toml"
+    client.write_text(f'[node]\ndata_dir = "{a.tmp / "data"}"\n[api]\nlisten = "127.0.0.1:1"\n')
+    res = cli("status", "--json", "--config", str(client))
+    assert res.returncode == 0, res.stdout
+    assert json.loads(res.stdout)["health"]["node"] == "sockety"
+    res = cli("--socket", str(sock), "members")
+    assert res.returncode == 0 and res.stdout.splitlines()[1].startswith("sockety *"), res
+    # no token on this node: identify is allowed from this host, over the socket too
+    res = cli("identify", "--socket", str(sock), "--seconds", "5")
+    assert res.returncode == 0, res.stderr
+    assert "sockety" in res.stdout and "nothing blinks" in res.stdout
+    # --api means TCP only: the wrong address is not rescued by the socket
+    res = cli("status", "--api", "127.0.0.1:1", "--config", str(client))
+    assert res.returncode == 1 and "cannot reach the agent at http://127.0.0.1:1" in res.stderr
+    assert "socket" not in res.stderr
+    assert a.stop() == 0
+    assert not sock.exists()  # removed at a clean stop
+    res = cli("status", "--socket", str(sock))
+    assert res.returncode == 1 and f"cannot reach the agent on its socket {sock}" in res.stderr
+
+
+def test_identify_says_when_nothing_blinks_and_healthy_alone_is_not_in_a_cluster(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    """[leds] enabled = false: identify must not claim LEDs are flashing. A node alone by
+    design (no join, discover off) must not show "healthy: in the cluster"."""
+    a = agent_process("[leds]\nenabled = false\n", name="dark").start()
+    a.wait_notify("READY=1")
+    res = cli("identify", "--api", a.url, "--config", str(a.config), "--seconds", "5")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("dark has no LEDs enabled: nothing blinks"), res.stdout
+    _, health = a.get("/v1/health")
+    assert health["led"]["kind"] == "none"
+    wait_for(lambda: a.get("/v1/health")[1]["led"]["state"] == "healthy", 15, "healthy")
+    led = a.get("/v1/health")[1]["led"]
+    assert led["meaning"].startswith("alone by design (no peer to look for)"), led
+    assert "in the cluster" not in cli("status", "--api", a.url).stdout
+    assert a.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("socket_line", "said"),
+    [
+        ('socket = "/run/' + "x" * 120 + '.sock"', 'api.socket: "/run/xxx'),
+        ('socket = "api.sock"', 'api.socket: "api.sock" is not an absolute path'),
+        (
+            'socket = "{d}/file/run/api.sock"',
+            "api.socket: its directory {d}/file/run cannot be created",
+        ),
+    ],
+)
+def test_check_config_checks_the_api_socket(tmp_path: Path, socket_line: str, said: str) -> None:
+    (tmp_path / "file").write_text("")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[node]\ndata_dir = "{tmp_path / "data"}"\n[api]\n{socket_line.format(d=tmp_path)}\n'
+    )
+    res = cli("check-config", str(cfg))
+    assert res.returncode == 2, res.stdout
+    assert said.format(d=tmp_path) in res.stderr, res.stderr
+    if "xxx" in said:
+        assert "a Unix socket path may have at most 107" in res.stderr
+    # derived from a data_dir whose path is too long for a socket: said with its origin
+    deep = tmp_path / ("d" * 100)
+    cfg.write_text(f'[node]\ndata_dir = "{deep}"\n')
+    res = cli("check-config", str(cfg))
+    assert res.returncode == 2
+    assert "api.socket (derived from node.data_dir): " in res.stderr, res.stderr

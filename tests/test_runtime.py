@@ -3,12 +3,19 @@ SIGHUP reload, a clean SIGTERM, and surviving a taken API port."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from agent.shell.config import CONFIG_ENV
 from tests.conftest import ROOT, AgentProcess, OriginServer, wait_for
 
 BAD_SHUTDOWN_SIGNS = ("Task was destroyed", "Unclosed", "Traceback", "never awaited")
@@ -141,13 +148,83 @@ def test_taken_api_port_is_failing_not_dead(agent_process: Callable[..., AgentPr
         with socket.create_connection(("127.0.0.1", a.gossip_port), timeout=5):
             pass  # the gossip port answers
         a.check_alive()
+        # `edge-agent status` on the Pi still answers, over the local API socket, and
+        # names the fault; gossip runs meanwhile (the cluster line is there, no gossip fault)
+        res = edge_agent("status", "--config", str(a.config))
+        assert res.returncode == 1, res.stderr  # failing: the API is down on TCP
+        assert f"api: cannot listen on 127.0.0.1:{a.port}: Address already in use" in res.stdout
+        assert "status    failing" in res.stdout and "gossip:" not in res.stdout, res.stdout
+        assert "cluster   edge: alone, no live peer" in res.stdout
     finally:
         blocker.close()
     # the port came free: the API comes up without a restart
     wait_for(lambda: a.get("/v1/health")[0] == 200, 15, "the API once the port is free")
     status, body = a.get("/v1/health")
     assert status == 200 and body["status"] == "ok", body
+    assert a.stderr().count("API cannot listen") == 1  # said once, not at every retry
     assert a.stop() == 0
+
+
+@pytest.mark.parametrize("case", ["under a file", "another process answers"])
+def test_an_api_socket_that_cannot_be_bound_is_its_own_fault(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path, case: str
+) -> None:
+    """The socket and the TCP API are independent: a socket path that cannot be used is
+    a degraded fault, "api-socket"; READY is sent and the TCP API answers. A socket some
+    other process serves is left alone, never unlinked from under it."""
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if case == "under a file":
+        (tmp_path / "file").write_text("")
+        path = tmp_path / "file" / "api.sock"  # under a regular file: cannot be made
+        said = "Not a directory"
+    else:
+        path = tmp_path / "taken.sock"
+        holder.bind(str(path))
+        holder.listen()
+        said = f"another process serves {path}"
+    a = agent_process()
+    a.config.write_text(a.config.read_text().replace("[api]\n", f'[api]\nsocket = "{path}"\n'))
+    try:
+        a.start()
+        a.wait_notify("READY=1")
+        status, health = a.get("/v1/health")
+        assert status == 200 and health["status"] == "degraded", health
+        assert f"api-socket: cannot serve the API on {path}: {said}" in health["reasons"], health
+        _, metrics = a.get("/metrics")
+        assert 'edge_agent_fault{level="degraded",what="api-socket"} 1.0' in metrics
+        assert a.stderr().count("cannot serve the API on") == 1
+        assert a.stop() == 0
+        if case != "under a file":
+            assert path.is_socket()  # still the other process's
+    finally:
+        holder.close()
+
+
+def test_a_stale_api_socket_is_replaced(agent_process: Callable[..., AgentProcess]) -> None:
+    """A socket file left by an agent that did not stop cleanly (nobody answers on it)
+    is replaced at start: no fault, and the socket answers."""
+    a = agent_process()
+    path = a.tmp / "data" / "api.sock"
+    path.parent.mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
+    a.start()
+    a.wait_notify("READY=1")
+    assert a.get("/v1/health")[1]["status"] == "ok"
+    res = edge_agent("--socket", str(path), "status", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["health"]["node"] == "test-node"
+    assert a.stop() == 0
+
+
+def edge_agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.shell.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != CONFIG_ENV},
+    )
 
 
 def test_a_body_over_the_limit_is_told_the_limit(

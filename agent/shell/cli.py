@@ -1,13 +1,18 @@
 """The `edge-agent` command.
 
-Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed), 2 bad usage or
-invalid config. Client commands (status, origins, members, identify) talk to the local
-agent's API: --api URL, else the [api] listen address of the config (--config, else
-$EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml). Only when there is no file at the
-default path do they use the default address, 127.0.0.1:8080, without a word; a config
-that is invalid, or named but missing, is an error (exit 2), and one this user may not
-read is said so on stderr. Writes (identify) send the bearer token from the config's
-[api] token_file when one is set. docs/config.md#client-commands says the same.
+Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed, its status failing), 2 bad
+usage or invalid config (EXIT_CODES below, in every --help and in docs/config.md).
+
+Client commands (status, origins, members, identify) talk to the local agent's API: over
+its Unix socket first ([api] socket, config.api_socket_path), which answers even while the
+TCP port is taken, then over TCP at the config's [api] listen address. The config is
+--config, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml. ``--api URL`` (TCP
+only) and ``--socket PATH`` (that socket only) override. Only when there is no file at the
+default path do they use the defaults (/run/edge-agent/api.sock, 127.0.0.1:8080) without a
+word; a config that is invalid, or named but missing, is an error (exit 2), and one this
+user may not read is said so on stderr. Writes (identify) send the bearer token from the
+config's [api] token_file when one is set. With --json every answer is JSON, errors too.
+docs/config.md#client-commands says the same.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import re
 import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +36,19 @@ from agent.shell.config import (
     ApiConfig,
     Config,
     HostPort,
+    api_socket_path,
     load_config,
     parse_config_bytes,
     parse_hostport,
     resolve_config_path,
+    socket_path_problem,
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_CODES = """exit status:
+  0  ok
+  1  runtime error: the agent is unreachable, or its status is failing or starting
+  2  usage or config error"""
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -69,8 +81,8 @@ def _client_config(args: argparse.Namespace, needed_for: str) -> Config | None:
     except PermissionError as e:
         print(
             f"edge-agent: cannot read {path} ({e.strerror}): going without its [api] "
-            f"settings, to {_base(ApiConfig().listen)}; pass --api, or run as a user who can "
-            "read it",
+            f"settings, to {api_socket_path(Config())} then {_base(ApiConfig().listen)}; "
+            "pass --api, or run as a user who can read it",
             file=sys.stderr,
         )
     except OSError as e:
@@ -95,6 +107,34 @@ def _api_base(args: argparse.Namespace) -> str:
         return str(args.api).rstrip("/")
     cfg = _client_config(args, "API address")
     return _base(cfg.api.listen if cfg is not None else ApiConfig().listen)
+
+
+@dataclass
+class Target:
+    """Where a client command reaches the agent: its Unix socket first, then TCP."""
+
+    api: str | None  # base URL
+    socket: str | None  # path of the local API socket
+    socket_failed: str | None = None  # why the socket could not be used (then TCP)
+
+
+def _target(args: argparse.Namespace) -> Target:
+    """--api: that URL only; --socket: that socket only; else the config's socket, then
+    its [api] listen (the defaults when there is no config file)."""
+    if args.api:
+        return Target(str(args.api).rstrip("/"), None)
+    if getattr(args, "socket", None):
+        return Target(None, str(args.socket))
+    cfg = _client_config(args, "API address")
+    return Target(_api_base(args), str(api_socket_path(cfg or Config())))
+
+
+def socket_path(text: str) -> str:
+    """``--socket``: a path that can name a Unix socket (an argparse error otherwise)."""
+    problem = socket_path_problem(Path(text)) if text else "is empty"
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
 
 
 def api_address(text: str) -> str:
@@ -126,21 +166,49 @@ class ApiError(Exception):
     pass
 
 
-def _get(base: str, path: str) -> Any:
-    return _request(base, path)
+class _Unreachable(Exception):
+    """The connection could not be made (nothing was sent): the next way may be tried."""
+
+
+def _exchange(
+    conn: Any, method: str, path: str, data: bytes | None, headers: dict[str, str]
+) -> tuple[int, str, bytes]:
+    """One request on ``conn`` (http.client): (status, reason, body)."""
+    try:
+        conn.connect()
+    except OSError as e:
+        raise _Unreachable(e.strerror or str(e)) from None
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, resp.reason, resp.read()
 
 
 def _request(
-    base: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+    target: Target, path: str, body: dict[str, Any] | None = None, token: str | None = None
 ) -> Any:
     """GET ``path`` (or POST ``body`` as JSON) and return the decoded answer; ApiError
     carries a sentence for a human (unreachable, refused, the agent's own error)."""
     # imported here, not at the top: `edge-agent run` never needs an HTTP client library
-    # and urllib.request (with email.*) costs the long-running agent ~1 MiB
-    import urllib.error
-    import urllib.request
+    # and http.client (with email.*) costs the long-running agent ~1 MiB
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
 
-    url = base + path
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, sock_path: str) -> None:
+            super().__init__("localhost", timeout=5)
+            self.sock_path = sock_path
+
+        def connect(self) -> None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.sock_path)
+            except OSError:
+                s.close()
+                raise
+            self.sock = s
+
     headers = {"Accept": "application/json"}
     data = None
     if body is not None:
@@ -148,24 +216,72 @@ def _request(
         headers["Content-Type"] = "application/json"
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=data, headers=headers)
+    method = "GET" if body is None else "POST"
+    answer: tuple[int, str, bytes] | None = None
+    where = ""
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.load(resp)
-    except urllib.error.HTTPError as e:
-        try:
-            answer = json.load(e)
-        except (ValueError, OSError):
-            answer = None
-        if isinstance(answer, dict) and "status" in answer and path == "/v1/health":
-            return answer  # 503 still carries the health document
-        msg = answer.get("error") if isinstance(answer, dict) else e.reason
-        raise ApiError(f"{url}: {e.code} {msg}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ApiError(f"cannot reach the agent at {base} ({reason}); is it running?") from None
+        if target.socket is not None and target.socket_failed is None:
+            where = f"{target.socket} {path}"
+            try:
+                answer = _exchange(UnixConnection(target.socket), method, path, data, headers)
+            except _Unreachable as e:
+                target.socket_failed = str(e)
+                if target.api is None:
+                    raise ApiError(
+                        f"cannot reach the agent on its socket {target.socket} ({e}); "
+                        "is it running?"
+                    ) from None
+        if answer is None:
+            assert target.api is not None
+            where = target.api + path
+            parts = urlsplit(target.api)
+            cls = (
+                http.client.HTTPSConnection
+                if parts.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            conn = cls(parts.hostname or "", parts.port, timeout=5)
+            try:
+                answer = _exchange(conn, method, path, data, headers)
+            except _Unreachable as e:
+                also = (
+                    f", nor on its socket {target.socket} ({target.socket_failed})"
+                    if target.socket_failed
+                    else ""
+                )
+                raise ApiError(
+                    f"cannot reach the agent at {target.api} ({e}){also}; is it running?"
+                ) from None
+    except (OSError, http.client.HTTPException) as e:
+        raise ApiError(f"{where}: no answer ({e or type(e).__name__})") from None
+    status, reason, raw = answer
+    try:
+        decoded = json.loads(raw)
     except ValueError:
-        raise ApiError(f"{url}: the answer is not JSON") from None
+        decoded = None
+        if status < 400:
+            raise ApiError(f"{where}: the answer is not JSON") from None
+    if status >= 400:
+        if isinstance(decoded, dict) and "status" in decoded and path == "/v1/health":
+            return decoded  # 503 still carries the health document
+        msg = decoded.get("error") if isinstance(decoded, dict) else reason
+        raise ApiError(f"{where}: {status} {msg}")
+    return decoded
+
+
+def _get(target: Target, path: str) -> Any:
+    """A read; its answer must have the shape an edge-agent sends (a JSON object for
+    /v1/health, a list of objects otherwise), so nothing later ends in a traceback."""
+    doc = _request(target, path)
+    ok = (
+        isinstance(doc, dict) and isinstance(doc.get("node"), str)
+        if path == "/v1/health"
+        else isinstance(doc, list) and all(isinstance(x, dict) for x in doc)
+    )
+    if not ok:
+        where = target.api if target.socket is None or target.socket_failed else target.socket
+        raise ApiError(f"{where} {path}: not an answer edge-agent understands; is it an agent?")
+    return doc
 
 
 def _api_token(args: argparse.Namespace) -> str | None:
@@ -218,8 +334,8 @@ def origins_table(origins: list[dict[str, Any]]) -> str:
         obs = _own_observation(o)
         rows.append(
             [
-                o["id"],
-                o["verdict"],
+                str(o.get("id", "?")),
+                str(o.get("verdict", "?")),
                 _latency(obs) or "-",
                 ",".join(o.get("owners") or []) or "-",
                 "yes" if o.get("mine") else "no",
@@ -234,10 +350,10 @@ def members_table(members: list[dict[str, Any]], me: str | None = None) -> str:
     """NAME ADDRESS STATE INC TAGS; this node (``me``) is marked with a star."""
     rows = [
         [
-            m["name"] + (" *" if m["name"] == me else ""),
-            f"{m['addr']}:{m['port']}",
-            m["state"],
-            str(m["incarnation"]),
+            str(m.get("name", "?")) + (" *" if m.get("name") == me else ""),
+            f"{m.get('addr', '?')}:{m.get('port', '?')}",
+            str(m.get("state", "?")),
+            str(m.get("incarnation", "?")),
             ",".join(f"{k}={v}" for k, v in sorted((m.get("tags") or {}).items())),
         ]
         for m in members
@@ -264,13 +380,18 @@ def _bytes(n: float) -> str:
 
 
 STATUS_ORIGIN_ROWS = 10  # the status screen lists this many troubled origins, then "…"
+# what the LEDs line adds when nothing lights (Leds.kind); "gpio" adds nothing
+LED_KINDS = {
+    "none": "(no LEDs enabled here: nothing lights)",
+    "mock": "(mock pins: no GPIO here, nothing lights)",
+}
 
 
 def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
     """`edge-agent status`: this node, its cluster, its origins, storage and LEDs on one
     screen. Fields an older agent does not send are left out, never guessed."""
     lines = [f"node      {health['node']}  (edge-agent {health.get('version', '?')})"]
-    lines.append(f"status    {health['status']}")
+    lines.append(f"status    {health.get('status', '?')}")
     for r in health.get("reasons") or []:
         lines.append(f"          - {r}")
     cluster = health.get("cluster")
@@ -310,12 +431,19 @@ def status_text(health: dict[str, Any], origins: list[dict[str, Any]]) -> str:
     led = health.get("led")
     if isinstance(led, dict):
         lines.append(f"LEDs      {led.get('state', '?')}: {led.get('meaning', '')}")
+        if str(led.get("kind")) in LED_KINDS:
+            lines.append(f"          {LED_KINDS[str(led['kind'])]}")
     identify = float(health.get("identify_s") or 0)
     if identify > 0:
         lines.append(f"identify  blinking, {identify:.0f} s left")
     troubled = [o for o in origins if o.get("verdict") != "up"]
+    if origins and not troubled:
+        lines.append("")
+        n = len(origins)
+        lines.append(f"all {n:,} origins up" if n != 1 else "the 1 origin is up")
     if troubled:
         lines.append("")
+        lines.append(f"origins not up ({len(troubled):,} of {len(origins):,}):")
         lines.append(origins_table(troubled[:STATUS_ORIGIN_ROWS]))
         if len(troubled) > STATUS_ORIGIN_ROWS:
             more = len(troubled) - STATUS_ORIGIN_ROWS
@@ -409,31 +537,49 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    base = _api_base(args)
-    try:
-        health = _get(base, "/v1/health")
-        origins = _get(base, "/v1/origins")
-    except ApiError as e:
+def _fail(args: argparse.Namespace, target: Target | None, e: Exception) -> int:
+    """An error that ends a client command: JSON on stdout under --json, else a line on
+    stderr; exit 1 (2 for a config the command cannot use)."""
+    code = EXIT_USAGE if isinstance(e, ClientConfigError) else EXIT_FAIL
+    if getattr(args, "json", False):
+        doc: dict[str, Any] = {
+            "error": str(e),
+            "api": target.api if target else None,
+            "socket": target.socket if target else None,
+        }
+        if args.command == "status":
+            doc["status"] = None
+        print(json.dumps(doc, indent=2))
+    else:
         print(f"edge-agent: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    target = None
+    try:
+        target = _target(args)
+        health = _get(target, "/v1/health")
+        origins = _get(target, "/v1/origins")
+    except (ApiError, ClientConfigError) as e:
+        return _fail(args, target, e)
     if args.json:
         print(json.dumps({"health": health, "origins": origins}, indent=2))
     else:
         print(status_text(health, origins))
-    return EXIT_OK if health["status"] in ("ok", "degraded") else EXIT_FAIL
+    return EXIT_OK if health.get("status") in ("ok", "degraded") else EXIT_FAIL
 
 
 def cmd_origins(args: argparse.Namespace) -> int:
-    base = _api_base(args)
+    target = None
     try:
-        origins = _get(base, "/v1/origins")
+        target = _target(args)
+        origins = _get(target, "/v1/origins")
         if args.mine and any("mine" not in o for o in origins):  # an agent without "mine"
-            me = _get(base, "/v1/health")["node"]
+            me = _get(target, "/v1/health")["node"]
             origins = [{**o, "mine": me in o.get("owners", [])} for o in origins]
-    except ApiError as e:
-        print(f"edge-agent: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    except (ApiError, ClientConfigError) as e:
+        return _fail(args, target, e)
     if args.mine:
         origins = [o for o in origins if o.get("mine")]
     if args.json:
@@ -446,13 +592,13 @@ def cmd_origins(args: argparse.Namespace) -> int:
 
 
 def cmd_members(args: argparse.Namespace) -> int:
-    base = _api_base(args)
+    target = None
     try:
-        members = _get(base, "/v1/members")
-        me = None if args.json else _get(base, "/v1/health").get("node")
-    except ApiError as e:
-        print(f"edge-agent: {e}", file=sys.stderr)
-        return EXIT_FAIL
+        target = _target(args)
+        members = _get(target, "/v1/members")
+        me = None if args.json else _get(target, "/v1/health").get("node")
+    except (ApiError, ClientConfigError) as e:
+        return _fail(args, target, e)
     if args.json:
         print(json.dumps(members, indent=2))
         return EXIT_OK
@@ -460,20 +606,44 @@ def cmd_members(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def identify_text(answer: dict[str, Any], node: str | None, seconds: float) -> str:
+    """What an identify answer means for whoever stands at the rack: whether anything
+    will blink there (the answer's "leds": gpio, mock or none; absent for another node,
+    whose LEDs this one cannot know)."""
+    who = str(answer.get("node", node or "this node"))
+    secs = float(answer.get("seconds", seconds))
+    leds = answer.get("leds")
+    if leds == "gpio":
+        return f"{who}: blinking its identify pattern for {secs:g} s (all LEDs flashing)"
+    if leds == "none":
+        return (
+            f"{who} has no LEDs enabled: nothing blinks (identify is on for {secs:g} s; "
+            "`edge-agent status` and the dashboard show it)"
+        )
+    if leds == "mock":
+        return (
+            f"{who}: identify is on for {secs:g} s, but its LEDs are mock pins (no GPIO "
+            "here): nothing blinks"
+        )
+    via = f" (sent by {answer['via']})" if answer.get("via") else ""
+    return f"{who}: asked to blink its identify pattern for {secs:g} s{via}"
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
-    base = _api_base(args)
     body: dict[str, Any] = {"seconds": args.seconds}
     if args.node:
         body["node"] = args.node
+    target = None
     try:
+        target = _target(args)
         token = _api_token(args)
-        answer = _request(base, "/v1/identify", body, token)
-    except ApiError as e:
-        print(f"edge-agent: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    node = answer.get("node", args.node or "this node")
-    seconds = answer.get("seconds", args.seconds)
-    print(f"{node}: blinking its identify pattern for {seconds:g} s (all LEDs flashing)")
+        answer = _request(target, "/v1/identify", body, token)
+    except (ApiError, ClientConfigError) as e:
+        return _fail(args, target, e)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(identify_text(answer, args.node, args.seconds))
     return EXIT_OK
 
 
@@ -511,29 +681,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(api_port=args.port)
 
 
+class UsageError(Exception):
+    """A command line argparse refuses: main says it (as JSON under --json), exit 2."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors main reports (so --json can have them as JSON)."""
+
+    def error(self, message: str) -> Any:  # argparse's is NoReturn
+        raise UsageError(self, message)
+
+
+CONFIG_HELP = (
+    "the agent's config file (default: $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml)"
+)
+API_HELP = (
+    "reach the agent over TCP only, at this address: http(s)://host:port or host:port "
+    "(default: its socket first, then the config's [api] listen, 127.0.0.1:8080 when "
+    "there is no config file)"
+)
+SOCKET_HELP = (
+    "reach the agent over this Unix socket only (default: the config's [api] socket "
+    "first, then TCP; docs/config.md says where it is)"
+)
+JSON_HELP = 'print JSON (errors too: an object with "error"), for scripts'
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    common: dict[str, Any] = {
+        "epilog": EXIT_CODES,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+    p = Parser(
         prog="edge-agent",
         description="A fleet of Pis that agree on which origins are up.",
+        **common,
     )
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
-    p.add_argument(
-        "--config", help="config file (default: $EDGE_AGENT_CONFIG or /etc/edge-agent/agent.toml)"
-    )
-    p.add_argument(
-        "--api",
-        type=api_address,
-        help="the agent's API for client commands, e.g. http://127.0.0.1:8080 (default: the "
-        "config's [api] listen; 127.0.0.1:8080 when there is no config file)",
-    )
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("--api", type=api_address, help=API_HELP)
+    p.add_argument("--socket", type=socket_path, help=SOCKET_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    s = sub.add_parser("run", help="run the agent in the foreground (systemd runs this)")
-    s.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+    def here(s: argparse.ArgumentParser, *options: str) -> None:
+        """The global options, also accepted after the command."""
+        for option, kind, text in (
+            ("--config", str, CONFIG_HELP),
+            ("--api", api_address, API_HELP),
+            ("--socket", socket_path, SOCKET_HELP),
+        ):
+            if option in options:
+                s.add_argument(
+                    option,
+                    dest=option[2:],
+                    type=kind,
+                    default=argparse.SUPPRESS,
+                    help=text,
+                )
+
+    s = sub.add_parser("run", help="run the agent in the foreground (systemd runs this)", **common)
+    here(s, "--config")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("check-config", help="validate a config file without starting")
+    s = sub.add_parser("check-config", help="validate a config file without starting", **common)
     s.add_argument("path", nargs="?", help="the file (default: as for run)")
+    here(s, "--config")
     s.set_defaults(func=cmd_check_config)
 
     clients = {}
@@ -543,17 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("members", cmd_members, "the cluster's members as this node sees them"),
         ("identify", cmd_identify, "make a node blink its LEDs so you can find it"),
     ):
-        s = clients[name] = sub.add_parser(name, help=text)
-        if name != "identify":
-            s.add_argument("--json", action="store_true", help="machine-readable output")
-        s.add_argument(
-            "--api",
-            dest="api",
-            type=api_address,
-            default=argparse.SUPPRESS,
-            help="the agent's API (as before the command)",
-        )
-        s.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+        s = clients[name] = sub.add_parser(name, help=text, description=text, **common)
+        s.add_argument("--json", action="store_true", help=JSON_HELP)
+        here(s, "--api", "--socket", "--config")
         s.set_defaults(func=fn)
     clients["origins"].add_argument(
         "--mine", action="store_true", help="only the origins this node checks"
@@ -565,27 +774,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=_seconds, default=30, help="how long, 1..3600 (default 30)"
     )
 
-    s = sub.add_parser("keygen", help="print a new gossip encryption key (as `serf keygen`)")
+    s = sub.add_parser(
+        "keygen", help="print a new gossip encryption key (as `serf keygen`)", **common
+    )
     s.set_defaults(func=cmd_keygen)
 
-    s = sub.add_parser("demo", help="run a local demo: an agent checking an origin farm it serves")
+    s = sub.add_parser(
+        "demo", help="run a local demo: an agent checking an origin farm it serves", **common
+    )
     s.add_argument("--port", type=int, default=8080, help="API/status page port (default 8080)")
     s.set_defaults(func=cmd_demo)
     return p
 
 
+def _usage_error(e: UsageError, as_json: bool) -> int:
+    if as_json:
+        doc = {"error": f"{e.parser.prog}: {e.message}", "usage": e.parser.format_usage().strip()}
+        print(json.dumps(doc, indent=2))
+    else:
+        e.parser.print_usage(sys.stderr)
+        print(f"{e.parser.prog}: error: {e.message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
     try:
-        rc: int = args.func(args)
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as e:
+            return _usage_error(e, "--json" in argv)
+        if not getattr(args, "command", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        try:
+            rc: int = args.func(args)
+        except ClientConfigError as e:
+            print(f"edge-agent: {e}", file=sys.stderr)
+            return EXIT_USAGE
         sys.stdout.flush()
-    except ClientConfigError as e:
-        print(f"edge-agent: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:
         # the reader went away (`edge-agent origins | head -3`): it had what it wanted.
         # Point stdout at /dev/null so the interpreter's own final flush stays quiet.

@@ -130,6 +130,7 @@ class WebhookConfig:
 class ApiConfig:
     listen: HostPort = HostPort("127.0.0.1", 8080)
     token_file: Path | None = None
+    socket: Path | None = None  # None: see api_socket_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +362,14 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     api = ApiConfig(
         listen=r.conv("listen", ad.listen, _hostport, "host:port"),
         token_file=r.conv("token_file", ad.token_file, _optional_path, "a string"),
+        socket=r.conv("socket", ad.socket, _optional_path, "a string"),
     )
+    if api.socket is not None:
+        problem = socket_path_problem(api.socket)
+        if problem is None and not api.socket.is_absolute():
+            problem = f"{show(str(api.socket))} is not an absolute path"
+        if problem is not None:
+            r.bad("socket", problem)
     r.finish()
 
     leds_t = _table(problems, root, "leds")
@@ -482,6 +490,37 @@ def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
 
 
 LEDS_COLOURS = ("green", "amber", "red")
+
+
+# The local API socket: the same API on a Unix socket, which answers (`edge-agent status`)
+# even when the TCP port is taken. systemd's RuntimeDirectory=edge-agent makes /run's.
+DEFAULT_DATA_DIR = NodeConfig().data_dir
+DEFAULT_API_SOCKET = Path("/run/edge-agent/api.sock")
+SOCKET_PATH_MAX = 107  # bytes: sockaddr_un's sun_path is 108, with the final NUL
+
+
+def api_socket_path(cfg: Config) -> Path:
+    """Where the API's Unix socket is: [api] socket, else /run/edge-agent/api.sock for the
+    packaged data_dir (systemd makes /run/edge-agent), else ``<data_dir>/api.sock`` (a
+    test's or a hand-run agent's own directory, which it can write)."""
+    if cfg.api.socket is not None:
+        return cfg.api.socket
+    if cfg.node.data_dir == DEFAULT_DATA_DIR:
+        return DEFAULT_API_SOCKET
+    return cfg.node.data_dir / "api.sock"
+
+
+def socket_path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot name a Unix socket (too long, a NUL), or None."""
+    raw = os.fsencode(path)
+    if b"\0" in raw:
+        return "contains a NUL byte"
+    if len(raw) > SOCKET_PATH_MAX:
+        return (
+            f"{show(str(path))} is {len(raw)} bytes: a Unix socket path may have at most "
+            f"{SOCKET_PATH_MAX}; choose a shorter one"
+        )
+    return None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

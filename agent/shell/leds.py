@@ -303,15 +303,24 @@ DESCRIPTIONS: Mapping[LedState, tuple[str, str, str]] = MappingProxyType(
         LedState.HEALTHY: (
             "in the cluster, and every origin it checks is up",
             "Its storage is fine too. Also shown when it has no origins to check (nothing "
-            "is wrong), and while its origins are not checked yet.",
+            "is wrong), while its origins are not checked yet, and by a node alone by "
+            "design (no `join`, no remembered peer, `discover = false`), whose "
+            '`edge-agent status` then says "alone by design", not "in the cluster".',
             "Nothing.",
         ),
     }
 )
 
 
-def meaning(state: LedState) -> str:
-    """One line saying what ``state`` means, for /v1/health and `edge-agent status`."""
+HEALTHY_ALONE_BY_DESIGN = "alone by design (no peer to look for), and every origin it checks is up"
+
+
+def meaning(state: LedState, *, alone_by_design: bool = False) -> str:
+    """One line saying what ``state`` means, for /v1/health and `edge-agent status`.
+    ``alone_by_design``: the node has no way to find a peer (may_find_peers), so
+    ``healthy`` must not claim it is in a cluster."""
+    if alone_by_design and LedState(state) is LedState.HEALTHY:
+        return HEALTHY_ALONE_BY_DESIGN
     return DESCRIPTIONS[LedState(state)][0]
 
 
@@ -576,6 +585,17 @@ class Leds:
         except Exception as e:  # reading back must never break the API
             self._error("cannot read the LED pins", e)
         return out
+
+    @property
+    def kind(self) -> str:
+        """What blinks: "gpio" (real LEDs, or the board's ACT LED), "mock" (gpiozero's mock
+        pins: no GPIO here, nothing lights), or "none" (disabled, no pins, or all failed).
+        An identify answer says it, so nobody is told to look for a blink that cannot be."""
+        if self._act is not None:
+            return "gpio"
+        if self._rgb is None and not self._leds:
+            return "none"
+        return "mock" if self.mock else "gpio"
 
     def describe(self) -> str:
         """What the LEDs show right now, in words: "green on", "amber blinking (…)"."""

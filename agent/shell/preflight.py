@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.shell.config import Config
+from agent.shell.config import DEFAULT_API_SOCKET, Config, api_socket_path, socket_path_problem
 from agent.shell.keyring_file import KeyringError, load_keyring
 
 
@@ -35,7 +35,24 @@ def file_problems(cfg: Config) -> list[str]:
     problem = _writable_dir(cfg.node.data_dir)
     if problem is not None:
         problems.append(f"node.data_dir: {cfg.node.data_dir} {problem}")
+    problems.extend(_socket_problems(cfg))
     return problems
+
+
+def _socket_problems(cfg: Config) -> list[str]:
+    """The API's Unix socket: a path that fits sun_path, in a directory the agent can make.
+    The packaged /run/edge-agent is systemd's to make (RuntimeDirectory=), not checked."""
+    path = api_socket_path(cfg)
+    key = "api.socket" if cfg.api.socket is not None else "api.socket (derived from node.data_dir)"
+    problem = socket_path_problem(path)
+    if problem is not None:
+        return [f"{key}: {problem}"]
+    if path == DEFAULT_API_SOCKET or path.parent == cfg.node.data_dir:
+        return []  # systemd's to make; or data_dir's own check covers it
+    problem = _writable_dir(path.parent)
+    if problem is not None:
+        return [f"{key}: its directory {path.parent} {problem}"]
+    return []
 
 
 def _writable_dir(path: Path) -> str | None:

@@ -33,7 +33,7 @@ from agent.shell.api.events import EventHub
 from agent.shell.api.server import ApiServer
 from agent.shell.cluster import Cluster
 from agent.shell.cluster_metrics import ClusterCollector
-from agent.shell.config import Config, load_config
+from agent.shell.config import Config, api_socket_path, load_config
 from agent.shell.coordinator import Coordinator, CoordinatorCollector, VerdictChange, send_outputs
 from agent.shell.identify import IdentifyDecodeError, decode_identify, is_identify
 from agent.shell.keyring_file import KeyringError
@@ -107,6 +107,7 @@ class Agent:
             health=self.health,
             identify=self.identify,
             led_pins=self.leds.levels,
+            led_kind=lambda: self.leds.kind,
             now=_loop_time,
         )
         self.surfaces = Surfaces(
@@ -135,7 +136,13 @@ class Agent:
             now=_loop_time,
             changed=self.surfaces.refresh_soon,
         )
-        self.server = ApiServer(self.api, config.api.listen, self.health, self.surfaces.refresh)
+        self.server = ApiServer(
+            self.api,
+            config.api.listen,
+            self.health,
+            self.surfaces.refresh,
+            socket_path=api_socket_path(config),
+        )
         self.supervisor = Supervisor(self.metrics)
         self._stop = asyncio.Event()
 

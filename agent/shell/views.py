@@ -55,7 +55,9 @@ class NodeViews:
         led_pins: Callable[[], dict[str, Any]],
         now: Callable[[], float],
         wall: Callable[[], float] = time.time,
+        led_kind: Callable[[], str] = lambda: "none",
     ) -> None:
+        """``led_kind``: what blinks here, Leds.kind ("gpio", "mock" or "none")."""
         self.config = config
         self.node_name = node_name
         self.coordinator = coordinator
@@ -64,6 +66,7 @@ class NodeViews:
         self.health = health
         self.identify = identify
         self.led_pins = led_pins
+        self.led_kind = led_kind
         self.now = now
         self.wall = wall
         self.started_at = wall()
@@ -171,6 +174,10 @@ class NodeViews:
             identify=self.identify.active(self.now()),
         )
 
+    def alone_by_design(self) -> bool:
+        """No live peer and no way to find one: a cluster of one, not a node searching."""
+        return self.cluster.peers() == 0 and not self.cluster.may_find_peers()
+
     def led_state(self) -> LedState:
         return led_state_for(self.led_condition())
 
@@ -185,7 +192,12 @@ class NodeViews:
             "summary": self.summary(),
             "origins": self.counts(),
             "mine": self.coordinator.mine_counts(),
-            "led": {"state": str(state), "meaning": meaning(state), "pins": self.led_pins()},
+            "led": {
+                "state": str(state),
+                "meaning": meaning(state, alone_by_design=self.alone_by_design()),
+                "pins": self.led_pins(),
+                "kind": self.led_kind(),
+            },
             "storage": self.storage(),
             "identify_s": self.identify.left(self.now()),
             "uptime_s": round(self.wall() - self.started_at, 1),

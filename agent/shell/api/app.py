@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -84,6 +85,18 @@ def error(status: int, message: str) -> web.Response:
     return json_response({"error": message, "status": status}, status)
 
 
+def is_local(request: web.Request) -> bool:
+    """From this host: over the local API socket (AF_UNIX), or from a loopback address."""
+    transport = request.transport
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return True
+    peer = transport.get_extra_info("peername")
+    return bool(peer) and isinstance(peer, tuple) and is_loopback(str(peer[0]))
+
+
 def build_app(backend: Backend) -> web.Application:
     metrics = backend.metrics
 
@@ -134,7 +147,7 @@ def build_app(backend: Backend) -> web.Application:
         every node, so every node must ask for the same token: a node with no token refuses
         it, even from this host, or one unprotected node would unprotect the fleet
         (docs/api.md). A write whose effect stays local (identify) is allowed from this host
-        without a token, as before."""
+        without a token (over loopback or the local API socket), as before."""
         try:
             token = backend.api_token()
         except TokenUnavailable as e:
@@ -144,9 +157,7 @@ def build_app(backend: Backend) -> web.Application:
             if fleet_wide:
                 metrics.bad_input.labels("api", "403").inc()
                 return error(403, NO_FLEET_TOKEN)
-            peer = request.transport.get_extra_info("peername") if request.transport else None
-            host = str(peer[0]) if peer else ""
-            if is_loopback(host):
+            if is_local(request):
                 return None
             metrics.bad_input.labels("api", "403").inc()
             return error(403, "writes from other hosts need [api] token_file to be set")

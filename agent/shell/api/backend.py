@@ -171,7 +171,8 @@ class ApiBackend:
         target = node or me
         if target == me:
             self.start_identify(seconds, "the API")
-            return 202, {"node": target, "seconds": seconds}
+            # what will blink: "none" or "mock" means nothing lights (the CLI says so)
+            return 202, {"node": target, "seconds": seconds, "leds": self.views.led_kind()}
         member = next((m for m in self.cluster.members() if m.name == target), None)
         if member is None or member.state not in (NodeState.ALIVE, NodeState.SUSPECT):
             return 404, {"error": f"no live member named {target!r}"}

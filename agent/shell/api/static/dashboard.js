@@ -56,7 +56,7 @@ function addBlinkRules() {
   }
 }
 
-function drawLeds(state) {
+function drawLeds(state, meaning) {
   const st = P && P.states[state];
   const box = $("leds");
   box.dataset.state = state || "";
@@ -68,7 +68,8 @@ function drawLeds(state) {
     if (p.mode === "blink") led.classList.add(blinkClass(p));
   }
   $("led-state").textContent = state || "?";
-  $("meaning").textContent = st ? st.meaning : "";
+  // the node's own words first: "healthy" alone by design is not "in the cluster"
+  $("meaning").textContent = meaning || (st ? st.meaning : "");
 }
 
 function counts(c) {
@@ -86,7 +87,7 @@ function renderHealth() {
   const st = $("status");
   st.textContent = h.status;
   st.className = "badge " + h.status;
-  drawLeds(h.led ? h.led.state : null);
+  drawLeds(h.led ? h.led.state : null, h.led ? h.led.meaning : null);
   const peers = h.cluster ? h.cluster.peers : 0;
   $("c-cluster").textContent = h.cluster
     ? (h.cluster.name ? h.cluster.name + ": " : "") +
