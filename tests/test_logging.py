@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -245,6 +246,28 @@ def test_a_restart_logs_a_summary_not_a_line_per_origin(
     assert len([x for x in lines if "verdict: origin o500 is down (was up)" in x]) == 1
     assert len([x for x in lines if "verdict: origin" in x]) == 1, lines
     assert len(lines) <= 25, "\n".join(lines)
+
+
+# --- (c) the ready line counts what the node knows and checks ------------------------------
+
+
+def test_the_ready_line_counts_the_origins_known_and_checked(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    """The config lists 2 origins; 3 more were declared through the API: after a restart
+    the node knows (and, alone, checks) 5, and says so."""
+    a = agent_process(origin_toml(origin_server, "a", "b")).start()
+    a.wait_notify("READY=1")
+    for oid in ("c", "d", "e"):
+        assert a.call("PUT", f"/v1/origins/{oid}", {"url": origin_server.url(oid)})[0] == 201
+    wait_for(lambda: len(verdicts(a)) == 5, 10, "five origins")
+    assert a.stop() == 0
+    a.messages.clear()
+    a.start()
+    a.wait_notify("READY=1")
+    [ready] = [x for x in a.stderr().splitlines() if " ready: " in x]  # the restart's log
+    assert re.search(r"ready: node test-node, 5 origins known, 5 checked here, pid \d+$", ready)
+    assert a.stop() == 0
 
 
 # --- (d) a standing fault is logged once ----------------------------------------------------

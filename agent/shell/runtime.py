@@ -305,13 +305,18 @@ class Agent:
         gc.freeze()
         _trim_heap()
         self.notifier.ready(self.surfaces.summary)
-        log.info(
-            "edge-agent %s ready: node %s, %d origins, pid %d",
-            __version__,
-            self.node_name,
-            len(self.config.origins),
-            os.getpid(),
-        )
+        log.info("edge-agent %s ready: %s", __version__, self._ready_text())
+
+    def _ready_text(self) -> str:
+        """The origins this node knows (config, API-declared, recovered or replicated)
+        and checks, not only its config's: a fleet's catalogue is wider than one file."""
+        known = len(self.coordinator.placement.origins)
+        noun = "origin" if known == 1 else "origins"
+        if self.coordinator.settled:
+            checked = f"{len(self.coordinator.mine()):,} checked here"
+        else:
+            checked = "placement once the cluster is learnt"
+        return f"node {self.node_name}, {known:,} {noun} known, {checked}, pid {os.getpid()}"
 
     # --- reload, stop --------------------------------------------------------------------
 
