@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agent.node import VerdictChange
 from agent.shell.peers import Peer, PeerStore
 from agent.shell.verdict_log import VerdictLog
-from tests.conftest import ROOT, AgentProcess, OriginServer, require, wait_for
+from tests.conftest import ROOT, AgentProcess, OriginServer, ThreadedApp, require, wait_for
 from tests.test_runtime import origin_toml, verdicts
 
 
@@ -353,6 +354,48 @@ def test_a_damaged_peers_file_is_reported_once_however_often_it_is_read(
     (tmp_path / "peers.json").write_text("[]")  # damaged another way: a new problem
     assert store.load() == []
     assert store.corrupt == 2 and len(caplog.records) == 2
+
+
+# --- (e) webhooks dropped at shutdown are told ---------------------------------------------
+
+
+class FailingReceiver(ThreadedApp):
+    """A webhook receiver that answers 503 to every delivery, so each waits to retry."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+        async def hook(request: web.Request) -> web.Response:
+            await request.read()
+            self.hits += 1
+            return web.Response(status=503, text="not now")
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        super().__init__(app)
+
+
+def test_webhooks_pending_at_shutdown_are_logged_and_counted(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    receiver = FailingReceiver()
+    try:
+        hook = f'[[webhook]]\nurl = "http://127.0.0.1:{receiver.port}/hook"\ntimeout = "1s"\n'
+        a = agent_process(origin_toml(origin_server, "shop") + hook).start()
+        a.wait_notify("READY=1")
+        wait_for(lambda: verdicts(a) == {"shop": "up"}, 10, "shop up")
+        origin_server.down.add("shop")
+        wait_for(lambda: receiver.hits >= 2, 15, "a delivery retried")
+        assert metric(a, "edge_agent_webhook_pending") == 1.0
+        assert metric(a, 'edge_agent_webhook_deliveries_total{result="retried"}') >= 1.0
+        assert metric(a, 'edge_agent_webhook_dropped_total{reason="shutdown"}') == 0.0
+        assert a.stop() == 0
+        lines = [x for x in a.stderr().splitlines() if "dropped at shutdown" in x]
+        assert len(lines) == 1, a.stderr()
+        assert "WARNING" in lines[0]
+        assert "webhooks: 1 delivery dropped at shutdown (pending retry or queued)" in lines[0]
+    finally:
+        receiver.close()
 
 
 # --- the verdict log's rules, alone ---------------------------------------------------------

@@ -45,7 +45,7 @@ from agent.shell.surfaces import Surfaces
 from agent.shell.systemd import Notifier, Watchdog
 from agent.shell.verdict_log import VerdictLog
 from agent.shell.views import Identify, NodeViews
-from agent.shell.webhooks import Webhooks
+from agent.shell.webhooks import WebhookCollector, Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class Agent:
         self.coordinator.transport = lambda out: send_outputs(self.cluster.node, out)
         self.metrics.registry.register(ClusterCollector(self.cluster))
         self.metrics.registry.register(CoordinatorCollector(self.coordinator))
+        self.metrics.registry.register(WebhookCollector(self.webhooks))
         self.views = NodeViews(
             config=config,
             node_name=self.node_name,
