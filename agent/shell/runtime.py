@@ -316,7 +316,7 @@ class Agent:
         if self.coordinator.settled:
             checked = f"{len(self.coordinator.mine()):,} checked here"
         else:
-            checked = "placement once the cluster is learnt"
+            checked = "checks start once the cluster is learnt"
         return f"node {self.node_name}, {known:,} {noun} known, {checked}, pid {os.getpid()}"
 
     # --- reload, stop --------------------------------------------------------------------

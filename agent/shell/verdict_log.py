@@ -6,7 +6,9 @@ origin at every restart (522 lines in 20 s at 1,003 origins), burying the transi
 that matter. First verdicts are counted instead and told in one summary line, once
 every known origin has one or BATCH_WINDOW after the first of them, whichever comes
 first. Every later change of an origin (up -> down, down -> up, -> disputed, -> unknown)
-is logged on its own line, with the journal fields ORIGIN, VERDICT and WAS.
+is logged on its own line, with the journal fields ORIGIN, VERDICT and WAS; so is the
+first verdict of one of a few origins added after the start (an API PUT), as the
+operator who added it wants to see it (docs/logging.md).
 
 Pure: the runtime passes the time and the catalogue size, and logs what this returns.
 """
