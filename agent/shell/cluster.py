@@ -72,6 +72,7 @@ class Cluster:
         self.faults: dict[str, tuple[str, str]] = {}
         self.advertise: tuple[str, int] = ("", 0)
         self.peer_store = PeerStore(config.node.data_dir)
+        self.peer_store.on_fault = self._set_peers_save_fault
         self.remembered: list[Peer] = []
         self.rejoiner = Rejoiner(self)
         self.follower = AddressFollower(self)
@@ -313,6 +314,13 @@ class Cluster:
             self.keyring = keyring
             log.info("keyring reloaded from %s: %d keys", path, len(keyring.keys))
         return None
+
+    def _set_peers_save_fault(self, fault: str | None) -> None:
+        if fault is None:
+            self.faults.pop("peers-save", None)
+        else:
+            self.faults["peers-save"] = ("degraded", fault)
+        self.changed()
 
     def _set_name_fault(self, fault: tuple[str, str] | None) -> None:
         if fault is None:

@@ -115,9 +115,7 @@ class Coordinator:
         peers already hold, and reusing one would make a new write invisible to them
         (agent/store/replica_id.py; docs/store.md, "Recovery and the node's dots")."""
         rec = self.store.recovered
-        for problem in rec.problems:
-            log.warning("store: %s", problem)
-        lost = list(rec.problems)
+        lost = list(rec.problems)  # each already logged by the recovery (agent/store)
         state = State(self.name)
         if rec.state is not None:
             try:
@@ -145,12 +143,14 @@ class Coordinator:
             self.store.commit()  # the id is durable before the first dot signed with it
         self._recovery_faults: dict[str, tuple[str, str]] = {}
         if lost:
+            n = len(lost)
             why = (
-                f"store: damaged at start ({len(lost)} problems, {len(rec.quarantined)} "
-                f"files kept in {self.store.dir}/quarantine); writing as {state.dot_id}"
+                f"store: damaged at start ({n} problem{'s' if n != 1 else ''}, "
+                f"{len(rec.quarantined)} files kept in {self.store.dir}/quarantine); "
+                f"writing as {state.dot_id}"
             )
             self._recovery_faults["store-recovery"] = ("degraded", why)
-            log.error("%s: %s", why, "; ".join(lost))
+            log.error("%s (each problem is logged above)", why)
         if rec.state is not None or rec.deltas:
             log.info(
                 "restored %d origins and %d records from %s",

@@ -9,6 +9,8 @@ SD cards wear out: the file is written only when the set changes, and at most on
 every MIN_INTERVAL seconds (the latest set wins). Writes are atomic (tmp + fsync +
 rename + fsync of the directory), so a power cut leaves the old file or the new one.
 A damaged file is logged, counted and ignored: we start as if we remembered nothing.
+A problem is logged once, however often the file is read or the write retried (every
+MIN_INTERVAL while it fails); a write that works again after failing is logged once too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,17 @@ class PeerStore:
         self._saved: frozenset[Peer] = frozenset()
         self._pending: frozenset[Peer] | None = None
         self._last_write = -1e18
+        self._told: str | None = None  # the read problem last logged (said once)
+        self.write_fault: str | None = None  # why the last write failed; None once it works
+        self.on_fault: Callable[[str | None], None] | None = None  # write_fault changed
+
+    def _problem(self, text: str) -> bool:
+        """Log a read problem unless it is the one already told; True if it is new."""
+        if text == self._told:
+            return False
+        self._told = text
+        log.warning("%s", text)
+        return True
 
     def load(self) -> list[Peer]:
         """The remembered peers, or [] if there are none or the file is damaged."""
@@ -63,14 +76,15 @@ class PeerStore:
             return []
         except OSError as e:  # a directory in its place, no permission: a fault to fix
             self.unreadable = e.strerror or str(e)
-            log.warning("cannot read remembered peers %s: %s", self.path, e)
+            self._problem(f"cannot read remembered peers {self.path}: {e}")
             return []
         try:  # bytes that are not UTF-8 are damage too (UnicodeDecodeError is a ValueError)
             peers = _parse(raw.decode())
         except ValueError as e:
-            self.corrupt += 1
-            log.warning("ignoring damaged remembered-peers file %s: %s", self.path, e)
+            if self._problem(f"ignoring damaged remembered-peers file {self.path}: {e}"):
+                self.corrupt += 1
             return []
+        self._told = None
         self._saved = frozenset(peers)
         return sorted(peers)
 
@@ -97,17 +111,30 @@ class PeerStore:
         now = time.monotonic() if now is None else now
         if now - self._last_write < self.min_interval:
             return False
-        peers, self._pending = self._pending, None
+        peers = self._pending
         self._last_write = now
         try:
             write_atomic(self.path, _render(peers))
-        except OSError as e:
+        except OSError as e:  # kept pending: retried at the next flush after MIN_INTERVAL
             self.write_errors += 1
-            log.warning("cannot save remembered peers to %s: %s", self.path, e)
+            self._write_fault(f"cannot save remembered peers to {self.path}: {e}")
             return False
+        self._pending = None
         self._saved = peers
         self.writes += 1
+        self._write_fault(None)
         return True
+
+    def _write_fault(self, fault: str | None) -> None:
+        before, self.write_fault = self.write_fault, fault
+        if (before is None) == (fault is None):
+            return  # still working, or still failing: said already
+        if fault is not None:
+            log.warning("%s; retrying every %.0fs", fault, self.min_interval)
+        else:
+            log.info("remembered peers saved to %s again", self.path)
+        if self.on_fault is not None:
+            self.on_fault(fault)
 
 
 def _render(peers: Iterable[Peer]) -> str:

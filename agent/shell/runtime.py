@@ -43,8 +43,9 @@ from agent.shell.names import node_name
 from agent.shell.supervisor import Supervisor
 from agent.shell.surfaces import Surfaces
 from agent.shell.systemd import Notifier, Watchdog
+from agent.shell.verdict_log import VerdictLog
 from agent.shell.views import Identify, NodeViews
-from agent.shell.webhooks import Webhooks
+from agent.shell.webhooks import WebhookCollector, Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class Agent:
         self.metrics.bad_input.labels("file", "store-record").inc(self.coordinator.bad_records)
         self.webhooks = Webhooks(config.webhooks, user_agent)
         self.alerts = AlertPolicy(self.node_name, self.webhooks.send, enabled=bool(config.webhooks))
+        self.verdict_log = VerdictLog()
+        self._verdict_soon = False  # a summary check is queued for this loop pass
+        self._verdict_timer: asyncio.TimerHandle | None = None  # the summary's deadline
         self.leds = Leds(config.leds, pin_factory=pin_factory)
         self.cluster = Cluster(
             config,
@@ -98,6 +102,7 @@ class Agent:
         self.coordinator.transport = lambda out: send_outputs(self.cluster.node, out)
         self.metrics.registry.register(ClusterCollector(self.cluster))
         self.metrics.registry.register(CoordinatorCollector(self.coordinator))
+        self.metrics.registry.register(WebhookCollector(self.webhooks))
         self.views = NodeViews(
             config=config,
             node_name=self.node_name,
@@ -157,15 +162,22 @@ class Agent:
         self.surfaces.refresh_soon()
 
     def _on_transition(self, t: Transition) -> None:
-        """This node's own check changed status: log it, and it becomes our observation."""
-        level = logging.WARNING if t.new == CheckStatus.DOWN else logging.INFO
+        """This node's own check changed status: log it, and it becomes our observation.
+
+        A first result (from ``unknown``: at start, or when this node takes an origin
+        over) is not a change, so it is logged at debug only; the fleet verdicts it
+        leads to are summed up in one line (agent/shell/verdict_log.py)."""
+        if t.old == CheckStatus.UNKNOWN:
+            level = logging.DEBUG
+        else:
+            level = logging.WARNING if t.new == CheckStatus.DOWN else logging.INFO
         log.log(
             level,
             "origin %s is %s here (%s)",
             t.origin_id,
             t.new,
             t.reason,
-            extra={"ORIGIN": t.origin_id, "VERDICT": str(t.new)},
+            extra={"ORIGIN": t.origin_id, "VERDICT": str(t.new), "WAS": str(t.old)},
         )
         self.coordinator.on_transition(t)
         self.surfaces.refresh_soon()
@@ -175,13 +187,48 @@ class Agent:
         record = change.as_dict()
         self.metrics.transitions.labels(change.new).inc()
         self.events.publish("transition", record)
-        if change.old != "unknown" or change.new != "up":
-            log.info("verdict: origin %s is %s (was %s)", change.origin, change.new, change.old)
+        if self.verdict_log.on_change(change, _loop_time()):
+            log.log(
+                logging.WARNING if change.new == "down" else logging.INFO,
+                "verdict: origin %s is %s (was %s)",
+                change.origin,
+                change.new,
+                change.old,
+                extra={"ORIGIN": change.origin, "VERDICT": change.new, "WAS": change.old},
+            )
+        elif not self._verdict_soon:  # a first verdict: told in a summary
+            self._verdict_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_verdicts)
         self.alerts.on_verdict(change, record)
         self.surfaces.refresh_soon()
 
+    def _flush_verdicts(self, timer: bool = False) -> None:
+        """Log the summary of first verdicts once it is due (verdict_log.py): checked
+        after each loop pass that brought first verdicts, and at the batch's deadline."""
+        if timer:
+            self._verdict_timer = None
+        else:
+            self._verdict_soon = False
+        now = _loop_time()
+        at = self.verdict_log.flush_at(len(self.coordinator.placement.origins))
+        if at is None:
+            return
+        if now < at:
+            if self._verdict_timer is None:
+                loop = asyncio.get_running_loop()
+                self._verdict_timer = loop.call_later(at - now, self._flush_verdicts, True)
+            return
+        if self._verdict_timer is not None:
+            self._verdict_timer.cancel()
+            self._verdict_timer = None
+        for line, fields in self.verdict_log.take(self.coordinator.verdict):
+            log.info("%s", line, extra=fields)
+
     def _on_origins(self, ids: set[str]) -> None:
-        self.alerts.forget(i for i in ids if i not in self.coordinator.placement.origins)
+        gone = [i for i in ids if i not in self.coordinator.placement.origins]
+        self.alerts.forget(gone)
+        for origin in gone:
+            self.verdict_log.forget(origin)
         self.surfaces.origins_changed(ids)
 
     def _on_cluster_event(self, ev: Event) -> None:
@@ -266,13 +313,18 @@ class Agent:
         gc.freeze()
         _trim_heap()
         self.notifier.ready(self.surfaces.summary)
-        log.info(
-            "edge-agent %s ready: node %s, %d origins, pid %d",
-            __version__,
-            self.node_name,
-            len(self.config.origins),
-            os.getpid(),
-        )
+        log.info("edge-agent %s ready: %s", __version__, self._ready_text())
+
+    def _ready_text(self) -> str:
+        """The origins this node knows (config, API-declared, recovered or replicated)
+        and checks, not only its config's: a fleet's catalogue is wider than one file."""
+        known = len(self.coordinator.placement.origins)
+        noun = "origin" if known == 1 else "origins"
+        if self.coordinator.settled:
+            checked = f"{len(self.coordinator.mine()):,} checked here"
+        else:
+            checked = "checks start once the cluster is learnt"
+        return f"node {self.node_name}, {known:,} {noun} known, {checked}, pid {os.getpid()}"
 
     # --- reload, stop --------------------------------------------------------------------
 
@@ -344,6 +396,8 @@ class Agent:
         except TimeoutError:
             log.error("shutdown took longer than %.0fs; exiting anyway", STOP_TIMEOUT)
         finally:
+            if self._verdict_timer is not None:
+                self._verdict_timer.cancel()
             self.coordinator.close()
             self.watchdog.stop()
             self.leds.close()

@@ -11,6 +11,10 @@ Each delivery carries ``X-Edge-Agent-Event``, a key made of the origin, the new
 verdict and the HLC time of the change. Across a partition both sides have a rank-1
 owner and both may fire for the same transition; after the heal a receiver that
 wants exactly-once can drop repeats of the same key (docs/placement.md).
+
+Deliveries still queued or waiting to retry when the agent stops are dropped (the queue
+lives in memory): :meth:`Webhooks.stop` says how many in one log line and counts them
+in ``edge_agent_webhook_dropped_total{reason="shutdown"}``, so none goes silently.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from agent.shell.config import WebhookConfig
 
@@ -38,7 +45,7 @@ class Webhooks:
     def __init__(self, hooks: tuple[WebhookConfig, ...], user_agent: str = "edge-agent") -> None:
         self.hooks = hooks
         self.user_agent = user_agent
-        self.counts = {"delivered": 0, "retried": 0, "failed": 0, "dropped": 0}
+        self.counts = {"delivered": 0, "retried": 0, "failed": 0, "dropped": 0, "shutdown": 0}
         self._queues: list[deque[tuple[str, dict[str, Any]]]] = [deque() for _ in hooks]
         self._wake: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -54,11 +61,28 @@ class Webhooks:
             for i in range(len(self.hooks))
         ]
 
+    @property
+    def pending(self) -> int:
+        """Deliveries not yet made: queued, being sent, or waiting to retry."""
+        return sum(len(q) for q in self._queues)
+
     async def stop(self) -> None:
+        """Cancel the deliveries; those not yet made are dropped, counted and logged."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        dropped = self.pending
+        if dropped:
+            self.counts["shutdown"] += dropped
+            for q in self._queues:
+                q.clear()
+            log.warning(
+                "webhooks: %d %s dropped at shutdown (pending retry or queued)",
+                dropped,
+                "delivery" if dropped == 1 else "deliveries",
+                extra={"DROPPED": dropped},
+            )
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -131,3 +155,36 @@ class Webhooks:
                 return f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
             return str(e) or type(e).__name__
+
+
+class WebhookCollector(Collector):
+    """Webhook delivery figures for /metrics, read at scrape time."""
+
+    def __init__(self, webhooks: Webhooks) -> None:
+        self.webhooks = webhooks
+
+    def collect(self) -> Iterable[Any]:
+        c = self.webhooks.counts
+        results = CounterMetricFamily(
+            "edge_agent_webhook_deliveries",
+            "Webhook deliveries by result: delivered, retried (a failed attempt that is "
+            "tried again) or failed (given up after every retry).",
+            labels=["result"],
+        )
+        for result in ("delivered", "retried", "failed"):
+            results.add_metric([result], c[result])
+        yield results
+        dropped = CounterMetricFamily(
+            "edge_agent_webhook_dropped",
+            "Webhook deliveries dropped unsent, by reason: queue-full (the oldest, past "
+            "the queue limit) or shutdown (still queued or waiting to retry at stop).",
+            labels=["reason"],
+        )
+        dropped.add_metric(["queue-full"], c["dropped"])
+        dropped.add_metric(["shutdown"], c["shutdown"])
+        yield dropped
+        yield GaugeMetricFamily(
+            "edge_agent_webhook_pending",
+            "Webhook deliveries not yet made: queued, being sent or waiting to retry.",
+            value=self.webhooks.pending,
+        )

@@ -187,9 +187,14 @@ class SegmentLog:
         self.stats.pending_records = self.stats.pending_bytes = 0
 
     def failed(self, e: OSError) -> None:
+        """A write failed. Logged once when the fault begins (and once when it clears):
+        a standing fault must not log at every retry, nor again because the file it
+        failed on changed (the log segment, then a snapshot). ``write_errors`` counts."""
         reason = describe(e)
-        if self.fault != reason:
+        if self.fault is None:
             log.error("store: write failed: %s; keeping records in memory and retrying", reason)
+        elif self.fault != reason:
+            log.debug("store: still failing: %s", reason)
         self.fault = reason
         self.stats.write_errors += 1
         if self.stats.pending_bytes > self.max_pending_bytes:

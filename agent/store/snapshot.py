@@ -58,6 +58,8 @@ def write_snapshot(
     except OSError:
         try:
             fs.unlink(tmp)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # it was never made: nothing to clean up, nothing to say
         except OSError as e:  # the write already failed (and is reported); the next open
             log.warning("store: could not delete %s (%s)", tmp, e)  # removes it
         raise
