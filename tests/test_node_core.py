@@ -19,7 +19,7 @@ from agent.membership.meta import encode_tags
 from agent.membership.protocol import MemberEvent, UserMessage
 from agent.node.core import Conflict, NodeCore, Outputs
 from agent.node.placement import ROLE
-from agent.node.replication import Gossip
+from agent.node.replication import HELLO, KIND_REPAIR, Gossip, Send, encode_message
 from agent.node.state import State, decode_delta
 
 
@@ -32,12 +32,33 @@ def spec(origin_id: str, interval: str = "10s") -> OriginSpec:
 def member(
     name: str, state: NodeState = NodeState.ALIVE, meta: bytes | None = None
 ) -> GossipMember:
-    tags = encode_tags({"role": ROLE}) if meta is None else meta
+    tags = encode_tags({"role": ROLE, "version": "test"}) if meta is None else meta
     return GossipMember(name, b"\x7f\x00\x00\x01", 7946, meta=tags, state=state)
 
 
 def core(name: str, replicas: int = 1) -> NodeCore:
     return NodeCore(name, State(name), replicas=replicas, reap_after=60.0)
+
+
+def answer_from(c: NodeCore, name: str, now: float, members: list[GossipMember]) -> None:
+    """``name`` answers ``c``'s hello, as a real edge-agent does: proof (agent/node/proof.py)."""
+    hello = encode_message(KIND_REPAIR, name, HELLO)
+    c.on_event(UserMessage(hello, None), now, 1000.0 + now, lambda: members)
+
+
+def carry(cores: dict[str, NodeCore], now: float, members: list[GossipMember]) -> int:
+    """Deliver every direct send (hellos, repairs) between the cores until none is left;
+    how many were delivered."""
+    n = 0
+    for _ in range(10):
+        sends = [o for c in cores.values() for o in c.drain().sends if isinstance(o, Send)]
+        if not sends:
+            return n
+        for out in sends:
+            ev = UserMessage(out.payload, None)
+            cores[out.node].on_event(ev, now, 1000.0 + now, lambda: members)
+            n += 1
+    raise AssertionError("the cores never stop sending")
 
 
 def durable(c: NodeCore, out: Outputs) -> list[bytes]:
@@ -94,6 +115,7 @@ def test_ownership_moves_when_a_member_joins_and_the_engine_set_follows() -> Non
     first = a.drain()
     assert first.engine is not None and {s.id for s in first.engine.specs} == set(ids)
     a.members_changed([member("a"), member("b")], now=1.0, wall=1001.0)
+    answer_from(a, "b", 1.0, [member("a"), member("b")])
     out = a.drain()
     moved = {o for o in ids if a.owners(o) == ("b",)}
     assert moved and moved != set(ids)  # placement spreads them
@@ -145,7 +167,7 @@ def test_handoff_ends_when_the_new_owner_reports() -> None:
     everyone = [member("a"), member("b")]
     for c, other in ((a, "b"), (b, "a")):
         c.on_event(MemberEvent("join", member(other)), 2.0, 1002.0, lambda: everyone)
-        c.drain()
+    assert carry({"a": a, "b": b}, 2.0, everyone) == 4  # each asks, each answers
     moved = sorted(o for o in ids if a.owners(o) == ("b",))
     assert moved and b.owners(moved[0]) == ("b",)
     target = moved[0]
@@ -218,3 +240,72 @@ def test_a_node_back_from_a_lost_store_keeps_its_config_spec_over_its_old_declar
     assert after.state.spec("web") == spec("web", "10s")
     decls = [d for n, s, d in after.state.declarations("web") if (n, s) == ("a", "config")]
     assert len(decls) == 1  # the stale concurrent value is superseded, not kept beside
+
+
+def test_a_claimant_owns_nothing_until_it_answers_and_is_asked_less_and_less() -> None:
+    """Issue 16 item 9: a foreign node tagged role=edge-agent (and even version) is asked
+    to prove it speaks our protocol; until it answers it owns nothing, and the asks back
+    off so a Serf agent that logs each one is not flooded."""
+    a = core("a")
+    ids = [f"o{i}" for i in range(20)]
+    a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+    a.drain()
+    everyone = [member("a"), member("x")]
+    a.on_event(MemberEvent("join", member("x")), 1.0, 1001.0, lambda: everyone)
+    asks = [o for o in a.drain().sends if isinstance(o, Send)]
+    assert [(o.node, o.payload[2]) for o in asks] == [("x", 1)]  # KIND_DELTA: answer me
+    assert all(a.owners(o) == ("a",) for o in ids)
+    asked_at = []
+    for t in range(2, 40):
+        a.tick(float(t), 1000.0 + t, {"a", "x"})
+        if any(isinstance(o, Send) for o in a.drain().sends):
+            asked_at.append(t)
+    assert asked_at == [3, 7, 15, 31]  # 2, 4, 8, 16 s apart
+    assert all(a.owners(o) == ("a",) for o in ids)
+    answer_from(a, "x", 40.0, everyone)
+    assert {a.owners(o) for o in ids} >= {("x",), ("a",)}  # proven: it owns its share
+    a.tick(100.0, 1100.0, {"a", "x"})
+    assert not a.drain().sends  # proven: never asked again
+
+
+def test_a_fresh_cluster_proves_everyone_in_one_round_trip_and_agrees() -> None:
+    """Three new agents: the join events make each ask the others, the answers prove them,
+    and every node computes the same owners, with every member owning a share."""
+    names = ["a", "b", "c"]
+    cores = {n: core(n, replicas=2) for n in names}
+    ids = [f"o{i}" for i in range(30)]
+    everyone = [member(n) for n in names]
+    for c in cores.values():
+        c.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+        c.drain()
+    for n, c in cores.items():
+        for other in names:
+            if other != n:
+                c.on_event(MemberEvent("join", member(other)), 1.0, 1001.0, lambda: everyone)
+    carry(cores, 1.0, everyone)
+    owners = {n: {o: c.owners(o) for o in ids} for n, c in cores.items()}
+    assert owners["a"] == owners["b"] == owners["c"]
+    assert {m for t in owners["a"].values() for m in t} == set(names)
+
+
+def test_proof_is_kept_while_alive_and_asked_again_after_death() -> None:
+    a = core("a")
+    ids = [f"o{i}" for i in range(20)]
+    a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+    everyone = [member("a"), member("b")]
+    a.on_event(MemberEvent("join", member("b")), 1.0, 1001.0, lambda: everyone)
+    answer_from(a, "b", 1.0, everyone)
+    owned = {o: a.owners(o) for o in ids}
+    assert any("b" in t for t in owned.values())
+    suspect = [member("a"), member("b", NodeState.SUSPECT)]
+    a.on_event(MemberEvent("suspect", suspect[1]), 2.0, 1002.0, lambda: suspect)
+    assert {o: a.owners(o) for o in ids} == owned  # no flapping on a suspicion
+    dead = [member("a"), member("b", NodeState.DEAD)]
+    a.on_event(MemberEvent("dead", dead[1]), 3.0, 1003.0, lambda: dead)
+    a.drain()
+    assert all(a.owners(o) == ("a",) for o in ids)
+    a.on_event(MemberEvent("join", member("b")), 4.0, 1004.0, lambda: everyone)
+    assert all(a.owners(o) == ("a",) for o in ids)  # back: must prove itself again
+    assert [o.node for o in a.drain().sends if isinstance(o, Send)] == ["b"]
+    answer_from(a, "b", 4.0, everyone)
+    assert {o: a.owners(o) for o in ids} == owned

@@ -20,6 +20,7 @@ from agent.node.placement import (
     Member,
     OwnerChange,
     Placement,
+    claims_role,
     compute_owners,
     member_from_tags,
     parse_weight,
@@ -416,12 +417,37 @@ def test_member_from_tags() -> None:
 
     assert ROLE == CLUSTER_ROLE
     tags = {"role": ROLE, "weight": "2", "version": "x"}
-    assert member_from_tags("pi", "alive", tags) == Member("pi", 2.0, True)
-    assert member_from_tags("pi", "suspect", tags) == Member("pi", 2.0, True)
-    assert member_from_tags("pi", "dead", tags).eligible is False
-    assert member_from_tags("pi", "left", tags).eligible is False
-    assert member_from_tags("serf", "alive", {"role": "web"}) == Member("serf", 1.0, False)
-    assert member_from_tags("pi", "alive", {"role": ROLE, "weight": "-1"}) == Member("pi")
+    assert member_from_tags("pi", "alive", tags, proven=True) == Member("pi", 2.0, True)
+    assert member_from_tags("pi", "suspect", tags, proven=True) == Member("pi", 2.0, True)
+    assert member_from_tags("pi", "dead", tags, proven=True).eligible is False
+    assert member_from_tags("pi", "left", tags, proven=True).eligible is False
+    serf = member_from_tags("serf", "alive", {"role": "web"}, proven=True)
+    assert serf == Member("serf", 1.0, False)
+    bad_weight = {"role": ROLE, "weight": "-1", "version": "x"}
+    assert member_from_tags("pi", "alive", bad_weight, proven=True) == Member("pi")
+
+
+@pytest.mark.parametrize(
+    ("tags", "proven"),
+    [
+        ({"role": ROLE}, True),  # a memberlist node with meta "edge-agent", even if it spoke
+        ({"role": ROLE, "version": ""}, True),
+        ({"role": ROLE, "version": "0.1.0"}, False),  # serf -tag role=... -tag version=...
+        ({"role": ROLE}, False),  # serf -tag role=edge-agent
+    ],
+    ids=["role-only", "empty-version", "unproven", "bare-claim"],
+)
+def test_a_claimed_role_is_not_eligible_without_proof(tags: dict[str, str], proven: bool) -> None:
+    """Issue 16 item 9: a foreign node that claims role=edge-agent must never own origins;
+    it needs the version tag and proof that it speaks our protocol."""
+    assert member_from_tags("foreign", "alive", tags, proven=proven).eligible is False
+    assert claims_role(tags) is (tags.get("version", "") != "")
+    owners = compute_owners(
+        [Member("pi"), member_from_tags("foreign", "alive", tags, proven=proven)],
+        2,
+        [f"o{i}" for i in range(50)],
+    )
+    assert all(o == ("pi",) for o in owners.values())
 
 
 def test_partition_each_side_owns_every_origin() -> None:

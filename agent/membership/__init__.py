@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         UserMessage,
         max_broadcast,
     )
+    from agent.membership.refusals import PEER_REFUSALS
     from agent.membership.serf_intents import SerfClock
     from agent.membership.serf_messages import SerfMessageType, SerfPushPull, encode_serf_message
     from agent.membership.settings import Settings, push_pull_scale
@@ -79,6 +80,7 @@ _WHERE: dict[str, str] = {
     "MemberEvent": "agent.membership.protocol",
     "NameConflict": "agent.membership.protocol",
     "Rejected": "agent.membership.protocol",
+    "PEER_REFUSALS": "agent.membership.refusals",
     "RemoteState": "agent.membership.protocol",
     "StreamDone": "agent.membership.protocol",
     "UserMessage": "agent.membership.protocol",
@@ -98,6 +100,7 @@ _WHERE: dict[str, str] = {
 __all__ = [
     "DAMAGE",
     "ENCRYPTION_OVERHEAD",
+    "PEER_REFUSALS",
     "Broadcast",
     "Counters",
     "DecodeError",

@@ -25,6 +25,7 @@ from agent.membership.member import Member
 from agent.membership.messages import ErrResp, Message, UserMsg
 from agent.membership.packet import PacketLayer
 from agent.membership.protocol import Event, Membership, Rejected
+from agent.membership.refusals import Refusals
 from agent.membership.settings import Settings
 from agent.membership.stream import StreamDecoder, StreamMessage, encode_stream
 from agent.membership.stream_exchange import InboundStream, OutboundStream
@@ -54,8 +55,13 @@ class GossipEndpoint:
     ) -> None:
         self.settings = settings or Settings()
         self.counters = counters or Counters()
+        #: peers refused for their key, encryption or versions (the stream host's too)
+        self.refusals = Refusals()
         self.packets = PacketLayer(
-            self.counters, keyring=keyring, compress=self.settings.enable_compression
+            self.counters,
+            keyring=keyring,
+            compress=self.settings.enable_compression,
+            refusals=self.refusals,
         )
         #: the protocol state machine; views and tests may read it, adapters go through us
         self.core = Membership(
@@ -170,11 +176,13 @@ class GossipEndpoint:
         return out
 
     def events(self) -> list[Event]:
-        """What happened since the last call; rejected input is counted here by kind."""
+        """What happened since the last call; rejected input is counted here by kind. The
+        peers refused on the wire come last (already counted where they were refused)."""
         evs = self.core.events()
         for ev in evs:
             if isinstance(ev, Rejected):
                 self.counters.bad(ev.kind)
+        evs.extend(Rejected(kind, detail, peer) for kind, detail, peer in self.refusals.drain())
         return evs
 
     # --- views ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from agent.membership.errors import DecodeError, EncodeError
 from agent.membership.keyring import ENCRYPTION_VERSION, Keyring, encrypted_length
 from agent.membership.member import Member
 from agent.membership.messages import Message
+from agent.membership.refusals import Refusals
 
 __all__ = ["MAX_UDP", "PacketLayer"]
 
@@ -34,7 +35,7 @@ MAX_UDP = 65536
 class PacketLayer:
     """Encodes and decodes whole UDP packets for one node, counting into its Counters."""
 
-    __slots__ = ("_keyring", "compress", "counters", "verify_incoming")
+    __slots__ = ("_keyring", "compress", "counters", "refusals", "verify_incoming")
 
     def __init__(
         self,
@@ -43,8 +44,10 @@ class PacketLayer:
         keyring: Keyring | None = None,
         compress: bool = True,
         verify_incoming: bool = True,
+        refusals: Refusals | None = None,
     ) -> None:
         self.counters = counters
+        self.refusals = refusals if refusals is not None else Refusals()
         self._keyring = keyring
         self.compress = compress
         self.verify_incoming = verify_incoming
@@ -94,6 +97,7 @@ class PacketLayer:
             )
         except DecodeError as e:
             self.counters.bad(str(e.kind))
+            self.refusals.note(str(e.kind), e.reason, addr)
             log.debug("dropped packet from %s:%d: %s", addr[0], addr[1], e)
             return ()
         except Exception:  # a decoder bug, not the peer's garbage: never fatal, never hidden

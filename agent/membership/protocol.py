@@ -146,10 +146,13 @@ class StreamDone:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Input that was dropped, with a short kind for the metrics label."""
+    """Input that was dropped, with a short kind for the metrics label; ``peer``: the
+    address it came from, when it names a peer to tell the operator about
+    (membership/refusals.py)."""
 
     kind: str
     detail: str
+    peer: Address | None = None
 
 
 Event = (
@@ -467,7 +470,7 @@ class Membership:
         """A message read from an incoming TCP stream; returns the reply to write, if any."""
         if isinstance(msg, PushPull):
             reply = self._local_push_pull(join=msg.join)
-            self._merge_remote(msg, now)
+            self._merge_remote(msg, now, source)
             return reply
         if isinstance(msg, Ping):
             if msg.node and msg.node != self.name:
@@ -498,7 +501,7 @@ class Membership:
         if error is None and not isinstance(reply, PushPull):
             error = f"unexpected reply {type(reply).__name__}"
         if error is None and isinstance(reply, PushPull):
-            self._merge_remote(reply, now)
+            self._merge_remote(reply, now, st.addr)
         if st.kind == "join":
             self._events.append(JoinResult(stream_id, st.addr, error))
         elif error is not None:
@@ -768,10 +771,10 @@ class Membership:
         )
         return PushPull(states, self.local_state(join), join)
 
-    def _merge_remote(self, pp: PushPull, now: float) -> None:
+    def _merge_remote(self, pp: PushPull, now: float, peer: Address | None = None) -> None:
         problem = self._verify_protocol(pp)
         if problem is not None:
-            self._reject("incompatible", problem)
+            self._reject("incompatible", problem, peer)
             return
         for r in pp.nodes:
             # since we moved: a peer that still holds our old address, or us not alive
@@ -1016,8 +1019,8 @@ class Membership:
             out.append(node)
         return out
 
-    def _reject(self, kind: str, detail: str) -> None:
-        self._events.append(Rejected(kind, detail))
+    def _reject(self, kind: str, detail: str, peer: Address | None = None) -> None:
+        self._events.append(Rejected(kind, detail, peer))
 
 
 _host = host_of

@@ -18,6 +18,7 @@ from typing import Protocol
 from agent.membership.counters import Counters
 from agent.membership.errors import DecodeError
 from agent.membership.messages import ErrResp, Message
+from agent.membership.refusals import Refusals
 from agent.membership.stream import StreamDecoder, StreamMessage
 
 __all__ = ["InboundStream", "OutboundStream", "stream_error_kind"]
@@ -31,6 +32,7 @@ class StreamHost(Protocol):
     """What an exchange needs from its endpoint (the facade implements it)."""
 
     counters: Counters
+    refusals: Refusals
 
     def new_stream_decoder(self) -> StreamDecoder: ...
 
@@ -97,6 +99,7 @@ class InboundStream:
         except DecodeError as e:
             self.done = True
             self._host.counters.bad(str(e.kind))
+            self._host.refusals.note(str(e.kind), e.reason, self.source)
             log.debug("bad stream from %s: %s", self.source[0], e)
             if str(e.kind) != "truncated":
                 self.reply = self._host.encode_error_reply(ErrResp(str(e)))
@@ -176,6 +179,7 @@ class OutboundStream:
             reply = self._decoder_().next_message()
         except DecodeError as e:
             self._host.counters.bad(str(e.kind))
+            self._host.refusals.note(str(e.kind), e.reason, self.addr)
             self._finish(None, f"bad reply: {e}", now)
             return
         except Exception:  # a bug in the stream codec: the core still hears how it ended

@@ -36,7 +36,8 @@ from agent.membership import Event, MemberEvent, Settings, decode_tags
 from agent.membership import Member as GossipMember
 from agent.node.catalogue import Catalogue, Conflict
 from agent.node.handoff import Handoff, HandoffResult
-from agent.node.placement import Member, OwnerChange, Placement, member_from_tags
+from agent.node.placement import Member, OwnerChange, Placement, claims_role, member_from_tags
+from agent.node.proof import Proof
 from agent.node.replication import Output, Replicator
 from agent.node.state import Delta, State, encode_delta, latency_band
 from agent.node.verdicts import VerdictChange, Verdicts
@@ -90,7 +91,13 @@ class NodeCore:
         self.state = state
         high_water = max(hlc_high_water, state.own_high_water())
         self.hlc = HLC(name, high_water or None)
-        self.replicator = Replicator(state, gossip=gossip, on_apply=self._remote_applied)
+        self.replicator = Replicator(
+            state, gossip=gossip, on_apply=self._remote_applied, on_heard=self._heard
+        )
+        # who has proven to be an edge-agent (placement's eligibility, agent/node/proof.py)
+        self.proof = Proof()
+        self._claimants: set[str] = set()  # live members whose tags claim our role
+        self._newly_proven = False
         self.placement = Placement([Member(name, weight)], replicas)
         self.handoff = Handoff(name)
         self.verdicts = Verdicts(state, self.placement)
@@ -213,7 +220,8 @@ class NodeCore:
         """Every membership event; ``members`` (the current list) is read on member
         changes only."""
         changed = self.replicator.handle_event(ev)
-        if isinstance(ev, MemberEvent):
+        if isinstance(ev, MemberEvent) or self._newly_proven:
+            self._newly_proven = False
             self.members_changed(members(), now, wall)
         if changed:
             self._remote_changed(changed, now, wall)
@@ -223,20 +231,42 @@ class NodeCore:
         self._alive = {self.name} | {
             m.name for m in gossip_members if m.state_name in ("alive", "suspect")
         }
+        claimants = set()
         for m in gossip_members:
             if m.name == self.name:
                 continue
             # decode_tags never raises on damaged bytes (it keeps what it read, and logs and
             # counts the damage itself); anything it raises is a bug, and must surface
-            members.append(member_from_tags(m.name, m.state_name, decode_tags(m.meta)))
+            tags = decode_tags(m.meta)
             if m.state_name in ("alive", "suspect"):
                 self._absent_since.pop(m.name, None)
+                if claims_role(tags):
+                    claimants.add(m.name)
             else:
                 self._absent_since.setdefault(m.name, now)
+                self.proof.forget(m.name)  # back later: it proves itself again
+            proven = m.name in self.proof.proven
+            members.append(member_from_tags(m.name, m.state_name, tags, proven=proven))
+        for name in self.proof.proven - {m.name for m in gossip_members}:
+            self.proof.forget(name)  # gone from the member list altogether
+        self._claimants = claimants
+        self._ask(now)
         changes = self.placement.set_members(members)
         if changes:
             self._owners_changed(changes, now, HandoffResult())
             self._recompute({c.origin for c in changes}, wall)
+
+    def _heard(self, sender: str) -> None:
+        """The replicator heard ``sender`` speak our protocol: proof, if it claims the role
+        (placement changes on the caller's next step: ``on_event`` re-reads the members)."""
+        if sender in self._claimants and self.proof.heard(sender):
+            self._newly_proven = True
+
+    def _ask(self, now: float) -> None:
+        """Hello, asking for an answer, to each claimant not yet proven whose turn it is."""
+        reachable = self._claimants & self.replicator.peers().keys()  # its event came
+        for name in self.proof.asks_due(reachable, now):
+            self.replicator.greet(name, ask=True)
 
     def _owners_changed(
         self,
@@ -374,7 +404,8 @@ class NodeCore:
         return self.handoff.next_deadline()
 
     def tick(self, now: float, wall: float, alive: set[str]) -> None:
-        """Settle, time out drains, reap: whatever falls due at ``now``."""
+        """Settle, time out drains, reap, ask unproven claimants: whatever falls due."""
+        self._ask(now)
         if not self.settled and now - self._started_at >= SETTLE:
             self.settle(now)
         if self.settled:

@@ -49,6 +49,7 @@ __all__ = [
     "Member",
     "OwnerChange",
     "Placement",
+    "claims_role",
     "compute_owners",
     "member_from_tags",
     "parse_weight",
@@ -135,13 +136,25 @@ class Member:
             raise ValueError(f"member {self.name!r}: weight {self.weight!r} must be finite and > 0")
 
 
-def member_from_tags(name: str, state: str, tags: Mapping[str, str]) -> Member:
-    """The Member for a gossip member: eligible iff alive/suspect and role == edge-agent.
+def claims_role(tags: Mapping[str, str]) -> bool:
+    """Whether a member's tags claim it is an edge-agent: our role and a version tag.
+
+    A claim only: a foreign node can set both tags (agent/node/proof.py).
+    """
+    return tags.get("role") == ROLE and bool(tags.get("version"))
+
+
+def member_from_tags(name: str, state: str, tags: Mapping[str, str], *, proven: bool) -> Member:
+    """The Member for a gossip member: eligible iff alive/suspect, its tags claim the role
+    (``role=edge-agent`` and a ``version``) and it has ``proven`` the claim by speaking our
+    replication protocol (agent/node/proof.py). A role tag alone is what a stock Serf agent
+    or a memberlist node with meta ``edge-agent`` shows: it must never own origins it
+    does not check.
 
     Build the local node's own Member from its advertised tags too (not from config):
     the tag carries the weight as every other node sees it.
     """
-    eligible = state in ELIGIBLE_STATES and tags.get("role") == ROLE
+    eligible = state in ELIGIBLE_STATES and claims_role(tags) and proven
     return Member(name, parse_weight(tags.get("weight")), eligible)
 
 

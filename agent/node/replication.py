@@ -24,6 +24,10 @@ touches a socket or a clock. Three mechanisms (docs/replication.md):
   our digest: go-msgpack skips unknown keys, so Serf merges an empty push/pull and stays
   quiet, and our nodes read the extra key. We send direct messages only to members with
   the ``role=edge-agent`` tag.
+- **Hello.** A delta with nothing in it is a hello: as ``KIND_DELTA`` it asks for an
+  answer, as ``KIND_REPAIR`` it is one. It proves to the receiver that we speak this
+  protocol (``on_heard`` reports every sender heard, for agent/node/proof.py); an older
+  agent takes it for a redundant delta and drops it.
 
 Malformed input (from a peer or a Serf agent) never raises out of ``handle_event``: it
 is dropped and counted (``counters.bad_input``); the decoders raise
@@ -90,6 +94,10 @@ def max_packet(gossip: Settings) -> int:
 
 
 DEFAULT_MAX_PACKET = max_packet(Settings())
+
+
+HELLO = encode_delta(ORMap())
+"""A hello's delta: an empty one (no real delta is ever empty)."""
 
 
 class ReplicationDecodeError(ValueError):
@@ -261,6 +269,7 @@ class ReplicationCounters:
     bad_input: int = 0  # malformed messages or push/pull states, dropped
     unknown_peer: int = 0  # a digest from a node we cannot address (not yet a member)
     tcp_failed: int = 0  # reliable user messages that failed (anti-entropy repairs them)
+    hellos_sent: int = 0  # hellos asking or answering (agent/node/proof.py)
     no_peer: int = 0  # changes not spread: no other peer (anti-entropy serves later joiners)
 
     def as_dict(self) -> dict[str, int]:
@@ -289,6 +298,7 @@ class Replicator:
         role: str = ROLE,
         serf_state: Callable[[], SerfPushPull] | None = None,
         on_apply: Callable[[bytes], None] | None = None,
+        on_heard: Callable[[str], None] | None = None,
     ) -> None:
         self.state = state
         self.name = state.replica
@@ -299,6 +309,7 @@ class Replicator:
         self.role = role
         self.serf_state = serf_state
         self.on_apply = on_apply  # gets the encoded new part of every delta applied (the store)
+        self.on_heard = on_heard  # the name of every node heard speaking this protocol
         self.counters = ReplicationCounters()
         self._peers: dict[str, Address] = {}  # live members that run replication
         self._out: list[Output] = []
@@ -339,6 +350,17 @@ class Replicator:
         serf = self.serf_state() if self.serf_state is not None else None
         return encode_local_state(self.name, self.state.state_digest(), serf)
 
+    def greet(self, name: str, *, ask: bool) -> bool:
+        """Send a live peer with our role a hello (one datagram): ``ask`` for an answer,
+        which proves the peer to us, or answer one. False if it is not such a peer."""
+        if name not in self._peers:
+            return False
+        self.counters.hellos_sent += 1
+        self._send(
+            name, encode_message(KIND_DELTA if ask else KIND_REPAIR, self.name, HELLO), False
+        )
+        return True
+
     # --- outputs and views -----------------------------------------------------------------
 
     def outputs(self) -> list[Output]:
@@ -362,6 +384,10 @@ class Replicator:
                 self._peers[m.name] = m.address
             else:
                 self._peers.pop(m.name, None)  # a Serf agent: it cannot use our messages
+
+    def _heard(self, sender: str) -> None:
+        if self.on_heard is not None and sender != self.name:
+            self.on_heard(sender)
 
     def _spread(self, raw_delta: bytes, exclude: str | None, tcp: bool = True) -> bool:
         """Small: one user broadcast. Big: TCP to ``fanout`` random peers (not ``exclude``)
@@ -400,6 +426,11 @@ class Replicator:
             return set()
         self.counters.received += 1
         self.counters.bytes_in += len(payload)
+        self._heard(msg.sender)
+        if msg.delta.is_empty():  # a hello (nothing else is ever sent empty)
+            if msg.kind == KIND_DELTA and msg.sender != self.name:
+                self.greet(msg.sender, ask=False)
+            return set()
         ctx = self.state.crdt.ctx
         # the events of this delta we had not seen: computed before the join changes ctx
         new = msg.delta.ctx.missing_from(Digest(ctx.vv, frozenset(ctx.cloud)))
@@ -430,6 +461,7 @@ class Replicator:
         sender, digest = remote
         if sender == self.name:
             return
+        self._heard(sender)
         if sender not in self._peers:
             self.counters.unknown_peer += 1
             return
@@ -445,6 +477,7 @@ class Replicator:
 __all__ = [
     "DEFAULT_FANOUT",
     "DEFAULT_MAX_PACKET",
+    "HELLO",
     "KIND_DELTA",
     "KIND_REPAIR",
     "MAGIC",

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from agent import __version__
 from agent.domain import ROLE
 from agent.membership import (
+    PEER_REFUSALS,
     Event,
     Keyring,
     Member,
@@ -25,6 +27,7 @@ from agent.membership import (
     MembershipNode,
     NameConflict,
     NodeState,
+    Rejected,
     RemoteState,
     SerfClock,
     UserMessage,
@@ -39,6 +42,7 @@ from agent.shell.names import NameGuard
 from agent.shell.peer_finder import PeerFinder
 from agent.shell.peers import Peer, PeerStore
 from agent.shell.readdress import AddressFollower
+from agent.shell.refusal_log import RefusalLog
 from agent.shell.rejoin import Rejoiner
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,9 @@ class Cluster:
         self._had_peers = False
         self.token_fingerprint: str | None = None  # advertised as tag "wt" (fleet_token.py)
         self._tasks: set[asyncio.Task[None]] = set()
+        # peers refused for their key, encryption or versions: logged once per host and
+        # cause, then every 10 minutes with a count (agent/shell/refusal_log.py)
+        self.refusal_log = RefusalLog()
         self.name_guard = NameGuard(
             node_name,
             lambda: self.advertise,
@@ -280,6 +287,10 @@ class Cluster:
                 self.rejoiner.member_back(m.name)
             self.peer_store.update(Peer(p.name, p.host, p.port) for p in self.alive_peers())
             self.changed()
+        elif isinstance(ev, Rejected) and ev.peer is not None and ev.kind in PEER_REFUSALS:
+            line = self.refusal_log.line(ev.kind, ev.detail, ev.peer, time.monotonic())
+            if line is not None:
+                log.warning("%s", line)
         elif isinstance(ev, NameConflict):
             msg = (
                 f"another node claims our name {ev.existing.name!r} from "

@@ -12,12 +12,14 @@ from agent.membership import (
     JoinResult,
     Keyring,
     MemberEvent,
+    Rejected,
     Settings,
     StreamDecoder,
     UserMessage,
     encode_stream,
 )
-from agent.membership.messages import ErrResp, Ping
+from agent.membership.codec import encode_message, encode_packet
+from agent.membership.messages import ErrResp, NodeState, Ping, PushNodeState, PushPull
 
 KEY = bytes(range(32))
 A = ("10.0.0.1", 7946)
@@ -146,3 +148,53 @@ def test_a_rotated_keyring_applies_to_the_next_packet() -> None:
     wire.run(10.0, now=3.0)
     assert a.counters.bad_input == b.counters.bad_input == {}
     assert {m.state_name for m in a.members()} == {"alive"}
+
+
+def refused(events: list[object]) -> list[tuple[str, tuple[str, int] | None]]:
+    """The peer refusals among the events, as (kind, peer)."""
+    return [(e.kind, e.peer) for e in events if isinstance(e, Rejected) and e.peer is not None]
+
+
+def test_a_wrong_key_is_a_refusal_naming_the_peer_on_both_sides() -> None:
+    """Issue 16 item 9: a refusal for the key reaches the shell as an event naming the
+    peer, so it can be logged (rate-limited) and not only counted."""
+    a, b = endpoint("a", A, Keyring([KEY])), endpoint("b", B, Keyring([bytes(32)]))
+    wire = Wire((A, a), (B, b))
+    a.join([B], 0.0)
+    wire.run(3.0)
+    assert refused(wire.events["b"]) == [("decrypt_failed", A)]
+    assert refused(wire.events["a"]) == [("decrypt_failed", B)]
+    assert b.counters.bad_input == {"decrypt_failed": 1}  # counted once, as before
+
+
+def test_plaintext_against_encryption_is_refused_both_ways() -> None:
+    a, b = endpoint("a", A, None), endpoint("b", B, Keyring([KEY]))
+    wire = Wire((A, a), (B, b))
+    a.join([B], 0.0)
+    wire.run(3.0)
+    assert refused(wire.events["b"]) == [("not_encrypted", A)]
+    assert refused(wire.events["a"]) == [("encrypted_no_key", B)]
+    # a plaintext datagram: refused with the peer's address (as memberlist does, a
+    # datagram that does not decrypt is not told apart from one never encrypted)
+    b.receive_datagram(encode_packet([encode_message(Ping(seq_no=1, node="b"))]), A, 4.0)
+    assert refused(b.events()) == [("decrypt_failed", A)]
+
+
+def test_an_incompatible_push_pull_is_a_refusal_naming_the_peer() -> None:
+    b = endpoint("b", B, None)
+    vsn = bytes([1, 5, 2, 2, 5, 9])  # delegate version 9: outside every range
+    node = PushNodeState("old", bytes([10, 0, 0, 1]), 7946, b"", 1, NodeState.ALIVE, vsn)
+    inbound = b.accept_stream(A, 1.0)
+    inbound.receive(encode_stream(PushPull((node,), b"", True), compress=False), 1.0)
+    evs = b.events()
+    assert refused(evs) == [("incompatible", A)]
+    assert b.counters.bad_input == {"incompatible": 1}
+
+
+def test_refusals_held_between_drains_are_bounded() -> None:
+    b = endpoint("b", B, Keyring([KEY]))
+    plain = encode_packet([encode_message(Ping(seq_no=1, node="b"))])
+    for i in range(1000):
+        b.receive_datagram(plain, ("10.0.0.9", 1000 + i), 1.0)
+    assert len(refused(b.events())) == 64
+    assert b.counters.bad_input == {"decrypt_failed": 1000}
