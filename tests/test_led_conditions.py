@@ -137,9 +137,16 @@ async def assert_pins(pins: dict[str, Any], expected: dict[str, Any], what: str)
     for p in pins.values():
         p.clear_states()
     blinking = {c for c, e in expected.items() if e[0] != e[1]}
-    for c, (on, _off, _, _) in expected.items():
-        if c not in blinking:
-            assert float(pins[c].state) == pytest.approx(on), (what, c, pins[c].state)
+    solid = {c: e[0] for c, e in expected.items() if c not in blinking}
+    # the pins follow the state on the loop pass after it changed (refreshes coalesce):
+    # wait for that pass, then every solid pin must hold its value
+    deadline = time.monotonic() + 2
+    while any(float(pins[c].state) != pytest.approx(v) for c, v in solid.items()):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    for c, on in solid.items():
+        assert float(pins[c].state) == pytest.approx(on), (what, c, pins[c].state)
     if not blinking:
         return
     deadline = time.monotonic() + 10
