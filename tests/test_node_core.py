@@ -309,3 +309,27 @@ def test_proof_is_kept_while_alive_and_asked_again_after_death() -> None:
     assert [o.node for o in a.drain().sends if isinstance(o, Send)] == ["b"]
     answer_from(a, "b", 4.0, everyone)
     assert {o: a.owners(o) for o in ids} == owned
+
+
+def test_verdict_totals_kept_incrementally_match_a_full_count() -> None:
+    """counts() is O(1) (Verdicts.totals, asked on every surfaces refresh); it must say
+    what a pass over every origin says, through changes, removals and re-adds."""
+    a = core("a")
+    ids = [f"o{i}" for i in range(12)]
+    a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+
+    def full() -> dict[str, int]:
+        return a.verdicts.counts(a.placement.origins)
+
+    statuses = [Status.UP, Status.DOWN, Status.UP]
+    for step, o in enumerate(ids[:9]):
+        new = statuses[step % 3]
+        a.on_transition(Transition(o, Status.UNKNOWN, new, "r", 0.01, 1.0 + step), 1001.0 + step)
+        assert a.counts() == full()
+    a.on_transition(Transition("o0", Status.UP, Status.DOWN, "r", 0.01, 20.0), 1020.0)
+    assert a.counts() == full() == {"up": 5, "down": 4, "disputed": 0, "unknown": 3}
+    a.declare_config([spec(o) for o in ids if o not in ("o0", "o1", "o11")], 30.0, 1030.0)
+    assert a.counts() == full() == {"up": 5, "down": 2, "disputed": 0, "unknown": 2}
+    a.declare_config([spec(o) for o in ids], 40.0, 1040.0)
+    assert a.counts() == full()
+    assert sum(a.counts().values()) == len(ids)

@@ -53,7 +53,12 @@ def test_example_config_starts_ready_and_healthy(
     status, body = a.get("/v1/health")
     assert status == 200 and body["status"] == "ok", body
     wait_for(lambda: verdicts(a) == {"shop": "up", "db": "up"}, 20, "both origins up")
-    assert any(m.startswith("STATUS=2 origins: 2 up") for m in a.recv_notify()), a.messages
+    # the STATUS line follows within a refresh gap (agent/shell/surfaces.py REFRESH_GAP)
+    wait_for(
+        lambda: any(m.startswith("STATUS=2 origins: 2 up") for m in a.recv_notify()),
+        5,
+        "STATUS line",
+    )
     assert a.stop() == 0
 
 

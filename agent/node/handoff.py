@@ -114,6 +114,10 @@ class Handoff:
         """Every origin this node must check now: owned | draining (a copy)."""
         return self._owned | self._draining.keys()
 
+    def is_checking(self, origin_id: str) -> bool:
+        """``origin_id in checking()``, without building the set (per check result)."""
+        return origin_id in self._owned or origin_id in self._draining
+
     def owned(self) -> set[str]:
         """Origins this node owns at any rank (a copy)."""
         return set(self._owned)

@@ -48,6 +48,7 @@ class Verdicts:
         self.state = state
         self.placement = placement
         self.current: dict[str, str] = {}
+        self._tally = {"up": 0, "down": 0, "disputed": 0, "unknown": 0}  # of ``current``
         self.transitions: deque[VerdictChange] = deque(maxlen=TRANSITIONS_KEPT)
 
     def verdict(self, origin_id: str, alive: Collection[str]) -> str:
@@ -66,7 +67,9 @@ class Verdicts:
         return verdict
 
     def forget(self, origin_id: str) -> None:
-        self.current.pop(origin_id, None)
+        was = self.current.pop(origin_id, None)
+        if was is not None:
+            self._tally[was] -= 1
 
     def recompute(
         self, ids: Iterable[str], alive: Collection[str], wall: float, reason: str = ""
@@ -81,6 +84,9 @@ class Verdicts:
             old = self.current.get(origin, "unknown")
             if new == old:
                 continue
+            if origin in self.current:
+                self._tally[old] -= 1
+            self._tally[new] += 1
             self.current[origin] = new
             why = reason or self._why(origin, owners, new)
             change = VerdictChange(origin, old, new, wall, why, owners)
@@ -95,6 +101,14 @@ class Verdicts:
             if obs is not None and (verdict == "disputed" or obs.status == verdict):
                 reasons.append(f"{owner}: {obs.status} ({obs.reason})")
         return "; ".join(reasons)
+
+    def totals(self, placed: int) -> dict[str, int]:
+        """Every placed origin by verdict, in O(1): ``placed`` is how many there are
+        (those never judged are unknown). The status line and /metrics ask for this on
+        every refresh, which must not cost a pass over 100,000 origins."""
+        c = dict(self._tally)
+        c["unknown"] = placed - c["up"] - c["down"] - c["disputed"]
+        return c
 
     def counts(self, origins: Iterable[str]) -> dict[str, int]:
         """``origins`` by verdict."""

@@ -2,7 +2,10 @@
 dashboard's live events.
 
 Parts report what changed by calling ``refresh_soon``; refreshes coalesce, so 10,000
-origins reporting at once refresh the surfaces once, not 10,000 times. Each part keeps
+origins reporting at once refresh the surfaces once, not 10,000 times, and come at most
+every REFRESH_GAP: a refresh counts the origins this node owns by verdict, and during a
+burst of check results (a catalogue of 100,000 whose origins all change at once) one
+per loop pass would spend the loop on counting. Each part keeps
 its own list of standing faults ({what: (level, reason)}); ``refresh`` mirrors them
 into the node's Health, so no part can clear another's problem.
 """
@@ -10,6 +13,7 @@ into the node's Health, so no part can clear another's problem.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +25,8 @@ from agent.shell.systemd import Notifier
 from agent.shell.views import NodeViews
 
 Faults = dict[str, tuple[str, str]]
+
+REFRESH_GAP = 0.1  # s: the least time between two refreshes (LEDs need no more)
 
 
 class Surfaces:
@@ -46,16 +52,27 @@ class Surfaces:
         self.faults = faults
         self.summary = ""  # the last STATUS sent to systemd
         self._pending = False
+        self._last = float("-inf")  # when the last refresh ran (monotonic)
         self._synced: set[str] = set()
         self._fault_labels: set[tuple[str, str]] = set()  # (what, level) shown in /metrics
         self._dirty_origins: set[str] = set()
         self._last_health: dict[str, Any] | None = None
 
     def refresh_soon(self) -> None:
-        """Coalesce: one refresh on the next loop pass, however many callers."""
+        """Coalesce: one refresh on the next loop pass, however many callers, and not
+        sooner than REFRESH_GAP after the last one."""
         if not self._pending:
             self._pending = True
-            asyncio.get_running_loop().call_soon(self.refresh)
+            loop = asyncio.get_running_loop()
+            wait = self._last + REFRESH_GAP - time.monotonic()
+            if wait > 0:
+                loop.call_later(wait, self._refresh_if_pending)
+            else:
+                loop.call_soon(self._refresh_if_pending)
+
+    def _refresh_if_pending(self) -> None:
+        if self._pending:  # else a direct refresh() ran meanwhile
+            self.refresh()
 
     def origins_changed(self, ids: set[str]) -> None:
         """Origins whose view changed: published to event listeners at the next refresh."""
@@ -66,6 +83,7 @@ class Surfaces:
     def refresh(self) -> None:
         """Push the current state to the LEDs, systemd and /metrics (and SSE origins)."""
         self._pending = False
+        self._last = time.monotonic()
         self._sync_faults(self.faults())
         views = self.views
         status = self.health.status
