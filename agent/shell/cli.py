@@ -3,15 +3,17 @@
 Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed, its status failing), 2 bad
 usage or invalid config (EXIT_CODES below, in every --help and in docs/config.md).
 
-Client commands (status, origins, members, identify) talk to the local agent's API: over
-its Unix socket first ([api] socket, config.api_socket_path), which answers even while the
-TCP port is taken, then over TCP at the config's [api] listen address. The config is
---config, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml. ``--api URL`` (TCP
+Client commands (status, origins, members, identify, origin …) talk to the local agent's
+API: over its Unix socket first ([api] socket, config.api_socket_path), which answers even
+while the TCP port is taken, then over TCP at the config's [api] listen address. The config
+is --config, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml. ``--api URL`` (TCP
 only) and ``--socket PATH`` (that socket only) override. Only when there is no file at the
 default path do they use the defaults (/run/edge-agent/api.sock, 127.0.0.1:8080) without a
 word; a config that is invalid, or named but missing, is an error (exit 2), and one this
 user may not read is said so on stderr. Writes (identify) send the bearer token from the
-config's [api] token_file when one is set. With --json every answer is JSON, errors too.
+config's [api] token_file when one is set; writes to the fleet's origins (origin add, rm,
+apply) need it (or --token-file), and say so before sending anything without it. With
+--json every answer is JSON, errors too.
 docs/config.md#client-commands says the same.
 """
 
@@ -755,8 +757,14 @@ def _fleet_token(args: argparse.Namespace) -> str:
         path, source = Path(given), "--token-file"
     else:
         cfg = _client_config(args, "fleet write token")
+        where = resolve_config_path(args.config)
+        if cfg is None and where.exists():  # there, but this user may not read it
+            raise ClientConfigError(
+                "changing the fleet's origins needs the fleet write token, from [api] "
+                f"token_file of {where}, which this user cannot read: run with sudo, or pass "
+                "--token-file FILE"
+            )
         if cfg is None or cfg.api.token_file is None:
-            where = resolve_config_path(args.config)
             raise ClientConfigError(
                 "changing the fleet's origins needs the fleet write token, and there is none: "
                 f"set [api] token_file in {where} (or name it with --config), or pass "
@@ -994,6 +1002,8 @@ def cmd_origin_apply(args: argparse.Namespace) -> int:
         path = "/v1/origins?dry_run=1" if args.dry_run else "/v1/origins"
         reply = _call(target, "PUT", path, data, token, timeout=BATCH_TIMEOUT)
     except ApiError as e:
+        if e.status == 405:  # an agent from before PUT /v1/origins
+            e = ApiError(f"{e}: this agent is too old for `origin apply`; upgrade it", 405)
         return _batch_refused(args, target, e)
     except ClientConfigError as e:
         return _fail(args, target, e)
@@ -1025,7 +1035,11 @@ def cmd_origin_export(args: argparse.Namespace) -> int:
             )
     except ExportError as e:
         return _fail(args, target, ApiError(f"{e}: TOML cannot hold it; use --format json"))
-    except (ApiError, ClientConfigError) as e:
+    except ApiError as e:
+        if e.status == 404:  # an agent from before GET /v1/catalogue
+            e = ApiError(f"{e}: this agent is too old for `origin export`; upgrade it", 404)
+        return _fail(args, target, e)
+    except ClientConfigError as e:
         return _fail(args, target, e)
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode())  # UTF-8, as TOML is, whatever the locale
