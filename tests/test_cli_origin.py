@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.domain import parse_origin
-from agent.shell.cli import diff_text
+from agent.shell.cli import STATUS_ORIGIN_ROWS, diff_text, status_text
 from agent.shell.origin_file import (
     ElementError,
     OriginFileError,
@@ -26,7 +27,8 @@ from agent.shell.origin_file import (
     to_json,
     to_toml,
 )
-from tests.test_cli import cli
+from tests.conftest import AgentProcess, ThreadedApp
+from tests.test_cli import HEALTH, cli, origin
 
 # --- the file, in process --------------------------------------------------------------------
 
@@ -243,3 +245,150 @@ def test_add_checks_its_flags_before_anything_is_sent() -> None:
     assert "URL: " in res.stderr and '--interval: "0s" must be longer than 0' in res.stderr
     res = cli("origin", "add", "w", "http://x/", "--header", "nocolon")
     assert res.returncode == 2 and "--header" in res.stderr and "'nocolon'" in res.stderr
+
+
+# --- the commands against a real agent ------------------------------------------------------
+
+
+def test_add_and_rm_round_trip(agent_process: Callable[..., AgentProcess], tmp_path: Path) -> None:
+    a = agent_process('[[origin]]\nid = "from-config"\nurl = "http://127.0.0.1:9/"\n').start()
+    a.wait_notify("READY=1")
+    cfg = ["--config", str(a.config)]  # the API address and the token both come from it
+    res = cli("origin", "add", "web-1", "http://127.0.0.1:9/x", "--interval", "30s", *cfg)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "added web-1\n", "")
+    res = cli(
+        "origin", "add", "web-1", "https://127.0.0.1:9/y", "--rise", "4", "--fall", "1",
+        "--expect-status", "200,3xx", "--header", "Host: shop.example", "--no-tls-verify",
+        "--method", "head", "--down-interval", "1m", "--expect-body", "ok", *cfg,
+    )  # fmt: skip
+    assert (res.returncode, res.stdout) == (0, "updated web-1\n"), res.stderr
+    _, view = a.get("/v1/origins/web-1")
+    assert view["spec"] == {
+        "id": "web-1",
+        "url": "https://127.0.0.1:9/y",
+        "interval": "10s",  # a replacement: what is not given is the default again
+        "timeout": "2s",
+        "rise": 4,
+        "fall": 1,
+        "down_interval": "1m",
+        "expect_status": [200, *range(300, 400)],
+        "method": "HEAD",
+        "expect_body": "ok",
+        "headers": {"Host": "shop.example"},
+        "tls_verify": False,
+    }
+    res = cli("origin", "add", "web-2", "tcp://127.0.0.1:9", "--json", *cfg)
+    assert res.returncode == 0 and json.loads(res.stdout)["spec"]["url"] == "tcp://127.0.0.1:9"
+
+    res = cli("origin", "rm", "web-1", *cfg)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "removed web-1\n", "")
+    assert a.get("/v1/origins/web-1")[0] == 404
+    res = cli("origin", "rm", "web-1", *cfg)
+    assert res.returncode == 1
+    assert res.stderr == "edge-agent: no origin 'web-1' in the fleet: nothing removed\n"
+    res = cli("origin", "rm", "from-config", *cfg)
+    assert res.returncode == 1
+    assert "from-config stays in the fleet" in res.stderr
+    assert "declared in the config of test-node" in res.stderr, res.stderr
+    assert a.get("/v1/origins/from-config")[0] == 200
+    res = cli("origin", "rm", "web-2", "--json", *cfg)
+    assert res.returncode == 0 and json.loads(res.stdout)["removed"] is True
+
+
+def test_the_agents_own_refusal_is_said_element_by_element(tmp_path: Path) -> None:
+    """The agent is the authority: a batch it refuses (400 with "errors") is reported as a
+    bad file, one line per element, even when the local check passed it."""
+    from aiohttp import web
+
+    seen: list[Any] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization"), await request.json()))
+        return web.json_response(
+            {
+                "error": "1 of 1 origins are invalid; nothing was applied",
+                "status": 400,
+                "errors": [
+                    {
+                        "index": 0,
+                        "id": "a",
+                        "key": "url",
+                        "message": "origins[0]: url: a reason of the agent's own",
+                    }
+                ],
+            },
+            status=400,
+        )
+
+    app = web.Application()
+    app.router.add_put("/v1/origins", refuse)
+    srv = ThreadedApp(app)
+    try:
+        token = tmp_path / "token"
+        token.write_text("t0ken\n")
+        api = ["--api", f"127.0.0.1:{srv.port}", "--token-file", str(token)]
+        doc = [{"id": "a", "url": "http://127.0.0.1:9/"}]
+        res = cli("origin", "apply", "-", *api, input=json.dumps(doc))
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            "edge-agent: 1 of 1 origins are invalid; nothing was applied",
+            '  origin[0] (id "a"): url: a reason of the agent\'s own',
+        ]
+        assert seen == [("Bearer t0ken", doc)]
+        res = cli("origin", "apply", "-", *api, "--json", input=json.dumps(doc))
+        assert res.returncode == 2 and json.loads(res.stdout)["errors"][0]["key"] == "url"
+        res = cli("origin", "export", *api[:2])
+        assert res.returncode == 1 and "too old for `origin export`" in res.stderr
+    finally:
+        srv.close()
+
+
+def test_status_asks_for_verdicts_only_and_the_shown_origins_in_full() -> None:
+    """`status` stays small with 100,000 origins: a compact listing (followed page by page
+    when the agent pages it), then the full view of only the origins it shows."""
+    from aiohttp import web
+
+    full = {
+        f"o{i:02}": origin(f"o{i:02}", "down" if i % 2 else "up", ["pi-a"], True) for i in range(40)
+    }
+    asked: list[str] = []
+
+    async def health(request: web.Request) -> web.Response:
+        asked.append(request.path_qs)
+        return web.json_response(HEALTH)
+
+    async def listing(request: web.Request) -> web.Response:
+        asked.append(request.path_qs)
+        after = request.query.get("after", "")
+        ids = [i for i in sorted(full) if i > after][:25]
+        resp = web.json_response([{"id": i, "verdict": full[i]["verdict"]} for i in ids])
+        if ids[-1] != max(full):
+            resp.headers["Link"] = (
+                f'</v1/origins?after={ids[-1]}&limit=25&fields=id,verdict>; rel="next"'
+            )
+        return resp
+
+    async def one(request: web.Request) -> web.Response:
+        asked.append(request.path_qs)
+        return web.json_response(full[request.match_info["id"]])
+
+    app = web.Application()
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/origins", listing)
+    app.router.add_get("/v1/origins/{id}", one)
+    srv = ThreadedApp(app)
+    try:
+        res = cli("status", "--api", f"127.0.0.1:{srv.port}")
+    finally:
+        srv.close()
+    assert res.returncode == 0, res.stderr
+    shown = [i for i in sorted(full) if full[i]["verdict"] != "up"][:STATUS_ORIGIN_ROWS]
+    assert asked == [
+        "/v1/health",
+        "/v1/origins?fields=id,verdict",
+        "/v1/origins?after=o24&limit=25&fields=id,verdict",
+        *(f"/v1/origins/{i}" for i in shown),
+    ]
+    expected = [full[i] if i in shown else {"id": i, "verdict": full[i]["verdict"]} for i in full]
+    assert res.stdout == status_text(HEALTH, expected) + "\n"
+    assert "origins not up (20 of 40):" in res.stdout and "… and 10 more" in res.stdout

@@ -207,6 +207,7 @@ def _exchange(
 #: how long a request may take: a read or a single write is quick; an apply of 100,000
 #: origins is validated, stored and answered with its diff, which takes longer on a Pi
 TIMEOUT = 5.0
+LIST_TIMEOUT = 60.0  # every origin's full view, 100,000 of them
 BATCH_TIMEOUT = 300.0
 
 
@@ -639,7 +640,7 @@ def _status_origins(target: Target) -> list[dict[str, Any]]:
     than ?fields= sends full views at once, which serve as they are."""
     from urllib.parse import quote
 
-    origins: list[dict[str, Any]] = _get(target, "/v1/origins?fields=id,verdict")
+    origins: list[dict[str, Any]] = _get(target, "/v1/origins?fields=id,verdict", LIST_TIMEOUT)
     shown = [o for o in origins if o.get("verdict") != "up"][:STATUS_ORIGIN_ROWS]
     full = {}
     for o in shown:
@@ -658,7 +659,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         target = _target(args)
         health = _get(target, "/v1/health")
-        origins = _get(target, "/v1/origins") if args.json else _status_origins(target)
+        origins = (
+            _get(target, "/v1/origins", LIST_TIMEOUT) if args.json else _status_origins(target)
+        )
     except (ApiError, ClientConfigError) as e:
         return _fail(args, target, e)
     if args.json:
@@ -672,7 +675,7 @@ def cmd_origins(args: argparse.Namespace) -> int:
     target = None
     try:
         target = _target(args)
-        origins = _get(target, "/v1/origins")
+        origins = _get(target, "/v1/origins", LIST_TIMEOUT)
         if args.mine and any("mine" not in o for o in origins):  # an agent without "mine"
             me = _get(target, "/v1/health")["node"]
             origins = [{**o, "mine": me in o.get("owners", [])} for o in origins]
