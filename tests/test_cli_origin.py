@@ -80,6 +80,8 @@ def test_toml_round_trips_every_key_of_an_origin() -> None:
             "fall": 3,
         }
     )
+    # an empty set reads back as one, not as a file that forgot its origins
+    assert parse(to_toml([], "none").encode(), "-") == []
     # and as JSON (sniffed: no telling extension)
     again = parse(to_json(exported).encode(), "-")
     assert again == exported

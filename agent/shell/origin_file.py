@@ -303,6 +303,7 @@ def compact_statuses(codes: list[Any]) -> list[Any]:
 def to_toml(origins: Iterable[Mapping[str, Any]], comment: str = "") -> str:
     """``[[origin]]`` tables that `origin apply` (and tomllib) read back as ``origins``."""
     parts = [f"# {line}\n" for line in comment.splitlines()]
+    n = 0
     for o in origins:
         oid = o.get("id")
         lines = ["[[origin]]"]
@@ -314,6 +315,9 @@ def to_toml(origins: Iterable[Mapping[str, Any]], comment: str = "") -> str:
             except ExportError as e:
                 raise ExportError(f"origin {show(oid)}: {k}: {e}") from None
         parts.append(("\n" if parts else "") + "\n".join(lines) + "\n")
+        n += 1
+    if n == 0:  # an empty set, said so: reading it back means "none", not "no file"
+        parts.append("origin = []\n")
     return "".join(parts)
 
 
