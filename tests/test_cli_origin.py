@@ -297,6 +297,145 @@ def test_add_and_rm_round_trip(agent_process: Callable[..., AgentProcess], tmp_p
     assert res.returncode == 0 and json.loads(res.stdout)["removed"] is True
 
 
+def test_writes_without_the_fleet_token_say_so(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    a = agent_process("").start()
+    a.wait_notify("READY=1")
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps([{"id": "a", "url": "http://127.0.0.1:9/"}]))
+    no_token = tmp_path / "no-token.toml"
+    no_token.write_text(f'[api]\nlisten = "127.0.0.1:{a.port}"\n')
+    unreadable = tmp_path / "unreadable.toml"
+    unreadable.write_text(
+        f'[api]\nlisten = "127.0.0.1:{a.port}"\ntoken_file = "{tmp_path / "absent"}"\n'
+    )
+    for command in (
+        ["origin", "add", "a", "http://127.0.0.1:9/"],
+        ["origin", "rm", "a"],
+        ["origin", "apply", str(catalogue)],
+    ):
+        res = cli(*command, "--config", str(no_token))
+        assert res.returncode == 2, (command, res.stderr)
+        assert res.stderr.startswith("edge-agent: changing the fleet's origins needs the fleet")
+        assert f"set [api] token_file in {no_token}" in res.stderr
+        assert len(res.stderr.splitlines()) == 1
+        res = cli(*command, "--config", str(unreadable))
+        assert res.returncode == 2, (command, res.stderr)
+        assert res.stderr == (
+            f"edge-agent: cannot read the fleet write token from {tmp_path / 'absent'} ([api] "
+            "token_file: No such file or directory); run as a user who can (e.g. with sudo), "
+            "or pass --token-file FILE\n"
+        )
+        # a wrong token: the agent refuses it, and the CLI passes its reason on
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-the-token\n")
+        res = cli(*command, "--api", a.url, "--token-file", str(wrong))
+        assert res.returncode == 1 and "401 missing or wrong bearer token" in res.stderr
+    _, origins = a.get("/v1/origins")
+    assert origins == []
+    # --token-file is enough without any config
+    res = cli("origin", "add", "a", "http://127.0.0.1:9/", "--api", a.url, "--token-file",
+              str(a.token_file))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
+def catalogue(a: AgentProcess) -> list[dict[str, Any]]:
+    status, doc = a.get("/v1/catalogue")
+    assert status == 200, doc
+    return list(doc)
+
+
+def test_apply_prints_the_exact_diff_and_export_round_trips(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    a = agent_process('[[origin]]\nid = "cfg-1"\nurl = "http://127.0.0.1:9/"\n').start()
+    a.wait_notify("READY=1")
+    cfg = ["--config", str(a.config)]
+    # the API declares an origin that the node's config declares too
+    assert cli("origin", "add", "cfg-1", "http://127.0.0.1:9/", *cfg).returncode == 0
+    toml = tmp_path / "shop.toml"
+    toml.write_text(
+        "".join(
+            f'[[origin]]\nid = "{n}"\nurl = "http://127.0.0.1:9/{n}"\ninterval = "30s"\n\n'
+            for n in ("a", "b", "c")
+        )
+    )
+    first = [
+        "+ a",
+        "+ b",
+        "+ c",
+        "- cfg-1 (still declared in the config of test-node: it stays)",
+        "3 added, 0 changed, 1 removed, 0 unchanged",
+    ]
+    before = catalogue(a)
+    res = cli("origin", "apply", str(toml), "--dry-run", *cfg)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [*first, "(dry run: nothing applied)"]
+    assert catalogue(a) == before  # nothing applied
+    res = cli("origin", "apply", str(toml), *cfg)
+    assert (res.returncode, res.stdout.splitlines(), res.stderr) == (0, first, "")
+    assert [o["id"] for o in catalogue(a)] == ["a", "b", "c"]
+    _, origins = a.get("/v1/origins")
+    assert [o["id"] for o in origins] == ["a", "b", "c", "cfg-1"]  # cfg-1 stays
+
+    # JSON, from standard input: a unchanged, b changed, c removed, d added
+    doc = [
+        {"id": "a", "url": "http://127.0.0.1:9/a", "interval": "30s"},
+        {"id": "b", "url": "http://127.0.0.1:9/b", "interval": "1m"},
+        {"id": "d", "url": "tcp://127.0.0.1:9"},
+    ]
+    res = cli("origin", "apply", "-", *cfg, input=json.dumps({"origin": doc}))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "+ d",
+        "~ b",
+        "- c",
+        "1 added, 1 changed, 1 removed, 1 unchanged",
+    ]
+    res = cli("origin", "apply", "-", "--json", *cfg, input=json.dumps(doc))
+    answer = json.loads(res.stdout)
+    assert (answer["added"], answer["changed"], answer["removed"]) == ([], [], [])
+    assert answer["unchanged"] == 3 and answer["dry_run"] is False
+
+    # give the catalogue every key, then export | apply changes nothing, in both formats
+    full = {**FULL, "url": "https://127.0.0.1:9/health?x=1"}
+    assert a.call("PUT", "/v1/origins/web-1", full)[0] == 201
+    before = catalogue(a)
+    for fmt in ("toml", "json"):
+        exported = cli("origin", "export", "--format", fmt, *cfg)
+        assert exported.returncode == 0, exported.stderr
+        res = cli("origin", "apply", "-", *cfg, input=exported.stdout)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == "0 added, 0 changed, 0 removed, 4 unchanged\n", fmt
+        assert catalogue(a) == before
+    exported = cli("origin", "export", *cfg).stdout
+    assert spec_dicts(tomllib.loads(exported)["origin"]) == before
+    assert json.loads(cli("origin", "export", "--json", *cfg).stdout) == before
+
+
+def test_a_bad_file_applies_nothing(
+    agent_process: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    a = agent_process("").start()
+    a.wait_notify("READY=1")
+    cfg = ["--config", str(a.config)]
+    good = [{"id": f"o{i}", "url": f"http://127.0.0.1:9/{i}"} for i in range(3)]
+    assert cli("origin", "apply", "-", *cfg, input=json.dumps(good)).returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[origin]]\nid = "o0"\nurl = "http://127.0.0.1:9/0"\n\n'
+        '[[origin]]\nid = "web-7"\nurl = "http://127.0.0.1:9/7"\nrise = 0\n'
+    )
+    res = cli("origin", "apply", str(bad), *cfg)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        f"edge-agent: {bad}: 1 of 2 origins are invalid; nothing was sent",
+        '  origin[1] (id "web-7", line 5): rise: 0 is out of range (1..100)',
+    ]
+    assert [o["id"] for o in catalogue(a)] == ["o0", "o1", "o2"]
+
+
 def test_the_agents_own_refusal_is_said_element_by_element(tmp_path: Path) -> None:
     """The agent is the authority: a batch it refuses (400 with "errors") is reported as a
     bad file, one line per element, even when the local check passed it."""

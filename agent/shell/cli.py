@@ -47,6 +47,7 @@ from agent.shell.config import (
 )
 from agent.shell.origin_file import (
     FORMATS,
+    MAX_LISTED,
     ElementError,
     ExportError,
     OriginFileError,
@@ -844,12 +845,14 @@ def _file_fail(args: argparse.Namespace, e: _FileProblem) -> int:
     if args.json:
         doc: dict[str, Any] = {"error": str(e)}
         if e.errors:
-            doc["errors"] = [x.as_dict() for x in e.errors]
+            doc["errors"] = [x.as_dict() for x in e.errors[:MAX_LISTED]]
         print(json.dumps(doc, indent=2))
     else:
         print(f"edge-agent: {e}", file=sys.stderr)
-        for x in e.errors:
+        for x in e.errors[:MAX_LISTED]:
             print(f"  {x.text()}", file=sys.stderr)
+        if len(e.errors) > MAX_LISTED:
+            print(f"  … and {len(e.errors) - MAX_LISTED:,} more", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -992,7 +995,7 @@ def diff_text(answer: dict[str, Any]) -> str:
 def cmd_origin_apply(args: argparse.Namespace) -> int:
     try:
         elements = read_catalogue(args.file)
-        data = json.dumps(elements).encode()
+        data = json.dumps(elements, separators=(",", ":")).encode()
         problem = limits_problem(len(elements), len(data))
         if problem is not None:
             raise _FileProblem(f"{args.file}: {problem}; nothing was sent")

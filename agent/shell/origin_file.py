@@ -22,12 +22,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.domain import MAX_BATCH
 from agent.domain.origin import read_origin
 from agent.domain.values import show
 
-#: the most origins one declarative apply may carry, and its largest body (the API's limits)
-MAX_ORIGINS = 100_000
-MAX_BYTES = 32 * 1024 * 1024
+#: the most origins one apply may carry (the API's limit, agent.domain.MAX_BATCH), and its
+#: largest body (MAX_BATCH_BODY of agent/shell/api/app.py, not imported: it brings aiohttp)
+MAX_ORIGINS = MAX_BATCH
+MAX_BYTES = 16 * 1024 * 1024
+#: element problems listed at most (as the API lists at most 1,000); the count says the rest
+MAX_LISTED = 1000
 
 FORMATS = ("toml", "json")
 
@@ -227,7 +231,7 @@ def limits_problem(n: int, body_bytes: int) -> str | None:
     if body_bytes > MAX_BYTES:
         return (
             f"the origins come to {body_bytes:,} bytes of JSON: one apply takes at most "
-            f"{MAX_BYTES:,} (32 MiB)"
+            f"{MAX_BYTES:,} (16 MiB)"
         )
     return None
 
