@@ -194,7 +194,12 @@ def header_lines(text: str) -> list[int]:
     """The line of each ``[[origin]]`` header in a TOML text (1-based), to point at an
     element; only used when there is one per element (a header inside a multi-line
     string would otherwise shift them)."""
-    return [text.count("\n", 0, m.start()) + 1 for m in _HEADER_LINE.finditer(text)]
+    lines, line, pos = [], 1, 0
+    for m in _HEADER_LINE.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        lines.append(line)
+    return lines
 
 
 def check(elements: list[Any], lines: list[int] | None = None) -> list[ElementError]:
