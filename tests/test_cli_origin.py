@@ -533,3 +533,16 @@ def test_status_asks_for_verdicts_only_and_the_shown_origins_in_full() -> None:
     expected = [full[i] if i in shown else {"id": i, "verdict": full[i]["verdict"]} for i in full]
     assert res.stdout == status_text(HEALTH, expected) + "\n"
     assert "origins not up (20 of 40):" in res.stdout and "… and 10 more" in res.stdout
+
+
+def test_a_token_file_that_holds_no_token_is_said_so(tmp_path: Path) -> None:
+    empty, binary = tmp_path / "empty", tmp_path / "binary"
+    empty.write_text("\n")
+    binary.write_bytes(b"\xff\xfe")
+    for path, says in (
+        (empty, f"the fleet write token file {empty} (--token-file) is empty"),
+        (binary, f"the fleet write token file {binary} (--token-file) is not text"),
+        (tmp_path, f"cannot read the fleet write token from {tmp_path} (--token-file: Is a"),
+    ):
+        res = cli("origin", "rm", "a", "--api", "127.0.0.1:9", "--token-file", str(path))
+        assert res.returncode == 2 and res.stderr.startswith(f"edge-agent: {says}"), res.stderr

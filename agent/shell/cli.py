@@ -777,8 +777,12 @@ def _fleet_token(args: argparse.Namespace) -> str:
         path, source = cfg.api.token_file, "[api] token_file"
     try:
         token = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        why = getattr(e, "strerror", None) or str(e)
+    except UnicodeDecodeError:
+        raise ClientConfigError(
+            f"the fleet write token file {path} ({source}) is not text (not UTF-8)"
+        ) from None
+    except OSError as e:
+        why = e.strerror or str(e)
         raise ClientConfigError(
             f"cannot read the fleet write token from {path} ({source}: {why}); "
             "run as a user who can (e.g. with sudo), or pass --token-file FILE"
