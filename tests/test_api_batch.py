@@ -171,7 +171,7 @@ def test_sigkill_during_a_batch_leaves_all_or_none(
             assert a.call("PUT", "/v1/origins", [])[0] == 200  # empty again, durably
         answer: dict[str, Any] = {}
 
-        def send() -> None:
+        def send(answer: dict[str, Any] = answer) -> None:
             req = urllib.request.Request(
                 a.url + "/v1/origins", data=body, method="POST", headers=a.auth
             )
