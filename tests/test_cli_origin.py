@@ -526,7 +526,7 @@ def test_status_asks_for_verdicts_only_and_the_shown_origins_in_full() -> None:
     shown = [i for i in sorted(full) if full[i]["verdict"] != "up"][:STATUS_ORIGIN_ROWS]
     assert asked == [
         "/v1/health",
-        "/v1/origins?fields=id,verdict",
+        "/v1/origins?fields=id,verdict&limit=5000",
         "/v1/origins?after=o24&limit=25&fields=id,verdict",
         *(f"/v1/origins/{i}" for i in shown),
     ]

@@ -208,8 +208,12 @@ def _exchange(
 #: how long a request may take: a read or a single write is quick; an apply of 100,000
 #: origins is validated, stored and answered with its diff, which takes longer on a Pi
 TIMEOUT = 5.0
-LIST_TIMEOUT = 60.0  # every origin's full view, 100,000 of them
+LIST_TIMEOUT = 60.0  # a page of a listing, or all of it from an agent that does not page
 BATCH_TIMEOUT = 300.0
+#: origins asked per request of a listing: each page is a short request, so the agent's
+#: event loop (gossip, checks) is never held for seconds by one 100,000-origin answer; an
+#: agent older than paging ignores ?limit= and sends the whole list at once
+PAGE = 5000
 
 
 def _request(
@@ -641,7 +645,9 @@ def _status_origins(target: Target) -> list[dict[str, Any]]:
     than ?fields= sends full views at once, which serve as they are."""
     from urllib.parse import quote
 
-    origins: list[dict[str, Any]] = _get(target, "/v1/origins?fields=id,verdict", LIST_TIMEOUT)
+    origins: list[dict[str, Any]] = _get(
+        target, f"/v1/origins?fields=id,verdict&limit={PAGE}", LIST_TIMEOUT
+    )
     shown = [o for o in origins if o.get("verdict") != "up"][:STATUS_ORIGIN_ROWS]
     full = {}
     for o in shown:
@@ -661,7 +667,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         target = _target(args)
         health = _get(target, "/v1/health")
         origins = (
-            _get(target, "/v1/origins", LIST_TIMEOUT) if args.json else _status_origins(target)
+            _get(target, f"/v1/origins?limit={PAGE}", LIST_TIMEOUT)
+            if args.json
+            else _status_origins(target)
         )
     except (ApiError, ClientConfigError) as e:
         return _fail(args, target, e)
@@ -676,7 +684,7 @@ def cmd_origins(args: argparse.Namespace) -> int:
     target = None
     try:
         target = _target(args)
-        origins = _get(target, "/v1/origins", LIST_TIMEOUT)
+        origins = _get(target, f"/v1/origins?limit={PAGE}", LIST_TIMEOUT)
         if args.mine and any("mine" not in o for o in origins):  # an agent without "mine"
             me = _get(target, "/v1/health")["node"]
             origins = [{**o, "mine": me in o.get("owners", [])} for o in origins]
@@ -1032,7 +1040,7 @@ def cmd_origin_export(args: argparse.Namespace) -> int:
     target = None
     try:
         target = _target(args)
-        origins = _get(target, "/v1/catalogue", timeout=BATCH_TIMEOUT)
+        origins = _get(target, f"/v1/catalogue?limit={PAGE}", LIST_TIMEOUT)
         if fmt == "json":
             text = to_json(origins)
         else:
