@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from agent.domain import parse_origin
 from agent.shell.cli import STATUS_ORIGIN_ROWS, diff_text, status_text
 from agent.shell.origin_file import (
-    ElementError,
     OriginFileError,
+    OriginProblem,
     check,
     compact_statuses,
     from_api,
@@ -165,17 +165,17 @@ def test_every_bad_element_is_named_by_index_id_and_key() -> None:
     assert lines == [1, 5, 11, 14]
     errors = check(elements, lines)
     assert errors == [
-        ElementError(1, "web-7", "interval", '"0s" must be longer than 0', 5),
-        ElementError(1, "web-7", "flavour", "unknown key", 5),
-        ElementError(2, None, "id", "missing (every origin needs an id)", 11),
-        ElementError(
+        OriginProblem(1, "web-7", "interval", '"0s" must be longer than 0', 5),
+        OriginProblem(1, "web-7", "flavour", "unknown key", 5),
+        OriginProblem(2, None, "id", "missing (every origin needs an id)", 11),
+        OriginProblem(
             2, None, "url", '"ftp://c/" is not a valid URL (scheme must be http, https or tcp)', 11
         ),
-        ElementError(3, "ok", "id", "also the id of origin[0]", 14),
+        OriginProblem(3, "ok", "id", "also the id of origin[0]", 14),
     ]
     said = 'origin[1] (id "web-7", line 5): interval: "0s" must be longer than 0'
     assert errors[0].text() == said
-    assert check([5]) == [ElementError(0, None, None, "5 is not a table")]
+    assert check([5]) == [OriginProblem(0, None, None, "5 is not a table")]
 
 
 def test_the_apis_element_errors_read_the_same() -> None:
@@ -187,7 +187,7 @@ def test_the_apis_element_errors_read_the_same() -> None:
             "message": "origins[7]: interval: '0s' must be longer than 0",
         }
     )
-    assert e == ElementError(7, "web-7", "interval", "'0s' must be longer than 0")
+    assert e == OriginProblem(7, "web-7", "interval", "'0s' must be longer than 0")
     assert from_api({"message": "origins[3].rise: 0 is out of range"}).key == "rise"
     assert from_api({}).index == -1  # whatever an agent leaves out, nothing fails
 

@@ -48,9 +48,9 @@ from agent.shell.config import (
 from agent.shell.origin_file import (
     FORMATS,
     MAX_LISTED,
-    ElementError,
     ExportError,
     OriginFileError,
+    OriginProblem,
     check,
     from_api,
     header_lines,
@@ -848,7 +848,7 @@ class _FileProblem(Exception):
     """The input cannot be used (a file, or an origin's keys): exit 2, nothing sent.
     ``errors`` holds one entry per bad element."""
 
-    def __init__(self, message: str, errors: list[ElementError] | None = None) -> None:
+    def __init__(self, message: str, errors: list[OriginProblem] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
 

@@ -42,7 +42,7 @@ class OriginFileError(Exception):
 
 
 @dataclass(frozen=True)
-class ElementError:
+class OriginProblem:
     """One problem with one element: its index (from 0, as the API counts), its id when it
     has a usable one, the key at fault (None: the element as a whole) and what is wrong."""
 
@@ -67,7 +67,7 @@ class ElementError:
 _PREFIX = re.compile(r"origins?\[(\d+)\](?:\.([^:]+))?:\s*")
 
 
-def from_api(e: Mapping[str, Any]) -> ElementError:
+def from_api(e: Mapping[str, Any]) -> OriginProblem:
     """An element of the API's "errors", whatever it omits (an older or newer agent)."""
     index = e.get("index")
     oid, key, message = e.get("id"), e.get("key"), str(e.get("message", ""))
@@ -77,7 +77,7 @@ def from_api(e: Mapping[str, Any]) -> ElementError:
         key = key or m.group(2)
     if isinstance(key, str) and message.startswith(f"{key}: "):
         message = message[len(key) + 2 :]
-    return ElementError(
+    return OriginProblem(
         index if isinstance(index, int) else -1,
         oid if isinstance(oid, str) else None,
         key if isinstance(key, str) else None,
@@ -202,12 +202,12 @@ def header_lines(text: str) -> list[int]:
     return lines
 
 
-def check(elements: list[Any], lines: list[int] | None = None) -> list[ElementError]:
+def check(elements: list[Any], lines: list[int] | None = None) -> list[OriginProblem]:
     """Every problem of every element, by the config's rules, and ids given twice (the
     later one is wrong, as the API says); [] when the whole catalogue is good."""
     if lines is not None and len(lines) != len(elements):
         lines = None
-    errors: list[ElementError] = []
+    errors: list[OriginProblem] = []
     first: dict[str, int] = {}
     for i, t in enumerate(elements):
         oid = t.get("id") if isinstance(t, dict) else None
@@ -218,11 +218,11 @@ def check(elements: list[Any], lines: list[int] | None = None) -> list[ElementEr
         for p in problems:
             m = _PROBLEM.fullmatch(p)
             key, message = (m.group(2), m.group(3)) if m else (None, p)
-            errors.append(ElementError(i, oid, key, message, line))
+            errors.append(OriginProblem(i, oid, key, message, line))
         if oid is not None:
             if oid in first:
                 errors.append(
-                    ElementError(i, oid, "id", f"also the id of origin[{first[oid]}]", line)
+                    OriginProblem(i, oid, "id", f"also the id of origin[{first[oid]}]", line)
                 )
             else:
                 first[oid] = i
