@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AgentProcess
+from tests.conftest import AgentProcess, wait_for
 
 
 def origin(i: int | str, **extra: Any) -> dict[str, Any]:
@@ -197,3 +197,21 @@ def test_sigkill_during_a_batch_leaves_all_or_none(
     a.wait_notify("READY=1", timeout=30)
     final = set(catalogue(a))
     assert final == {f"o{i}" for i in range(n)}  # the acknowledged last round survived
+
+
+def test_a_batch_reaches_every_node_of_a_cluster(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    """2,000 origins in one POST: one delta of ~270 kB, past the size that peers decode
+    on a worker thread (agent/shell/offloop_decode.py), visible on all three nodes."""
+    first = agent_process(name="n0").start()
+    join = f'join = ["127.0.0.1:{first.gossip_port}"]'
+    nodes = [first] + [agent_process(name=n, cluster=join).start() for n in ("n1", "n2")]
+    for a in nodes:
+        a.wait_notify("READY=1", timeout=30)
+    wait_for(lambda: all(a.get("/v1/health")[1]["cluster"]["peers"] == 2 for a in nodes), 30)
+    status, body = first.call("POST", "/v1/origins", [origin(i) for i in range(2000)])
+    assert status == 200 and len(body["added"]) == 2000
+    wait_for(lambda: all(len(catalogue(a)) == 2000 for a in nodes), 30, "the batch on every node")
+    for a in nodes[1:]:
+        assert catalogue(a) == catalogue(first)

@@ -1,7 +1,7 @@
 """Shared domain vocabulary, stated once: imports nothing else of agent."""
 
 from agent.domain.batch import MAX_BATCH, BatchError, ElementError, parse_batch
-from agent.domain.durations import format_duration
+from agent.domain.durations import format_duration, parse_duration
 from agent.domain.health import Health, HealthStatus
 from agent.domain.origin import ORIGIN_ID_RE, OriginSpec, parse_origin, read_origin
 from agent.domain.problems import ConfigError, TableReader, field_default
@@ -25,6 +25,7 @@ __all__ = [
     "format_duration",
     "header_pairs",
     "parse_batch",
+    "parse_duration",
     "parse_origin",
     "positive_duration",
     "read_origin",

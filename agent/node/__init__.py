@@ -4,7 +4,15 @@ from agent.node.catalogue import CatalogueDiff
 from agent.node.core import IDLE_TICK, Conflict, NodeCore
 from agent.node.handoff import Handoff
 from agent.node.placement import Placement
-from agent.node.replication import Gossip, Output, Replicator
+from agent.node.replication import (
+    Gossip,
+    Output,
+    ReplicationDecodeError,
+    ReplicationMessage,
+    Replicator,
+    decode_message,
+    is_replication,
+)
 from agent.node.state import Delta, State, decode_delta, encode_delta
 from agent.node.verdicts import VerdictChange
 
@@ -18,9 +26,13 @@ __all__ = [
     "NodeCore",
     "Output",
     "Placement",
+    "ReplicationDecodeError",
+    "ReplicationMessage",
     "Replicator",
     "State",
     "VerdictChange",
     "decode_delta",
+    "decode_message",
     "encode_delta",
+    "is_replication",
 ]

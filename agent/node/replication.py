@@ -323,12 +323,16 @@ class Replicator:
         self.counters.deltas_published += 1
         self._spread(encode_delta(delta), exclude=None)
 
-    def handle_event(self, ev: Event) -> set[str]:
+    def handle_event(
+        self, ev: Event, decoded: ReplicationMessage | ReplicationDecodeError | None = None
+    ) -> set[str]:
         """One membership event; returns the origin ids whose state changed (for the
-        runtime's verdict events). Events that are not for us are ignored."""
+        runtime's verdict events). Events that are not for us are ignored. ``decoded``:
+        the user message's payload already decoded (or found malformed) by the caller,
+        who may do that slow part off its event loop for a large delta."""
         if isinstance(ev, UserMessage):
             if is_replication(ev.payload):
-                return self._on_message(ev.payload)
+                return self._on_message(ev.payload, decoded)
         elif isinstance(ev, RemoteState):
             self._on_remote_state(ev.payload)
         elif isinstance(ev, MemberEvent):
@@ -418,12 +422,18 @@ class Replicator:
             self.counters.sent_udp += 1
         self.counters.bytes_out += len(msg)
 
-    def _on_message(self, payload: bytes) -> set[str]:
-        try:
-            msg = decode_message(payload)
-        except ReplicationDecodeError:
+    def _on_message(
+        self, payload: bytes, decoded: ReplicationMessage | ReplicationDecodeError | None
+    ) -> set[str]:
+        if decoded is None:
+            try:
+                decoded = decode_message(payload)
+            except ReplicationDecodeError as e:
+                decoded = e
+        if isinstance(decoded, ReplicationDecodeError):
             self.counters.bad_input += 1
             return set()
+        msg = decoded
         self.counters.received += 1
         self.counters.bytes_in += len(payload)
         self._heard(msg.sender)

@@ -61,9 +61,9 @@ from agent.domain import (
     OriginSpec,
     field_default,
     format_duration,
+    parse_duration,
     parse_origin,
 )
-from agent.domain.durations import parse_duration
 
 SOURCES = ("config", "api")
 STATUSES = ("up", "down")

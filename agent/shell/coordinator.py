@@ -40,6 +40,8 @@ from agent.node import (
     NodeCore,
     Output,
     Placement,
+    ReplicationDecodeError,
+    ReplicationMessage,
     Replicator,
     State,
     VerdictChange,
@@ -203,9 +205,16 @@ class Coordinator:
         finally:
             self._drain()
 
-    def on_event(self, ev: Event, now: float, members: Callable[[], list[GossipMember]]) -> None:
-        """Every membership event (the cluster's on_event chain)."""
-        self.core.on_event(ev, now, self.wall(), members)
+    def on_event(
+        self,
+        ev: Event,
+        now: float,
+        members: Callable[[], list[GossipMember]],
+        decoded: ReplicationMessage | ReplicationDecodeError | None = None,
+    ) -> None:
+        """Every membership event (the cluster's on_event chain); ``decoded``: a large
+        replication message decoded off the loop (agent/shell/offloop_decode.py)."""
+        self.core.on_event(ev, now, self.wall(), members, decoded)
         self._drain()
 
     def on_transition(self, t: Transition) -> None:

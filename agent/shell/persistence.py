@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.node import Delta, encode_delta
-from agent.store import Store
-from agent.store.record import MAX_BODY as MAX_RECORD
+from agent.store import MAX_RECORD, Store
 
 log = logging.getLogger("agent.store")
 

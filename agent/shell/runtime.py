@@ -27,6 +27,7 @@ from agent.checks import CheckEngine, Transition
 from agent.checks import Status as CheckStatus
 from agent.domain import ConfigError, Health
 from agent.membership import Event, MemberEvent, NodeState, UserMessage
+from agent.node import ReplicationDecodeError, ReplicationMessage
 from agent.shell.alerts import AlertPolicy
 from agent.shell.api.backend import ApiBackend
 from agent.shell.api.events import EventHub
@@ -40,6 +41,7 @@ from agent.shell.keyring_file import KeyringError
 from agent.shell.leds import Leds
 from agent.shell.metrics import Metrics
 from agent.shell.names import node_name
+from agent.shell.offloop_decode import OffLoopDecoder
 from agent.shell.supervisor import Supervisor
 from agent.shell.surfaces import Surfaces
 from agent.shell.systemd import Notifier, Watchdog
@@ -149,6 +151,7 @@ class Agent:
             socket_path=api_socket_path(config),
         )
         self.supervisor = Supervisor(self.metrics)
+        self.decoder = OffLoopDecoder(self._deliver_decoded)
         self._stop = asyncio.Event()
 
     # --- events between the parts ------------------------------------------------------
@@ -242,11 +245,16 @@ class Agent:
             if req.node == self.node_name:
                 self._start_identify(req.seconds, req.sender)
             return
+        if self.decoder.offer(ev):
+            return  # a large delta: decoded on a thread, then delivered (_deliver_decoded)
         self.coordinator.on_event(ev, _loop_time(), self.cluster.members)
         if isinstance(ev, MemberEvent) and self.events.listeners:
             for m in self.cluster.members_view():
                 if m["name"] == ev.member.name:
                     self.events.publish("member", m)
+
+    def _deliver_decoded(self, ev: Event, msg: ReplicationMessage | ReplicationDecodeError) -> None:
+        self.coordinator.on_event(ev, _loop_time(), self.cluster.members, msg)
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -298,6 +306,7 @@ class Agent:
         if not await self.server.start():  # taken: the node goes on, the API follows
             self.supervisor.spawn("api", self.server.run)
         self.cluster.api_port = self.server.port or self.config.api.listen.port
+        self.supervisor.spawn("decoder", self.decoder.run)  # before gossip brings deltas
         await start_gossip(self.cluster, self.health, self.surfaces.refresh)
         self.supervisor.spawn("surfaces", self.surfaces.run)
         self.supervisor.spawn("coordinator", self._coordinator_loop)

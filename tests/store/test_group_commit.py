@@ -13,8 +13,8 @@ from pathlib import Path
 
 from agent.crdt.hlc import HLC
 from agent.domain.origin import parse_origin
-from agent.node.state import Delta, State, encode_delta
-from agent.shell.persistence import GroupCommit
+from agent.node.state import Delta, State, decode_delta, encode_delta
+from agent.shell.persistence import MAX_RECORD_DELTA, GroupCommit
 from agent.store import Store
 from tests.store.test_threaded_commit import SlowCard
 
@@ -128,3 +128,25 @@ async def test_a_local_delta_nobody_waits_for_is_published_after_the_interval_co
         assert len(w.published) == 1
     finally:
         w.commits.close({})
+
+
+async def test_a_delta_too_long_for_a_record_is_covered_by_a_snapshot(tmp_path: Path) -> None:
+    """A batch of ~100,000 origins makes a delta past the 16 MiB a log record holds: it
+    is not logged, the commit writes a snapshot of the state instead (all or nothing)."""
+    w = Writer(tmp_path, SlowCard())
+    try:
+        assert await asyncio.wait_for(w.write(), 5) is True
+        snapshots = w.store.stats.snapshots
+        w.change()
+        w.commits.add([b"\0" * (MAX_RECORD_DELTA + 1)], None)  # stands for the huge delta
+        assert await asyncio.wait_for(w.commits.durable(), 10) is True
+        assert w.store.stats.snapshots == snapshots + 1
+    finally:
+        w.commits.close({})
+    rec = Store(tmp_path).recovered
+    assert rec.state is not None
+    assert all(len(raw) <= MAX_RECORD_DELTA for raw in rec.deltas)
+    again = State.restore("n1", rec.state)
+    for raw in rec.deltas:
+        again.apply(decode_delta(raw))
+    assert again == w.state

@@ -1,0 +1,65 @@
+"""Large replication messages are decoded off the event loop and delivered decoded, in
+order; malformed ones are delivered as the decode error the replicator counts; small
+ones and other messages stay on the loop (agent/shell/offloop_decode.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from agent.crdt.hlc import HLC
+from agent.domain import parse_batch
+from agent.membership import UserMessage
+from agent.node import State, encode_delta
+from agent.node.replication import (
+    KIND_DELTA,
+    ReplicationDecodeError,
+    ReplicationMessage,
+    Replicator,
+    encode_message,
+)
+from agent.shell.offloop_decode import THRESHOLD, OffLoopDecoder
+
+
+def big_message(n: int) -> bytes:
+    st = State("a")
+    specs = parse_batch([{"id": f"o{i}", "url": f"http://127.0.0.1:9/{i}"} for i in range(n)])
+    clock = HLC("a")
+    delta = st.declare_many([(s, clock.now(1_000_000)) for s in specs], "a", "api")
+    assert delta is not None
+    return encode_message(KIND_DELTA, "a", encode_delta(delta))
+
+
+async def test_large_messages_are_decoded_on_a_thread_and_delivered_in_order() -> None:
+    got: list[tuple[bytes, ReplicationMessage | ReplicationDecodeError, str]] = []
+
+    def deliver(ev: object, msg: ReplicationMessage | ReplicationDecodeError) -> None:
+        assert isinstance(ev, UserMessage)
+        got.append((ev.payload, msg, threading.current_thread().name))
+
+    decoder = OffLoopDecoder(deliver)
+    task = asyncio.create_task(decoder.run())
+    try:
+        big = big_message(1000)
+        assert len(big) > THRESHOLD
+        broken = big[:-100]  # truncated: a decode error, delivered as such
+        small = big_message(1)
+        assert decoder.offer(UserMessage(big, None)) is True
+        assert decoder.offer(UserMessage(broken, None)) is True
+        assert decoder.offer(UserMessage(small, None)) is False  # decoded on the loop as before
+        assert decoder.offer(UserMessage(b"\x01" * THRESHOLD, None)) is False  # not replication
+        async with asyncio.timeout(30):
+            while len(got) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert [g[0] for g in got] == [big, broken]
+    ok, bad = got[0][1], got[1][1]
+    assert isinstance(ok, ReplicationMessage) and len(ok.delta) == 1000
+    assert isinstance(bad, ReplicationDecodeError)
+    assert {g[2] for g in got} == {threading.current_thread().name}  # delivered on the loop
+    # the replicator takes both as if it had decoded them itself
+    r = Replicator(State("b"))
+    assert len(r.handle_event(UserMessage(big, None), ok)) == 1000
+    assert r.handle_event(UserMessage(broken, None), bad) == set()
+    assert r.counters.bad_input == 1
