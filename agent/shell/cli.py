@@ -3,15 +3,17 @@
 Exit codes: 0 ok, 1 runtime failure (agent unreachable, crashed, its status failing), 2 bad
 usage or invalid config (EXIT_CODES below, in every --help and in docs/config.md).
 
-Client commands (status, origins, members, identify) talk to the local agent's API: over
-its Unix socket first ([api] socket, config.api_socket_path), which answers even while the
-TCP port is taken, then over TCP at the config's [api] listen address. The config is
---config, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml. ``--api URL`` (TCP
+Client commands (status, origins, members, identify, origin …) talk to the local agent's
+API: over its Unix socket first ([api] socket, config.api_socket_path), which answers even
+while the TCP port is taken, then over TCP at the config's [api] listen address. The config
+is --config, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml. ``--api URL`` (TCP
 only) and ``--socket PATH`` (that socket only) override. Only when there is no file at the
 default path do they use the defaults (/run/edge-agent/api.sock, 127.0.0.1:8080) without a
 word; a config that is invalid, or named but missing, is an error (exit 2), and one this
 user may not read is said so on stderr. Writes (identify) send the bearer token from the
-config's [api] token_file when one is set. With --json every answer is JSON, errors too.
+config's [api] token_file when one is set; writes to the fleet's origins (origin add, rm,
+apply) need it (or --token-file), and say so before sending anything without it. With
+--json every answer is JSON, errors too.
 docs/config.md#client-commands says the same.
 """
 
@@ -42,6 +44,20 @@ from agent.shell.config import (
     parse_hostport,
     resolve_config_path,
     socket_path_problem,
+)
+from agent.shell.origin_file import (
+    FORMATS,
+    MAX_LISTED,
+    ExportError,
+    OriginFileError,
+    OriginProblem,
+    check,
+    from_api,
+    header_lines,
+    limits_problem,
+    parse,
+    to_json,
+    to_toml,
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -163,7 +179,13 @@ def api_address(text: str) -> str:
 
 
 class ApiError(Exception):
-    pass
+    """A request that failed, in a sentence for a human; ``status`` and ``doc`` are the
+    agent's own answer when it gave one (a 400 on a bad batch carries "errors")."""
+
+    def __init__(self, message: str, status: int | None = None, doc: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.doc = doc
 
 
 class _Unreachable(Exception):
@@ -172,15 +194,26 @@ class _Unreachable(Exception):
 
 def _exchange(
     conn: Any, method: str, path: str, data: bytes | None, headers: dict[str, str]
-) -> tuple[int, str, bytes]:
-    """One request on ``conn`` (http.client): (status, reason, body)."""
+) -> tuple[int, str, Any, bytes]:
+    """One request on ``conn`` (http.client): (status, reason, headers, body)."""
     try:
         conn.connect()
     except OSError as e:
         raise _Unreachable(e.strerror or str(e)) from None
     conn.request(method, path, body=data, headers=headers)
     resp = conn.getresponse()
-    return resp.status, resp.reason, resp.read()
+    return resp.status, resp.reason, resp.headers, resp.read()
+
+
+#: how long a request may take: a read or a single write is quick; an apply of 100,000
+#: origins is validated, stored and answered with its diff, which takes longer on a Pi
+TIMEOUT = 5.0
+LIST_TIMEOUT = 60.0  # a page of a listing, or all of it from an agent that does not page
+BATCH_TIMEOUT = 300.0
+#: origins asked per request of a listing: each page is a short request, so the agent's
+#: event loop (gossip, checks) is never held for seconds by one 100,000-origin answer; an
+#: agent older than paging ignores ?limit= and sends the whole list at once
+PAGE = 5000
 
 
 def _request(
@@ -188,6 +221,27 @@ def _request(
 ) -> Any:
     """GET ``path`` (or POST ``body`` as JSON) and return the decoded answer; ApiError
     carries a sentence for a human (unreachable, refused, the agent's own error)."""
+    data = None if body is None else json.dumps(body).encode()
+    return _call(target, "GET" if body is None else "POST", path, data, token).doc
+
+
+@dataclass
+class Reply:
+    status: int
+    doc: Any  # the decoded JSON answer
+    headers: Any  # http.client.HTTPMessage
+
+
+def _call(
+    target: Target,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    token: str | None = None,
+    timeout: float = TIMEOUT,
+) -> Reply:
+    """One request (``data``: a JSON body) and the agent's answer; an error status raises
+    ApiError."""
     # imported here, not at the top: `edge-agent run` never needs an HTTP client library
     # and http.client (with email.*) costs the long-running agent ~1 MiB
     import http.client
@@ -196,7 +250,7 @@ def _request(
 
     class UnixConnection(http.client.HTTPConnection):
         def __init__(self, sock_path: str) -> None:
-            super().__init__("localhost", timeout=5)
+            super().__init__("localhost", timeout=timeout)
             self.sock_path = sock_path
 
         def connect(self) -> None:
@@ -210,14 +264,11 @@ def _request(
             self.sock = s
 
     headers = {"Accept": "application/json"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
+    if data is not None:
         headers["Content-Type"] = "application/json"
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    method = "GET" if body is None else "POST"
-    answer: tuple[int, str, bytes] | None = None
+    answer: tuple[int, str, Any, bytes] | None = None
     where = ""
     try:
         if target.socket is not None and target.socket_failed is None:
@@ -240,7 +291,7 @@ def _request(
                 if parts.scheme == "https"
                 else http.client.HTTPConnection
             )
-            conn = cls(parts.hostname or "", parts.port, timeout=5)
+            conn = cls(parts.hostname or "", parts.port, timeout=timeout)
             try:
                 answer = _exchange(conn, method, path, data, headers)
             except _Unreachable as e:
@@ -253,35 +304,68 @@ def _request(
                     f"cannot reach the agent at {target.api} ({e}){also}; is it running?"
                 ) from None
     except (OSError, http.client.HTTPException) as e:
-        raise ApiError(f"{where}: no answer ({e or type(e).__name__})") from None
-    status, reason, raw = answer
+        maybe = (
+            "; the change may or may not have been made (see `edge-agent origins`)"
+            if method != "GET"
+            else ""
+        )
+        raise ApiError(f"{where}: no answer ({e or type(e).__name__}){maybe}") from None
+    status, reason, resp_headers, raw = answer
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         decoded = None
         if status < 400:
             raise ApiError(f"{where}: the answer is not JSON") from None
     if status >= 400:
         if isinstance(decoded, dict) and "status" in decoded and path == "/v1/health":
-            return decoded  # 503 still carries the health document
+            return Reply(status, decoded, resp_headers)  # 503 still carries the health document
         msg = decoded.get("error") if isinstance(decoded, dict) else reason
-        raise ApiError(f"{where}: {status} {msg}")
-    return decoded
+        raise ApiError(f"{where}: {status} {msg}", status, decoded)
+    return Reply(status, decoded, resp_headers)
 
 
-def _get(target: Target, path: str) -> Any:
+def _not_agent(target: Target, path: str) -> ApiError:
+    where = target.api if target.socket is None or target.socket_failed else target.socket
+    return ApiError(f"{where} {path}: not an answer edge-agent understands; is it an agent?")
+
+
+def _get(target: Target, path: str, timeout: float = TIMEOUT) -> Any:
     """A read; its answer must have the shape an edge-agent sends (a JSON object for
-    /v1/health, a list of objects otherwise), so nothing later ends in a traceback."""
-    doc = _request(target, path)
-    ok = (
-        isinstance(doc, dict) and isinstance(doc.get("node"), str)
-        if path == "/v1/health"
-        else isinstance(doc, list) and all(isinstance(x, dict) for x in doc)
-    )
-    if not ok:
-        where = target.api if target.socket is None or target.socket_failed else target.socket
-        raise ApiError(f"{where} {path}: not an answer edge-agent understands; is it an agent?")
-    return doc
+    /v1/health and one origin, a list of objects otherwise), so nothing later ends in a
+    traceback. A list the agent sends in pages (a Link header with rel="next") is
+    gathered whole."""
+    one = path == "/v1/health" or path.startswith("/v1/origins/")
+    name_key = "node" if path == "/v1/health" else "id"
+    out: list[Any] = []
+    seen = {path}
+    while True:
+        reply = _call(target, "GET", path, timeout=timeout)
+        doc = reply.doc
+        ok = (
+            isinstance(doc, dict) and isinstance(doc.get(name_key), str)
+            if one
+            else isinstance(doc, list) and all(isinstance(x, dict) for x in doc)
+        )
+        if not ok:
+            raise _not_agent(target, path)
+        if one:
+            return doc
+        out.extend(doc)
+        following = _next_page(reply.headers.get("Link"))
+        if following is None or following in seen:
+            return out
+        seen.add(following)
+        path = following
+
+
+_LINK_NEXT = re.compile(r'<(/v1/[^>]*)>\s*;\s*rel="?next"?')
+
+
+def _next_page(link: str | None) -> str | None:
+    """The path of the next page from a Link header, if the agent says there is one."""
+    m = _LINK_NEXT.search(link or "")
+    return m.group(1) if m else None
 
 
 def _api_token(args: argparse.Namespace) -> str | None:
@@ -555,12 +639,38 @@ def _fail(args: argparse.Namespace, target: Target | None, e: Exception) -> int:
     return code
 
 
+def _status_origins(target: Target) -> list[dict[str, Any]]:
+    """What status_text needs: every origin's verdict (a compact listing, so 100,000 origins
+    stay a small answer), and the full view of the troubled ones it shows. An agent older
+    than ?fields= sends full views at once, which serve as they are."""
+    from urllib.parse import quote
+
+    origins: list[dict[str, Any]] = _get(
+        target, f"/v1/origins?fields=id,verdict&limit={PAGE}", LIST_TIMEOUT
+    )
+    shown = [o for o in origins if o.get("verdict") != "up"][:STATUS_ORIGIN_ROWS]
+    full = {}
+    for o in shown:
+        if "spec" in o or not isinstance(o.get("id"), str):
+            continue
+        try:
+            full[o["id"]] = _get(target, f"/v1/origins/{quote(o['id'], safe='')}")
+        except ApiError as e:
+            if e.status != 404:  # removed since the listing: shown by its verdict alone
+                raise
+    return [full.get(o.get("id"), o) for o in origins]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     target = None
     try:
         target = _target(args)
         health = _get(target, "/v1/health")
-        origins = _get(target, "/v1/origins")
+        origins = (
+            _get(target, f"/v1/origins?limit={PAGE}", LIST_TIMEOUT)
+            if args.json
+            else _status_origins(target)
+        )
     except (ApiError, ClientConfigError) as e:
         return _fail(args, target, e)
     if args.json:
@@ -574,7 +684,7 @@ def cmd_origins(args: argparse.Namespace) -> int:
     target = None
     try:
         target = _target(args)
-        origins = _get(target, "/v1/origins")
+        origins = _get(target, f"/v1/origins?limit={PAGE}", LIST_TIMEOUT)
         if args.mine and any("mine" not in o for o in origins):  # an agent without "mine"
             me = _get(target, "/v1/health")["node"]
             origins = [{**o, "mine": me in o.get("owners", [])} for o in origins]
@@ -647,6 +757,313 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- origin: add, rm, apply, export (issue 17) -----------------------------------------------
+
+
+def _fleet_token(args: argparse.Namespace) -> str:
+    """The fleet write token, which every change to the fleet's origins needs: from
+    --token-file, else the config's [api] token_file. Missing, unreadable or empty is a
+    ClientConfigError (exit 2): nothing is sent that the agent would refuse with a 401."""
+    given = getattr(args, "token_file", None)
+    if given:
+        path, source = Path(given), "--token-file"
+    else:
+        cfg = _client_config(args, "fleet write token")
+        where = resolve_config_path(args.config)
+        if cfg is None and where.exists():  # there, but this user may not read it
+            raise ClientConfigError(
+                "changing the fleet's origins needs the fleet write token, from [api] "
+                f"token_file of {where}, which this user cannot read: run with sudo, or pass "
+                "--token-file FILE"
+            )
+        if cfg is None or cfg.api.token_file is None:
+            raise ClientConfigError(
+                "changing the fleet's origins needs the fleet write token, and there is none: "
+                f"set [api] token_file in {where} (or name it with --config), or pass "
+                "--token-file FILE"
+            )
+        path, source = cfg.api.token_file, "[api] token_file"
+    try:
+        token = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise ClientConfigError(
+            f"the fleet write token file {path} ({source}) is not text (not UTF-8)"
+        ) from None
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise ClientConfigError(
+            f"cannot read the fleet write token from {path} ({source}: {why}); "
+            "run as a user who can (e.g. with sudo), or pass --token-file FILE"
+        ) from None
+    if not token:
+        raise ClientConfigError(f"the fleet write token file {path} ({source}) is empty")
+    return token
+
+
+#: the flags of `origin add` that set an origin's keys (the key a problem names -> the flag)
+ADD_FLAGS = {
+    "id": "ID",
+    "url": "URL",
+    "interval": "--interval",
+    "timeout": "--timeout",
+    "rise": "--rise",
+    "fall": "--fall",
+    "down_interval": "--down-interval",
+    "expect_status": "--expect-status",
+    "expect_body": "--expect-body",
+    "method": "--method",
+    "headers": "--header",
+    "tls_verify": "--no-tls-verify",
+}
+
+
+def add_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The origin `origin add` declares: the keys given, the config's defaults for the rest."""
+    body: dict[str, Any] = {"id": args.id, "url": args.url}
+    for key in ("interval", "timeout", "rise", "fall", "down_interval", "expect_body", "method"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    if args.expect_status:
+        codes: list[Any] = []
+        for item in args.expect_status:
+            for part in filter(None, (p.strip() for p in item.split(","))):
+                codes.append(int(part) if part.isdigit() else part)
+        body["expect_status"] = codes
+    if args.header:
+        body["headers"] = dict(args.header)
+    if args.no_tls_verify:
+        body["tls_verify"] = False
+    return body
+
+
+def header_arg(text: str) -> tuple[str, str]:
+    """``--header 'Name: value'``."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'Name: value'")
+    return name.strip(), value.strip()
+
+
+class _FileProblem(Exception):
+    """The input cannot be used (a file, or an origin's keys): exit 2, nothing sent.
+    ``errors`` holds one entry per bad element."""
+
+    def __init__(self, message: str, errors: list[OriginProblem] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+def _file_fail(args: argparse.Namespace, e: _FileProblem) -> int:
+    if args.json:
+        doc: dict[str, Any] = {"error": str(e)}
+        if e.errors:
+            doc["errors"] = [x.as_dict() for x in e.errors[:MAX_LISTED]]
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        for x in e.errors[:MAX_LISTED]:
+            print(f"  {x.text()}", file=sys.stderr)
+        if len(e.errors) > MAX_LISTED:
+            print(f"  … and {len(e.errors) - MAX_LISTED:,} more", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _batch_refused(args: argparse.Namespace, target: Target | None, e: ApiError) -> int:
+    """A 400 that lists bad elements: the file is at fault (exit 2), each one said."""
+    doc = e.doc if isinstance(e.doc, dict) else {}
+    raw = doc.get("errors")
+    if e.status != 400 or not isinstance(raw, list):
+        return _fail(args, target, e)
+    errors = [from_api(x) for x in raw if isinstance(x, dict)]
+    return _file_fail(args, _FileProblem(str(doc.get("error") or e), errors))
+
+
+def cmd_origin_add(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from agent.domain.origin import parse_origin
+
+    body = add_body(args)
+    try:
+        parse_origin(body, where="origin")
+    except ConfigError as e:
+        return _file_fail(args, _FileProblem(_add_problems(e.problems)))
+    target = None
+    try:
+        token = _fleet_token(args)
+        target = _target(args)
+        path = f"/v1/origins/{quote(args.id, safe='')}"
+        reply = _call(target, "PUT", path, json.dumps(body).encode(), token)
+    except (ApiError, ClientConfigError) as e:
+        return _fail(args, target, e)
+    if args.json:
+        print(json.dumps(reply.doc, indent=2))
+    else:
+        print(f"{'added' if reply.status == 201 else 'updated'} {args.id}")
+        _warn_not_durable(reply.doc)
+    return EXIT_OK
+
+
+def _add_problems(problems: list[str]) -> str:
+    """The config's messages ("origin.interval: …") with the flag that set the key."""
+    out = []
+    for p in problems:
+        key, _, message = p.removeprefix("origin.").partition(": ")
+        out.append(f"{ADD_FLAGS.get(key.split('.')[0], key)}: {message}")
+    return "; ".join(out)
+
+
+def _warn_not_durable(answer: Any) -> None:
+    if isinstance(answer, dict) and answer.get("durable") is False:
+        print(
+            "edge-agent: warning: the agent took the change but could not store it durably "
+            "(its storage is faulted: `edge-agent status`); it spreads to the fleet, but this "
+            "node may forget it at a restart",
+            file=sys.stderr,
+        )
+
+
+def cmd_origin_rm(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    target = None
+    try:
+        token = _fleet_token(args)
+        target = _target(args)
+        path = f"/v1/origins/{quote(args.id, safe='')}"
+        reply = _call(target, "DELETE", path, None, token)
+    except ApiError as e:
+        if e.status == 404:
+            e = ApiError(f"no origin {args.id!r} in the fleet: nothing removed", 404, e.doc)
+        elif e.status == 409:
+            doc = e.doc if isinstance(e.doc, dict) else {}
+            e = ApiError(
+                f"{args.id} stays in the fleet: its API declaration is withdrawn, but "
+                f"{doc.get('error') or 'node configs still declare it'}",
+                409,
+                e.doc,
+            )
+        return _fail(args, target, e)
+    except ClientConfigError as e:
+        return _fail(args, target, e)
+    if args.json:
+        print(json.dumps(reply.doc, indent=2))
+    else:
+        print(f"removed {args.id}")
+        _warn_not_durable(reply.doc)
+    return EXIT_OK
+
+
+def read_catalogue(name: str) -> list[Any]:
+    """The origins of an apply file (``-``: standard input), every element checked with
+    the config's rules: a _FileProblem says all that is wrong, nothing is sent."""
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as e:
+        raise _FileProblem(f"{name}: cannot read it ({e.strerror or e})") from None
+    label = "standard input" if name == "-" else name
+    suffix = Path(name).suffix.lower().lstrip(".")
+    fmt = suffix if suffix in FORMATS else None
+    try:
+        elements = parse(data, label, fmt)
+    except OriginFileError as e:
+        raise _FileProblem(str(e)) from None
+    # where each [[origin]] table starts, in a TOML file (check uses them only when there
+    # is one per element)
+    errors = check(elements, header_lines(data.decode("utf-8-sig")))
+    if errors:
+        bad = len({x.index for x in errors})
+        raise _FileProblem(
+            f"{label}: {bad} of {len(elements):,} origins are invalid; nothing was sent", errors
+        )
+    return elements
+
+
+def diff_text(answer: dict[str, Any]) -> str:
+    """An apply's answer as a diff: "+ id" added, "~ id" changed, "- id" removed, then the
+    counts; an id some node's config still declares is said so (it stays in the fleet)."""
+    lines = [f"+ {i}" for i in answer.get("added") or []]
+    lines += [f"~ {i}" for i in answer.get("changed") or []]
+    still: dict[str, list[str]] = {}
+    for d in answer.get("still_declared") or []:
+        if isinstance(d, dict) and isinstance(d.get("id"), str):
+            still[d["id"]] = [str(n) for n in d.get("nodes") or []]
+    for i in answer.get("removed") or []:
+        if i in still:
+            nodes = ", ".join(still[i]) or "some node"
+            lines.append(f"- {i} (still declared in the config of {nodes}: it stays)")
+        else:
+            lines.append(f"- {i}")
+    counts = (
+        f"{len(answer.get('added') or [])} added, {len(answer.get('changed') or [])} changed, "
+        f"{len(answer.get('removed') or [])} removed, {answer.get('unchanged', 0)} unchanged"
+    )
+    lines.append(counts)
+    if answer.get("dry_run"):
+        lines.append("(dry run: nothing applied)")
+    return "\n".join(lines)
+
+
+def cmd_origin_apply(args: argparse.Namespace) -> int:
+    try:
+        elements = read_catalogue(args.file)
+        data = json.dumps(elements, separators=(",", ":")).encode()
+        problem = limits_problem(len(elements), len(data))
+        if problem is not None:
+            raise _FileProblem(f"{args.file}: {problem}; nothing was sent")
+    except _FileProblem as e:
+        return _file_fail(args, e)
+    target = None
+    try:
+        token = _fleet_token(args)
+        target = _target(args)
+        path = "/v1/origins?dry_run=1" if args.dry_run else "/v1/origins"
+        reply = _call(target, "PUT", path, data, token, timeout=BATCH_TIMEOUT)
+    except ApiError as e:
+        if e.status == 405:  # an agent from before PUT /v1/origins
+            e = ApiError(f"{e}: this agent is too old for `origin apply`; upgrade it", 405)
+        return _batch_refused(args, target, e)
+    except ClientConfigError as e:
+        return _fail(args, target, e)
+    if not isinstance(reply.doc, dict) or not isinstance(reply.doc.get("added"), list):
+        return _fail(args, target, _not_agent(target, "/v1/origins"))
+    if args.json:
+        print(json.dumps(reply.doc, indent=2))
+    else:
+        print(diff_text(reply.doc))
+        _warn_not_durable(reply.doc)
+    return EXIT_OK
+
+
+def cmd_origin_export(args: argparse.Namespace) -> int:
+    fmt = "json" if args.json else args.format
+    target = None
+    try:
+        target = _target(args)
+        origins = _get(target, f"/v1/catalogue?limit={PAGE}", LIST_TIMEOUT)
+        if fmt == "json":
+            text = to_json(origins)
+        else:
+            n = len(origins)
+            text = to_toml(
+                origins,
+                f"{n:,} origin{'' if n == 1 else 's'} declared through the API "
+                "(edge-agent origin export)\n"
+                "`edge-agent origin apply FILE` makes the fleet's set exactly this",
+            )
+    except ExportError as e:
+        return _fail(args, target, ApiError(f"{e}: TOML cannot hold it; use --format json"))
+    except ApiError as e:
+        if e.status == 404:  # an agent from before GET /v1/catalogue
+            e = ApiError(f"{e}: this agent is too old for `origin export`; upgrade it", 404)
+        return _fail(args, target, e)
+    except ClientConfigError as e:
+        return _fail(args, target, e)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode())  # UTF-8, as TOML is, whatever the locale
+    return EXIT_OK
+
+
 def _seconds(text: str) -> int:
     try:
         n = int(text)
@@ -712,6 +1129,22 @@ SOCKET_HELP = (
 JSON_HELP = 'print JSON (errors too: an object with "error"), for scripts'
 
 
+ORIGIN_HELP = (
+    "The fleet's origins declared through the API (those of node configs are the configs'). "
+    "Changes need the fleet write token: [api] token_file of the config, or --token-file. "
+    "docs/catalogue.md shows how to import a catalogue."
+)
+APPLY_HELP = (
+    "make the fleet's API-declared origins exactly those of FILE (TOML [[origin]] tables, "
+    "or JSON); prints the diff: + added, ~ changed, - removed"
+)
+EXPORT_HELP = (
+    "print the fleet's API-declared origins as a file `origin apply` takes "
+    "(export | apply changes nothing)"
+)
+TOKEN_FILE_HELP = "the fleet write token's file (default: the config's [api] token_file)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common: dict[str, Any] = {
         "epilog": EXIT_CODES,
@@ -772,6 +1205,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clients["identify"].add_argument(
         "--seconds", type=_seconds, default=30, help="how long, 1..3600 (default 30)"
+    )
+
+    origin = sub.add_parser(
+        "origin",
+        help="add, remove, apply or export the origins declared through the API",
+        description=ORIGIN_HELP,
+        **common,
+    )
+
+    def no_origin_command(args: argparse.Namespace) -> int:
+        e = UsageError(origin, "name a command: add, rm, apply or export")
+        return _usage_error(e, False)
+
+    origin.set_defaults(func=no_origin_command)
+    osub = origin.add_subparsers(dest="origin_command", metavar="COMMAND")
+    writes = {}
+    for name, fn, text in (
+        ("add", cmd_origin_add, "declare one origin (or replace its spec) for the whole fleet"),
+        ("rm", cmd_origin_rm, "remove one origin from the fleet (its API declaration)"),
+        ("apply", cmd_origin_apply, APPLY_HELP),
+        ("export", cmd_origin_export, EXPORT_HELP),
+    ):
+        s = writes[name] = osub.add_parser(name, help=text, description=text, **common)
+        s.add_argument("--json", action="store_true", help=JSON_HELP)
+        here(s, "--api", "--socket", "--config")
+        if name != "export":
+            s.add_argument("--token-file", metavar="FILE", help=TOKEN_FILE_HELP)
+        s.set_defaults(func=fn, command=f"origin {name}")
+    s = writes["add"]
+    s.add_argument("id", metavar="ID", help="the origin's id (letters, digits, '.', '_', '-')")
+    s.add_argument("url", metavar="URL", help="http://…, https://… or tcp://host:port")
+    for flag, text in (
+        ("--interval", "time between checks, e.g. 10s (default 10s)"),
+        ("--timeout", "a check's time limit, e.g. 2s (default 2s, at most the interval)"),
+        ("--down-interval", "time between checks while it is down (default: the interval)"),
+        ("--expect-body", "text the answer's body must contain"),
+        ("--method", "GET, HEAD, POST, PUT or OPTIONS (default GET)"),
+    ):
+        s.add_argument(flag, help=text)
+    s.add_argument("--rise", type=int, help="passing checks before up (default 2)")
+    s.add_argument("--fall", type=int, help="failing checks before down (default 3)")
+    s.add_argument(
+        "--expect-status",
+        action="append",
+        metavar="CODES",
+        help="status codes that pass, e.g. 200,204 or 2xx (default 200; repeatable)",
+    )
+    s.add_argument(
+        "--header",
+        action="append",
+        type=header_arg,
+        metavar="'NAME: VALUE'",
+        help="a header to send with each check (repeatable)",
+    )
+    s.add_argument(
+        "--no-tls-verify", action="store_true", help="accept any certificate (https only)"
+    )
+    writes["rm"].add_argument("id", metavar="ID", help="the origin's id")
+    s = writes["apply"]
+    s.add_argument("file", metavar="FILE", help="a .toml or .json file; - reads standard input")
+    s.add_argument(
+        "--dry-run", action="store_true", help="show what would change, and change nothing"
+    )
+    writes["export"].add_argument(
+        "--format", choices=FORMATS, default="toml", help="toml (default) or json"
     )
 
     s = sub.add_parser(

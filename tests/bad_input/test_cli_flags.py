@@ -42,6 +42,22 @@ CASES = [
     ("config-10kb-path", ["--config", "/tmp/" + "a" * 10240, "status"], 2, "cannot read"),
     ("run-config-missing", ["run", "--config", "/nonexistent.toml"], 2, "cannot read"),
     ("members-down", ["--api", DOWN, "members"], 1, "is it running?"),
+    ("origin-no-command", ["origin"], 2, "name a command: add, rm, apply or export"),
+    ("origin-add-no-url", ["origin", "add", "web-1"], 2, "the following arguments are required"),
+    ("origin-add-rise-text", ["origin", "add", "a", "http://a/", "--rise", "x"], 2, "--rise"),
+    ("origin-add-bad-url", ["origin", "add", "a", "a.example"], 2, 'URL: "a.example" is not'),
+    (
+        "origin-add-bad-status",
+        ["origin", "add", "a", "http://a/", "--expect-status", "2x"],
+        2,
+        '--expect-status: ["2x"] is not a list of status codes',
+    ),
+    ("origin-rm-no-id", ["origin", "rm"], 2, "the following arguments are required: ID"),
+    ("origin-apply-no-file", ["origin", "apply"], 2, "the following arguments are required"),
+    ("origin-apply-missing", ["origin", "apply", "/nonexistent.toml"], 2, "cannot read it"),
+    ("origin-apply-dir", ["origin", "apply", "/tmp"], 2, "/tmp: cannot read it (Is a dir"),
+    ("origin-export-format", ["origin", "export", "--format", "yaml"], 2, "invalid choice"),
+    ("origin-export-down", ["origin", "export", "--api", DOWN], 1, "is it running?"),
 ]
 
 
