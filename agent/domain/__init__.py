@@ -1,6 +1,6 @@
 """Shared domain vocabulary, stated once: imports nothing else of agent."""
 
-from agent.domain.batch import MAX_BATCH, BatchError, ElementError, parse_batch
+from agent.domain.batch import MAX_BATCH, MAX_BATCH_BODY, BatchError, ElementError, parse_batch
 from agent.domain.durations import format_duration, parse_duration
 from agent.domain.health import Health, HealthStatus
 from agent.domain.origin import ORIGIN_ID_RE, OriginSpec, parse_origin, read_origin
@@ -10,6 +10,7 @@ from agent.domain.values import Problem, duration, header_pairs, positive_durati
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_BATCH_BODY",
     "ORIGIN_ID_RE",
     "ROLE",
     "BatchError",

@@ -22,14 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.domain import MAX_BATCH
-from agent.domain.origin import read_origin
-from agent.domain.values import show
+from agent.domain import MAX_BATCH, MAX_BATCH_BODY, read_origin, show
 
-#: the most origins one apply may carry (the API's limit, agent.domain.MAX_BATCH), and its
-#: largest body (MAX_BATCH_BODY of agent/shell/api/app.py, not imported: it brings aiohttp)
+#: the most origins one apply may carry, and its largest body: the API's limits
 MAX_ORIGINS = MAX_BATCH
-MAX_BYTES = 16 * 1024 * 1024
+MAX_BYTES = MAX_BATCH_BODY
 #: element problems listed at most (as the API lists at most 1,000); the count says the rest
 MAX_LISTED = 1000
 

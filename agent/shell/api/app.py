@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agent.domain import MAX_BATCH_BODY
 from agent.shell.api.events import EventHub
 from agent.shell.api.page import dashboard_routes
 from agent.shell.config import is_loopback
@@ -27,9 +28,6 @@ from agent.shell.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes of a request body: an origin spec is well under 1 KiB
-#: bytes of a batch body (POST/PUT /v1/origins): 100,000 origins of ~150 bytes. Parsed,
-#: such a body takes ~10x its size in memory, which a Pi Zero 2 W (512 MB) can spare once
-MAX_BATCH_BODY = 16 * 1024 * 1024
 #: seconds a request body may take to arrive once its headers have: a client that sends
 #: it a byte at a time (slow loris) is answered 408 instead of holding a connection
 BODY_TIMEOUT = 10.0
