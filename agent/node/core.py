@@ -435,6 +435,10 @@ class NodeCore:
     def mine(self) -> set[str]:
         return self.handoff.checking() if self.settled else set()
 
+    def checks(self, origin_id: str) -> bool:
+        """``origin_id in mine()``, in constant time."""
+        return self.settled and self.handoff.is_checking(origin_id)
+
     def counts(self) -> dict[str, int]:
         """Every origin in the fleet catalogue, by verdict."""
         return self.verdicts.counts(self.placement.origins)

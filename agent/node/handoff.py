@@ -114,6 +114,10 @@ class Handoff:
         """Every origin this node must check now: owned | draining (a copy)."""
         return self._owned | self._draining.keys()
 
+    def is_checking(self, origin: str) -> bool:
+        """``origin in checking()``, without building that set (a view of one origin)."""
+        return origin in self._owned or origin in self._draining
+
     def owned(self) -> set[str]:
         """Origins this node owns at any rank (a copy)."""
         return set(self._owned)

@@ -10,19 +10,24 @@ agent/shell/surfaces.py; the API's writes are in agent/shell/api/backend.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.domain import Health
 from agent.shell.leds import Condition, LedState, led_state_for, meaning
+from agent.shell.origin_index import SortedIds
 
 if TYPE_CHECKING:
     from agent.checks import CheckEngine
     from agent.shell.cluster import Cluster
     from agent.shell.config import Config
     from agent.shell.coordinator import Coordinator
+
+
+#: the keys of an origin's view, in the order it has them (``?fields=`` picks among them)
+ORIGIN_FIELDS = ("id", "spec", "verdict", "owners", "mine", "declared_by", "observations")
 
 
 @dataclass
@@ -70,6 +75,7 @@ class NodeViews:
         self.now = now
         self.wall = wall
         self.started_at = wall()
+        self.index = SortedIds(lambda: coordinator.placement.origins)
 
     def _wall(self, loop_time: float | None) -> float | None:
         if loop_time is None:
@@ -78,12 +84,39 @@ class NodeViews:
 
     # --- origins ---------------------------------------------------------------------
 
-    def origin(self, origin_id: str) -> dict[str, Any] | None:
+    def origin(
+        self, origin_id: str, fields: Collection[str] | None = None
+    ) -> dict[str, Any] | None:
+        """One origin's view (None if the fleet has no such origin); ``fields``: build
+        only these keys (ORIGIN_FIELDS; None: all), so a compact listing skips the
+        observations, declarations and spec it does not show."""
         co = self.coordinator
-        spec = co.state.spec(origin_id)
-        if spec is None:
+        if origin_id not in co.placement.origins:
             return None
-        mine = origin_id in co.mine()
+        want = ORIGIN_FIELDS if fields is None else fields
+        out: dict[str, Any] = {"id": origin_id}
+        if "spec" in want:
+            spec = co.state.spec(origin_id)
+            if spec is None:
+                return None
+            out["spec"] = spec.to_dict()
+        if "verdict" in want:
+            out["verdict"] = co.verdict(origin_id)
+        if "owners" in want:
+            out["owners"] = list(co.owners(origin_id))
+        mine = co.checks(origin_id)
+        if "mine" in want:
+            out["mine"] = mine
+        if "declared_by" in want:
+            out["declared_by"] = [
+                {"node": n, "source": src} for n, src, _ in co.state.declarations(origin_id)
+            ]
+        if "observations" in want:
+            out["observations"] = self._observations(origin_id, mine)
+        return out
+
+    def _observations(self, origin_id: str, mine: bool) -> list[dict[str, Any]]:
+        co = self.coordinator
         view = self.engine.view(origin_id) if mine else None
         observations = []
         for observer, obs in sorted(co.state.observations(origin_id).items()):
@@ -100,25 +133,28 @@ class NodeViews:
                 entry["checked_at"] = self._wall(view.last.at)
                 entry["tls_expiry_days"] = view.tls_expiry_days
             observations.append(entry)
-        return {
-            "id": origin_id,
-            "spec": spec.to_dict(),
-            "verdict": co.verdict(origin_id),
-            "owners": list(co.owners(origin_id)),
-            "mine": mine,
-            "declared_by": [
-                {"node": n, "source": src} for n, src, _ in co.state.declarations(origin_id)
-            ],
-            "observations": observations,
-        }
+        return observations
+
+    def origin_ids(self) -> list[str]:
+        """Every origin's id, sorted (kept, not sorted per call: origin_index.py)."""
+        return self.index.ids()
+
+    def origins_changed(self, ids: Iterable[str]) -> None:
+        """Origins that may have joined or left the catalogue (Coordinator.on_origins)."""
+        self.index.changed(ids)
+
+    def iter_origins(
+        self, ids: Iterable[str], fields: Collection[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The views of ``ids``, built one at a time as they are consumed (an origin
+        removed meanwhile is skipped)."""
+        for origin_id in ids:
+            d = self.origin(origin_id, fields)
+            if d is not None:
+                yield d
 
     def origins(self) -> list[dict[str, Any]]:
-        out = []
-        for origin_id in sorted(self.coordinator.placement.origins):
-            d = self.origin(origin_id)
-            if d is not None:
-                out.append(d)
-        return out
+        return list(self.iter_origins(self.origin_ids()))
 
     def counts(self) -> dict[str, int]:
         """Every origin in the fleet catalogue, by verdict (kept incrementally)."""
