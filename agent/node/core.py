@@ -321,7 +321,7 @@ class NodeCore:
 
     def on_transition(self, t: Transition, wall: float) -> None:
         """The engine's status change for an origin this node checks: our observation."""
-        if t.new == CheckStatus.UNKNOWN or t.origin_id not in self.handoff.checking():
+        if t.new == CheckStatus.UNKNOWN or not self.handoff.is_checking(t.origin_id):
             return
         if self.state.spec(t.origin_id) is None:
             return
@@ -440,8 +440,8 @@ class NodeCore:
         return self.settled and self.handoff.is_checking(origin_id)
 
     def counts(self) -> dict[str, int]:
-        """Every origin in the fleet catalogue, by verdict."""
-        return self.verdicts.counts(self.placement.origins)
+        """Every origin in the fleet catalogue, by verdict (O(1): kept as they change)."""
+        return self.verdicts.fleet_counts(len(self.placement.origins))
 
     def mine_counts(self) -> dict[str, int]:
         """The origins this node owns, by verdict."""

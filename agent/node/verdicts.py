@@ -48,6 +48,9 @@ class Verdicts:
         self.state = state
         self.placement = placement
         self.current: dict[str, str] = {}
+        # current's values counted, so the fleet's counts cost O(1), not a pass over
+        # 100,000 origins at every LED and STATUS refresh
+        self._tally = {"up": 0, "down": 0, "disputed": 0, "unknown": 0}
         self.transitions: deque[VerdictChange] = deque(maxlen=TRANSITIONS_KEPT)
 
     def verdict(self, origin_id: str, alive: Collection[str]) -> str:
@@ -66,7 +69,9 @@ class Verdicts:
         return verdict
 
     def forget(self, origin_id: str) -> None:
-        self.current.pop(origin_id, None)
+        old = self.current.pop(origin_id, None)
+        if old is not None:
+            self._tally[old] -= 1
 
     def recompute(
         self, ids: Iterable[str], alive: Collection[str], wall: float, reason: str = ""
@@ -81,6 +86,9 @@ class Verdicts:
             old = self.current.get(origin, "unknown")
             if new == old:
                 continue
+            if origin in self.current:
+                self._tally[old] -= 1
+            self._tally[new] += 1
             self.current[origin] = new
             why = reason or self._why(origin, owners, new)
             change = VerdictChange(origin, old, new, wall, why, owners)
@@ -95,6 +103,13 @@ class Verdicts:
             if obs is not None and (verdict == "disputed" or obs.status == verdict):
                 reasons.append(f"{owner}: {obs.status} ({obs.reason})")
         return "; ".join(reasons)
+
+    def fleet_counts(self, placed: int) -> dict[str, int]:
+        """Every placed origin by verdict, given how many are placed: those never judged
+        are unknown. Holds because ``current`` only has placed origins (``forget``)."""
+        c = dict(self._tally)
+        c["unknown"] += placed - len(self.current)
+        return c
 
     def counts(self, origins: Iterable[str]) -> dict[str, int]:
         """``origins`` by verdict."""

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent.shell.api.events import EventHub
 from agent.shell.api.listing import BadQuery, parse_query, stream_json_array, window
@@ -250,7 +250,7 @@ def build_app(backend: Backend) -> web.Application:
         return answer(*backend.identify(node, float(seconds)))
 
     async def metrics_h(_: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(metrics.registry))
+        resp = web.Response(body=metrics.exposition())
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
