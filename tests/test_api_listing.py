@@ -11,6 +11,7 @@ sorted id index (agent/shell/origin_index.py) that pages are bisected from.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import itertools
 import json
 import re
@@ -123,6 +124,20 @@ def test_link_header_iff_more_remain(agent: AgentProcess) -> None:
     assert [o["id"] for o in page] == [i for i in ids if i > "web-0999"][:3]
     _, page, _ = get(agent, "/v1/origins?after=web-150")
     assert [o["id"] for o in page] == [i for i in ids if i > "web-150"]
+
+
+def test_head_answers_the_headers_and_the_connection_stays_usable(agent: AgentProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+    try:
+        conn.request("HEAD", "/v1/origins?limit=5&fields=id")
+        head = conn.getresponse()
+        assert head.status == 200 and head.read() == b""
+        assert head.getheader("Link", "").endswith('; rel="next"')
+        conn.request("GET", "/v1/origins?limit=5&fields=id")  # the same connection
+        got = conn.getresponse()
+        assert got.status == 200 and len(json.loads(got.read())) == 5
+    finally:
+        conn.close()
 
 
 def test_fields_build_only_the_keys_asked_for(agent: AgentProcess) -> None:

@@ -123,6 +123,9 @@ async def stream_json_array(
     resp = web.StreamResponse(status=200, headers=headers)
     resp.content_type = "application/json"
     await resp.prepare(request)
+    if request.method == "HEAD":  # the headers only: a body here would corrupt the stream
+        await resp.write_eof()
+        return resp
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     it = iter(items)
     sep = b"["
