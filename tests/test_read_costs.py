@@ -20,6 +20,7 @@ from agent.node.handoff import Handoff
 from agent.node.state import State
 from agent.shell.metrics import Metrics
 from agent.shell.origin_gauge import OriginGauge
+from tests.test_node_core import answer_from, member
 
 
 def spec(origin_id: str) -> OriginSpec:
@@ -30,26 +31,46 @@ def recount(c: NodeCore) -> dict[str, int]:
     return c.verdicts.counts(c.placement.origins)
 
 
-def test_fleet_counts_are_kept_and_agree_with_a_recount() -> None:
+def recount_mine(c: NodeCore) -> dict[str, int]:
+    owned = c.handoff.owned() if c.settled else set()
+    return {"owned": len(owned), **c.verdicts.counts(owned)}
+
+
+def test_counts_are_kept_and_agree_with_a_recount() -> None:
+    """Origins come and go, checks go up and down, a peer joins (ownership moves to it),
+    answers, dies: after every step the kept counts equal a recount."""
     rng = random.Random(7)
     c = NodeCore("a", State("a"), replicas=1, reap_after=60.0)
     c.start([spec(f"cfg-{i}") for i in range(20)], now=0.0, wall=1000.0, alone=True)
     statuses = [Status.UP, Status.DOWN, Status.UNKNOWN]
-    for step in range(600):
+    members = [member("a")]
+    split = False  # b owned some origins at some step
+    for step in range(800):
+        now, wall = float(step), 1000.0 + step
         oid = f"o{rng.randrange(40)}"
         roll = rng.random()
-        if roll < 0.3:
-            c.put(spec(oid), now=step, wall=1000.0 + step)
-        elif roll < 0.45:
-            c.delete(oid, now=step, wall=1000.0 + step)
+        if roll < 0.25:
+            c.put(spec(oid), now=now, wall=wall)
+        elif roll < 0.37:
+            c.delete(oid, now=now, wall=wall)
+        elif roll < 0.40:
+            members = [member("a")] if len(members) == 2 else [member("a"), member("b")]
+            c.members_changed(members, now=now, wall=wall)
+            if len(members) == 2:
+                answer_from(c, "b", now, members)
         else:
             target = rng.choice([oid, f"cfg-{rng.randrange(20)}"])
             new = rng.choice(statuses)
-            c.on_transition(Transition(target, Status.UNKNOWN, new, "r", 0.01, step), 1000.0 + step)
+            c.on_transition(Transition(target, Status.UNKNOWN, new, "r", 0.01, now), wall)
+        if step % 50 == 49:
+            c.tick(now=now, wall=wall, alive={m.name for m in members})
         c.drain()
         assert c.counts() == recount(c), step
+        assert c.mine_counts() == recount_mine(c), step
         assert sum(c.counts().values()) == len(c.placement.origins)
+        split |= 0 < c.mine_counts()["owned"] < len(c.placement.origins)
     assert c.counts()["up"] + c.counts()["down"] > 0, "the walk judged some origins"
+    assert split, "ownership moved to the peer during the walk"
 
 
 def test_a_transition_does_not_copy_the_checked_set(monkeypatch: pytest.MonkeyPatch) -> None:
