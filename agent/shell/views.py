@@ -95,11 +95,11 @@ class NodeViews:
             return None
         want = ORIGIN_FIELDS if fields is None else fields
         out: dict[str, Any] = {"id": origin_id}
+        decls = co.state.declarations(origin_id) if "spec" in want or "declared_by" in want else []
         if "spec" in want:
-            spec = co.state.spec(origin_id)
-            if spec is None:
+            if not decls:
                 return None
-            out["spec"] = spec.to_dict()
+            out["spec"] = decls[-1][2].spec.to_dict()  # the newest wins (State.spec)
         if "verdict" in want:
             out["verdict"] = co.verdict(origin_id)
         if "owners" in want:
@@ -108,9 +108,7 @@ class NodeViews:
         if "mine" in want:
             out["mine"] = mine
         if "declared_by" in want:
-            out["declared_by"] = [
-                {"node": n, "source": src} for n, src, _ in co.state.declarations(origin_id)
-            ]
+            out["declared_by"] = [{"node": n, "source": src} for n, src, _ in decls]
         if "observations" in want:
             out["observations"] = self._observations(origin_id, mine)
         return out
