@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -382,8 +382,16 @@ class FixedBackend:
     def health_view(self) -> dict[str, Any]:
         return self.health
 
-    def origins_view(self) -> list[dict[str, Any]]:
-        return self.origins
+    def origin_ids(self) -> list[str]:
+        return sorted(o["id"] for o in self.origins)
+
+    def origins_of(
+        self, ids: Iterable[str], fields: Collection[str] | None
+    ) -> Iterator[dict[str, Any]]:
+        by_id = {o["id"]: o for o in self.origins}
+        for oid in ids:
+            o = by_id[oid]
+            yield o if fields is None else {k: v for k, v in o.items() if k in fields}
 
     def origin_view(self, origin_id: str) -> dict[str, Any] | None:
         return next((o for o in self.origins if o["id"] == origin_id), None)

@@ -312,13 +312,16 @@ def test_proof_is_kept_while_alive_and_asked_again_after_death() -> None:
 
 
 def test_verdict_totals_kept_incrementally_match_a_full_count() -> None:
-    """counts() is O(1) (Verdicts.totals, asked on every surfaces refresh); it must say
-    what a pass over every origin says, through changes, removals and re-adds."""
+    """counts() and mine_counts() are O(1) (kept as verdicts and ownership change, asked
+    at every surfaces refresh); they must say what a pass over every origin says, through
+    changes, removals (a batch: handoff first, then the verdict forgotten) and re-adds."""
     a = core("a")
     ids = [f"o{i}" for i in range(12)]
     a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
 
     def full() -> dict[str, int]:
+        owned = a.handoff.owned()
+        assert a.mine_counts() == {"owned": len(owned), **a.verdicts.counts(owned)}
         return a.verdicts.counts(a.placement.origins)
 
     statuses = [Status.UP, Status.DOWN, Status.UP]

@@ -18,6 +18,17 @@ from .state import ProbeResult, Status, Transition
 _UP_VALUE = {Status.UNKNOWN: -1.0, Status.UP: 1.0, Status.DOWN: 0.0}
 
 
+class Series(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class PerOrigin(Protocol):
+    """A gauge with an ``origin`` label (agent.shell.origin_gauge.OriginGauge)."""
+
+    def labels(self, origin: str) -> Series: ...
+    def remove(self, origin: str) -> None: ...
+
+
 class Figures(Protocol):
     """The metric families the engine writes; the shell's registry (agent.shell.metrics.Metrics)
     owns them. A protocol, so the checks package does not depend on the shell."""
@@ -27,8 +38,11 @@ class Figures(Protocol):
     check_lag: Histogram
     checks_in_flight: Gauge
     transitions: Counter
-    origin_up: Gauge
-    tls_expiry_days: Gauge
+
+    @property
+    def origin_up(self) -> PerOrigin: ...
+    @property
+    def tls_expiry_days(self) -> PerOrigin: ...
 
 
 class OriginGauges:

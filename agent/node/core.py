@@ -106,6 +106,9 @@ class NodeCore:
         self.placement = Placement([Member(name, weight)], replicas)
         self.handoff = Handoff(name)
         self.verdicts = Verdicts(state, self.placement)
+        # the owned origins by verdict, kept as either changes (mine_counts is read at
+        # every LED and STATUS refresh: a pass over 100,000 owned origins took 0.1 s)
+        self._mine_tally = _no_verdicts()
         self.catalogue = Catalogue(name, state, self.hlc, self._local)
         self.settled = False
         self._out = Outputs()
@@ -156,6 +159,8 @@ class NodeCore:
             return
         self.settled = True
         self.handoff = Handoff(self.name)
+        self._mine_tally = _no_verdicts()
+        self.handoff.on_owned = self._owned_changed
         assignment = self.placement.assignment()
         self.handoff.owners_changed(
             [OwnerChange(o, (), owners) for o, owners in assignment.items()],
@@ -233,13 +238,15 @@ class NodeCore:
                 if origin_id in self.placement.origins:
                     changes += self.placement.remove_origin(origin_id)
                     gone.append(origin_id)
-                self.verdicts.forget(origin_id)
             elif origin_id not in self.placement.origins:
                 changes += self.placement.add_origin(origin_id)
             elif origin_id in self._engine_specs and spec != self._engine_specs[origin_id]:
                 respec = True  # the effective spec changed (a newer declaration won)
         if gone and self.settled:
             result = self.handoff.origins_removed(gone, now)  # one pass for a whole batch
+        for origin_id in ids:  # after handoff, whose on_owned reads the verdict it had
+            if origin_id not in self.placement.origins:
+                self.verdicts.forget(origin_id)
         live = [c for c in changes if c.new]
         self._owners_changed(live, now, result, force_sync=respec)
         self._recompute(ids, wall)
@@ -420,7 +427,13 @@ class NodeCore:
 
     def _recompute(self, ids: Iterable[str], wall: float, reason: str = "") -> None:
         ids = set(ids)
-        self._out.verdicts += self.verdicts.recompute(ids, self._alive, wall, reason)
+        changes = self.verdicts.recompute(ids, self._alive, wall, reason)
+        if self.settled:
+            for change in changes:
+                if self.handoff.is_owned(change.origin):
+                    self._mine_tally[change.old] -= 1
+                    self._mine_tally[change.new] += 1
+        self._out.verdicts += changes
         self._out.origins |= ids
 
     # --- local and remote deltas ---------------------------------------------------------
@@ -479,14 +492,27 @@ class NodeCore:
     def mine(self) -> set[str]:
         return self.handoff.checking() if self.settled else set()
 
+    def checks(self, origin_id: str) -> bool:
+        """``origin_id in mine()``, in constant time."""
+        return self.settled and self.handoff.is_checking(origin_id)
+
     def counts(self) -> dict[str, int]:
-        """Every origin in the fleet catalogue, by verdict."""
-        return self.verdicts.totals(len(self.placement.origins))
+        """Every origin in the fleet catalogue, by verdict (O(1): kept as they change)."""
+        return self.verdicts.fleet_counts(len(self.placement.origins))
 
     def mine_counts(self) -> dict[str, int]:
-        """The origins this node owns, by verdict."""
-        owned = self.handoff.owned() if self.settled else set()
-        return {"owned": len(owned), **self.verdicts.counts(owned)}
+        """The origins this node owns, by verdict (O(1): kept as they change)."""
+        if not self.settled:
+            return {"owned": 0, **_no_verdicts()}
+        return {"owned": self.handoff.owned_count(), **self._mine_tally}
+
+    def _owned_changed(self, origin: str, owned: bool) -> None:
+        """Handoff.on_owned: an origin joined or left the owned set, with its verdict."""
+        self._mine_tally[self.verdicts.current.get(origin, "unknown")] += 1 if owned else -1
+
+
+def _no_verdicts() -> dict[str, int]:
+    return {"up": 0, "down": 0, "disputed": 0, "unknown": 0}
 
 
 def _merge(a: HandoffResult, b: HandoffResult) -> HandoffResult:

@@ -99,13 +99,16 @@ class Handoff:
     Not thread-safe; meant to live in one event loop next to the Placement.
     """
 
-    __slots__ = ("_draining", "_owned", "me")
+    __slots__ = ("_draining", "_owned", "me", "on_owned")
 
     def __init__(self, me: str) -> None:
         if not isinstance(me, str) or not me:
             raise ValueError(f"node name must be a non-empty str, not {me!r}")
         self.me = me
         self._owned: set[str] = set()
+        # told each origin that joins (True) or leaves (False) owned(), as it happens, so
+        # a caller can keep figures over the owned origins without walking them
+        self.on_owned: Callable[[str, bool], None] | None = None
         self._draining: dict[str, _Drain] = {}
 
     # --- reading ------------------------------------------------------------------------
@@ -114,9 +117,15 @@ class Handoff:
         """Every origin this node must check now: owned | draining (a copy)."""
         return self._owned | self._draining.keys()
 
-    def is_checking(self, origin_id: str) -> bool:
-        """``origin_id in checking()``, without building the set (per check result)."""
-        return origin_id in self._owned or origin_id in self._draining
+    def is_checking(self, origin: str) -> bool:
+        """``origin in checking()``, without building that set (a view of one origin)."""
+        return origin in self._owned or origin in self._draining
+
+    def is_owned(self, origin: str) -> bool:
+        return origin in self._owned
+
+    def owned_count(self) -> int:
+        return len(self._owned)
 
     def owned(self) -> set[str]:
         """Origins this node owns at any rank (a copy)."""
@@ -146,7 +155,10 @@ class Handoff:
         for origin, _old, new in changes:
             if me in new:
                 self._draining.pop(origin, None)  # a regain while draining stays checked
-                self._owned.add(origin)
+                if origin not in self._owned:
+                    self._owned.add(origin)
+                    if self.on_owned is not None:
+                        self.on_owned(origin, True)
                 continue
             others = tuple(n for n in new if n != me)
             drain = self._draining.get(origin)
@@ -154,6 +166,8 @@ class Handoff:
                 drain.owners = others
             elif origin in self._owned:
                 self._owned.discard(origin)
+                if self.on_owned is not None:
+                    self.on_owned(origin, False)
                 if not others:
                     removed.add(origin)  # nobody to hand over to: stop at once
                     continue
@@ -197,8 +211,11 @@ class Handoff:
         for each, in one pass (one result, not one per origin)."""
         before = self.checking()
         removed = set(origin_ids)
-        self._owned.difference_update(removed)
         for origin_id in removed:
+            if origin_id in self._owned:
+                self._owned.discard(origin_id)
+                if self.on_owned is not None:
+                    self.on_owned(origin_id, False)
             self._draining.pop(origin_id, None)
         if now is not None:
             self._expire(now, removed)

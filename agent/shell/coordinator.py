@@ -328,6 +328,10 @@ class Coordinator:
     def mine(self) -> set[str]:
         return self.core.mine()
 
+    def checks(self, origin_id: str) -> bool:
+        """Whether this node checks the origin (``in mine()``, without copying that set)."""
+        return self.core.checks(origin_id)
+
     def counts(self) -> dict[str, int]:
         return self.core.counts()
 

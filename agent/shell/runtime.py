@@ -232,6 +232,7 @@ class Agent:
         self.alerts.forget(gone)
         for origin in gone:
             self.verdict_log.forget(origin)
+        self.views.origins_changed(ids)  # the sorted ids listings page through
         self.surfaces.origins_changed(ids)
 
     def _on_cluster_event(self, ev: Event) -> None:

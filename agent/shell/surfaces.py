@@ -87,13 +87,14 @@ class Surfaces:
         self._sync_faults(self.faults())
         views = self.views
         status = self.health.status
-        self.leds.set(views.led_state())
+        counts, mine = views.counts(), views.mine_counts()  # each asked once a refresh
+        self.leds.set(views.led_state(mine))
         for s in HealthStatus:
             self.metrics.health.labels(str(s)).set(1 if s == status else 0)
         self._fault_metrics()
-        for verdict, n in views.counts().items():
+        for verdict, n in counts.items():
             self.metrics.origins_by_verdict.labels(verdict).set(n)
-        summary = views.summary()
+        summary = views.summary(counts, mine)
         if status != HealthStatus.OK:
             reasons = "; ".join(self.health.reasons())
             summary = f"{status}: {reasons} | {summary}" if reasons else f"{status} | {summary}"

@@ -10,19 +10,24 @@ agent/shell/surfaces.py; the API's writes are in agent/shell/api/backend.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.domain import Health
 from agent.shell.leds import Condition, LedState, led_state_for, meaning
+from agent.shell.origin_index import SortedIds
 
 if TYPE_CHECKING:
     from agent.checks import CheckEngine
     from agent.shell.cluster import Cluster
     from agent.shell.config import Config
     from agent.shell.coordinator import Coordinator
+
+
+#: the keys of an origin's view, in the order it has them (``?fields=`` picks among them)
+ORIGIN_FIELDS = ("id", "spec", "verdict", "owners", "mine", "declared_by", "observations")
 
 
 @dataclass
@@ -70,6 +75,7 @@ class NodeViews:
         self.now = now
         self.wall = wall
         self.started_at = wall()
+        self.index = SortedIds(lambda: coordinator.placement.origins)
 
     def _wall(self, loop_time: float | None) -> float | None:
         if loop_time is None:
@@ -78,12 +84,37 @@ class NodeViews:
 
     # --- origins ---------------------------------------------------------------------
 
-    def origin(self, origin_id: str) -> dict[str, Any] | None:
+    def origin(
+        self, origin_id: str, fields: Collection[str] | None = None
+    ) -> dict[str, Any] | None:
+        """One origin's view (None if the fleet has no such origin); ``fields``: build
+        only these keys (ORIGIN_FIELDS; None: all), so a compact listing skips the
+        observations, declarations and spec it does not show."""
         co = self.coordinator
-        spec = co.state.spec(origin_id)
-        if spec is None:
+        if origin_id not in co.placement.origins:
             return None
-        mine = origin_id in co.mine()
+        want = ORIGIN_FIELDS if fields is None else fields
+        out: dict[str, Any] = {"id": origin_id}
+        decls = co.state.declarations(origin_id) if "spec" in want or "declared_by" in want else []
+        if "spec" in want:
+            if not decls:
+                return None
+            out["spec"] = decls[-1][2].spec.to_dict()  # the newest wins (State.spec)
+        if "verdict" in want:
+            out["verdict"] = co.verdict(origin_id)
+        if "owners" in want:
+            out["owners"] = list(co.owners(origin_id))
+        mine = co.checks(origin_id)
+        if "mine" in want:
+            out["mine"] = mine
+        if "declared_by" in want:
+            out["declared_by"] = [{"node": n, "source": src} for n, src, _ in decls]
+        if "observations" in want:
+            out["observations"] = self._observations(origin_id, mine)
+        return out
+
+    def _observations(self, origin_id: str, mine: bool) -> list[dict[str, Any]]:
+        co = self.coordinator
         view = self.engine.view(origin_id) if mine else None
         observations = []
         for observer, obs in sorted(co.state.observations(origin_id).items()):
@@ -100,39 +131,49 @@ class NodeViews:
                 entry["checked_at"] = self._wall(view.last.at)
                 entry["tls_expiry_days"] = view.tls_expiry_days
             observations.append(entry)
-        return {
-            "id": origin_id,
-            "spec": spec.to_dict(),
-            "verdict": co.verdict(origin_id),
-            "owners": list(co.owners(origin_id)),
-            "mine": mine,
-            "declared_by": [
-                {"node": n, "source": src} for n, src, _ in co.state.declarations(origin_id)
-            ],
-            "observations": observations,
-        }
+        return observations
+
+    def origin_ids(self) -> list[str]:
+        """Every origin's id, sorted (kept, not sorted per call: origin_index.py)."""
+        return self.index.ids()
+
+    def origins_changed(self, ids: Iterable[str]) -> None:
+        """Origins that may have joined or left the catalogue (Coordinator.on_origins)."""
+        self.index.changed(ids)
+
+    def iter_origins(
+        self, ids: Iterable[str], fields: Collection[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The views of ``ids``, built one at a time as they are consumed (an origin
+        removed meanwhile is skipped)."""
+        for origin_id in ids:
+            d = self.origin(origin_id, fields)
+            if d is not None:
+                yield d
 
     def origins(self) -> list[dict[str, Any]]:
-        out = []
-        for origin_id in sorted(self.coordinator.placement.origins):
-            d = self.origin(origin_id)
-            if d is not None:
-                out.append(d)
-        return out
+        return list(self.iter_origins(self.origin_ids()))
 
     def counts(self) -> dict[str, int]:
         """Every origin in the fleet catalogue, by verdict (kept incrementally)."""
         return self.coordinator.counts()
 
-    def summary(self) -> str:
-        c = self.counts()
+    def mine_counts(self) -> dict[str, int]:
+        """The origins this node owns, by verdict: a pass over them (10 ms at 100,000),
+        so a caller that needs it for several views passes it on instead of asking again."""
+        return self.coordinator.mine_counts()
+
+    def summary(
+        self, counts: dict[str, int] | None = None, mine_counts: dict[str, int] | None = None
+    ) -> str:
+        c = self.counts() if counts is None else counts
         total = sum(c.values())
         parts = [f"{c['up']} up", f"{c['down']} down"]
         for extra in ("disputed", "unknown"):
             if c[extra]:
                 parts.append(f"{c[extra]} {extra}")
         word = "origin" if total == 1 else "origins"
-        mine = self.coordinator.mine_counts()["owned"]
+        mine = (self.mine_counts() if mine_counts is None else mine_counts)["owned"]
         return f"{total} {word}: " + ", ".join(parts) + f"; checking {mine}"
 
     def transitions(self) -> list[dict[str, Any]]:
@@ -155,9 +196,9 @@ class NodeViews:
             "pending_records": self.coordinator.pending_records(),
         }
 
-    def led_condition(self) -> Condition:
+    def led_condition(self, mine_counts: dict[str, int] | None = None) -> Condition:
         """What the LEDs report, from the node's real state (docs/leds.md)."""
-        mine = self.coordinator.mine_counts()
+        mine = self.mine_counts() if mine_counts is None else mine_counts
         health = self.health
         # storage has its own pattern; a broken LED cannot show its own fault, and the
         # working ones should go on showing the node's state, so neither reads as suspected
@@ -178,20 +219,21 @@ class NodeViews:
         """No live peer and no way to find one: a cluster of one, not a node searching."""
         return self.cluster.peers() == 0 and not self.cluster.may_find_peers()
 
-    def led_state(self) -> LedState:
-        return led_state_for(self.led_condition())
+    def led_state(self, mine_counts: dict[str, int] | None = None) -> LedState:
+        return led_state_for(self.led_condition(mine_counts))
 
     def health_view(self) -> dict[str, Any]:
-        state = self.led_state()
+        counts, mine = self.counts(), self.mine_counts()
+        state = self.led_state(mine)
         return {
             "cluster": {"name": self.config.cluster.name, "peers": self.cluster.peers()},
             "status": str(self.health.status),
             "node": self.node_name,
             "version": __version__,
             "reasons": self.health.reasons(),
-            "summary": self.summary(),
-            "origins": self.counts(),
-            "mine": self.coordinator.mine_counts(),
+            "summary": self.summary(counts, mine),
+            "origins": counts,
+            "mine": mine,
             "led": {
                 "state": str(state),
                 "meaning": meaning(state, alone_by_design=self.alone_by_design()),

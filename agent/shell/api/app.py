@@ -13,17 +13,19 @@ import hmac
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent.domain import MAX_BATCH_BODY
 from agent.shell.api.events import EventHub
+from agent.shell.api.listing import BadQuery, parse_query, stream_json_array, window
 from agent.shell.api.page import dashboard_routes
 from agent.shell.config import is_loopback
 from agent.shell.metrics import Metrics
+from agent.shell.views import ORIGIN_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,10 @@ class Backend(Protocol):
     events: EventHub
 
     def health_view(self) -> dict[str, Any]: ...
-    def origins_view(self) -> list[dict[str, Any]]: ...
+    def origin_ids(self) -> Sequence[str]: ...
+    def origins_of(
+        self, ids: Iterable[str], fields: Collection[str] | None
+    ) -> Iterable[dict[str, Any]]: ...
     def origin_view(self, origin_id: str) -> dict[str, Any] | None: ...
     def members_view(self) -> list[dict[str, Any]]: ...
     def transitions_view(self) -> list[dict[str, Any]]: ...
@@ -152,8 +157,16 @@ def build_app(backend: Backend) -> web.Application:
         view = backend.health_view()
         return json_response(view, 200 if view["status"] in ("ok", "degraded") else 503)
 
-    async def origins(_: web.Request) -> web.Response:
-        return json_response(backend.origins_view())
+    async def origins(request: web.Request) -> web.StreamResponse:
+        """Sorted by id; paged by ?limit=&after=, narrowed by ?fields= (listing.py)."""
+        try:
+            q = parse_query(request.query, fields=ORIGIN_FIELDS)
+        except BadQuery as e:
+            metrics.bad_input.labels("api", "400").inc()
+            return error(400, str(e))
+        ids, more = window(backend.origin_ids(), q)
+        link = {"Link": q.next_link(request.path, ids[-1])} if more else None
+        return await stream_json_array(request, backend.origins_of(ids, q.fields), headers=link)
 
     async def origin(request: web.Request) -> web.Response:
         oid = request.match_info["id"]
@@ -299,7 +312,7 @@ def build_app(backend: Backend) -> web.Application:
         return answer(*backend.identify(node, float(seconds)))
 
     async def metrics_h(_: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(metrics.registry))
+        resp = web.Response(body=metrics.exposition())
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.domain import BatchError, ConfigError, parse_batch, parse_origin
@@ -69,8 +69,13 @@ class ApiBackend:
         view["writes"] = "fleet token" if self.api.token_file is not None else "refused: no token"
         return view
 
-    def origins_view(self) -> list[dict[str, Any]]:
-        return self.views.origins()
+    def origin_ids(self) -> Sequence[str]:
+        return self.views.origin_ids()
+
+    def origins_of(
+        self, ids: Iterable[str], fields: Collection[str] | None
+    ) -> Iterable[dict[str, Any]]:
+        return self.views.iter_origins(ids, fields)
 
     def origin_view(self, origin_id: str) -> dict[str, Any] | None:
         return self.views.origin(origin_id)
