@@ -215,3 +215,30 @@ def test_a_batch_reaches_every_node_of_a_cluster(
     wait_for(lambda: all(len(catalogue(a)) == 2000 for a in nodes), 30, "the batch on every node")
     for a in nodes[1:]:
         assert catalogue(a) == catalogue(first)
+
+
+def test_the_catalogue_pages_like_the_listing(agent_process: Callable[..., AgentProcess]) -> None:
+    """GET /v1/catalogue?limit=&after= pages the API-declared set by id (config-declared
+    origins in between are skipped); the pages concatenate to the whole set."""
+    cfg = "".join(
+        f'[[origin]]\nid = "o{i}c"\nurl = "tcp://127.0.0.1:9"\ninterval = "60s"\n'
+        for i in range(0, 20, 3)
+    )
+    a = agent_process(cfg)
+    a.start()
+    a.wait_notify("READY=1", timeout=20)
+    assert a.call("PUT", "/v1/origins", [origin(i) for i in range(20)])[0] == 200
+    whole = a.get("/v1/catalogue")[1]
+    assert [o["id"] for o in whole] == sorted(f"o{i}" for i in range(20))
+    got: list[dict[str, Any]] = []
+    path: str | None = "/v1/catalogue?limit=3"
+    pages = 0
+    while path is not None:
+        with urllib.request.urlopen(a.url + path, timeout=5) as r:
+            got += json.loads(r.read())
+            link = r.headers.get("Link")
+        pages += 1
+        path = link[1 : link.index(">")] if link else None
+    assert got == whole and pages >= 7
+    status, body = a.get("/v1/catalogue?limit=0")
+    assert status == 400 and "limit" in body["error"]

@@ -210,6 +210,10 @@ class NodeCore:
         """The API-declared set (Catalogue.api_specs)."""
         return self.catalogue.api_specs()
 
+    def api_spec(self, origin_id: str) -> OriginSpec | None:
+        """One origin's spec in the API-declared set, or None."""
+        return self.catalogue.api_spec(origin_id)
+
     def delete(self, origin_id: str, now: float, wall: float) -> bool:
         """Retract every API declaration of the origin (made through any node). False if
         there is no such origin; Conflict if node configs still declare it."""

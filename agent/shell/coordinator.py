@@ -198,6 +198,10 @@ class Coordinator:
     def api_specs(self) -> dict[str, OriginSpec]:
         return self.core.api_specs()
 
+    def api_spec(self, origin_id: str) -> OriginSpec | None:
+        """The origin's newest API declaration's spec (None: not API-declared)."""
+        return self.core.api_spec(origin_id)
+
     def delete(self, origin_id: str, now: float) -> bool:
         """Retract the origin's API declarations; Conflict if configs still declare it."""
         try:

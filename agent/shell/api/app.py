@@ -68,7 +68,9 @@ class Backend(Protocol):
     async def apply_origins(
         self, items: Any, *, replace: bool, dry_run: bool
     ) -> tuple[int, dict[str, Any]]: ...
-    def catalogue_view(self) -> list[dict[str, Any]]: ...
+    def catalogue_page(
+        self, after: str | None, limit: int | None
+    ) -> tuple[Iterable[dict[str, Any]], str | None]: ...
     def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]: ...
 
 
@@ -288,8 +290,16 @@ def build_app(backend: Backend) -> web.Application:
             )
         )
 
-    async def catalogue(_: web.Request) -> web.Response:
-        return json_response(backend.catalogue_view())
+    async def catalogue(request: web.Request) -> web.StreamResponse:
+        """The API-declared set (what PUT /v1/origins takes), paged like /v1/origins."""
+        try:
+            q = parse_query(request.query)
+        except BadQuery as e:
+            metrics.bad_input.labels("api", "400").inc()
+            return error(400, str(e))
+        items, last = backend.catalogue_page(q.after, q.limit)
+        link = {"Link": q.next_link(request.path, last)} if last is not None else None
+        return await stream_json_array(request, items, headers=link)
 
     async def transitions(_: web.Request) -> web.Response:
         return json_response(backend.transitions_view())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -198,10 +199,28 @@ class ApiBackend:
         answer["durable"] = await self.coordinator.durable()
         return 200, answer
 
-    def catalogue_view(self) -> list[dict[str, Any]]:
-        """The API-declared set, as PUT /v1/origins takes it (sorted by id)."""
-        specs = self.coordinator.api_specs()
-        return [specs[o].to_dict() for o in sorted(specs)]
+    def catalogue_page(
+        self, after: str | None, limit: int | None
+    ) -> tuple[Iterable[dict[str, Any]], str | None]:
+        """The API-declared set as PUT /v1/origins takes it, sorted by id, after
+        ``after``: with ``limit``, a page of at most that many specs and the id to
+        continue after (None: nothing is left); without, every one, built lazily as it
+        is written. Walks the listing's sorted id index, so a page costs what it holds
+        (and the origins it skips that only configs declare), not the whole catalogue."""
+        ids = self.views.origin_ids()
+        start = 0 if after is None else bisect_right(ids, after)
+        if limit is None:
+            rest = list(ids[start:])  # a copy: the listing holds still while it is written
+            api_spec = self.coordinator.api_spec
+            return (s.to_dict() for s in map(api_spec, rest) if s is not None), None
+        page: list[dict[str, Any]] = []
+        i = start
+        while i < len(ids) and len(page) < limit:
+            spec = self.coordinator.api_spec(ids[i])
+            if spec is not None:
+                page.append(spec.to_dict())
+            i += 1
+        return page, (ids[i - 1] if i < len(ids) and page else None)
 
     def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]:
         me = self.views.node_name
