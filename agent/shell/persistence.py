@@ -117,9 +117,15 @@ class GroupCommit:
         self._lost = True
 
     def next_commit(self) -> float | None:
-        """When ``maybe_commit`` next has something to do (None: nothing waits)."""
+        """When ``maybe_commit`` next has something to do (None: nothing waits).
+
+        A writer waiting in ``durable`` is committed for at once (0.0: already due), not
+        at the next interval: the interval is a ceiling for background records (check
+        results, peers' deltas), which batch up to it, never a floor for a writer."""
         if self._inflight is not None:
             return None  # its completion wakes the tick
+        if self._waiters:
+            return 0.0
         if self.pending or self.store.stats.pending_records:
             return self._last_commit + self.commit_interval
         if self.store.fault is not None:
@@ -167,13 +173,22 @@ class GroupCommit:
             self.on_work()
 
     async def durable(self) -> bool:
-        """Wait until every local change made so far is on disk (the next group commit,
-        at most ``commit_interval``); False if the store is faulted (memory only)."""
+        """Wait until every local change made so far is on disk; False if the store is
+        faulted (memory only).
+
+        Group commit as databases do it: with no commit running, the change is committed
+        at once (one write and fdatasync, a few milliseconds); with one running, it joins
+        the next, which starts as soon as the running one returns, together with every
+        other change that arrived meanwhile. A lone writer never waits for a timer, and a
+        crowd of writers shares each fdatasync."""
         if self.store.fault is not None:
             return False
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if self.pending:
+            first = not self._waiters
             self._waiters.append(fut)
+            if first and self._inflight is None and self.on_work is not None:
+                self.on_work()  # the tick commits now (next_commit says it is due)
         elif self._inflight is not None:
             self._inflight.waiters.append(fut)
         else:
