@@ -860,6 +860,9 @@ async def run(args: argparse.Namespace) -> int:
     cancel_on_signals()
     compile_agent()
     res = Results()
+    method = __doc__.split("Everything runs", 1)[1]
+    print("Method: everything runs" + method.rstrip())
+    print()
     if not args.scale and not args.skip_wear:
         bench_wear(args, res)
     if args.wear_only:
