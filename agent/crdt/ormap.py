@@ -174,6 +174,27 @@ class ORMap(Generic[K, V]):
         delta.ctx = CausalContext.of([d, *live])
         return delta
 
+    def write_many(self, replica: str, items: Iterable[tuple[K, V]]) -> ORMap[K, V]:
+        """Many ``write``s as one delta, their dots consecutive: equal to the join of the
+        deltas of writing them one after another (keys must be distinct). A batch of
+        10,000 writes then costs one join instead of 10,000."""
+        n = self.ctx.max_counter(replica)
+        delta: ORMap[K, V] = ORMap()
+        dots: list[Dot] = []
+        for key, value in items:
+            if key in delta.entries:
+                raise ValueError(f"key {key!r} is written twice in one batch")
+            n += 1
+            d = Dot(replica, n)
+            live = self.entries.get(key, _EMPTY)
+            kvv = self.key_vv(key)
+            kvv.pop(replica, None)  # own earlier dots are superseded by counter order
+            delta._put(key, d, value, tuple(sorted(kvv.items())))
+            dots.append(d)
+            dots.extend(live)
+        delta.ctx = CausalContext.of(dots)
+        return delta
+
     def remove(self, replica: str, keys: Iterable[K]) -> ORMap[K, V]:
         """Remove ``keys`` (one event for all of them); an empty delta if none is present."""
         record: list[tuple[K, KeyVV]] = []

@@ -1,5 +1,6 @@
 """Shared domain vocabulary, stated once: imports nothing else of agent."""
 
+from agent.domain.batch import MAX_BATCH, BatchError, ElementError, parse_batch
 from agent.domain.durations import format_duration
 from agent.domain.health import Health, HealthStatus
 from agent.domain.origin import ORIGIN_ID_RE, OriginSpec, parse_origin, read_origin
@@ -8,9 +9,12 @@ from agent.domain.roles import ROLE
 from agent.domain.values import Problem, duration, header_pairs, positive_duration, show, str_table
 
 __all__ = [
+    "MAX_BATCH",
     "ORIGIN_ID_RE",
     "ROLE",
+    "BatchError",
     "ConfigError",
+    "ElementError",
     "Health",
     "HealthStatus",
     "OriginSpec",
@@ -20,6 +24,7 @@ __all__ = [
     "field_default",
     "format_duration",
     "header_pairs",
+    "parse_batch",
     "parse_origin",
     "positive_duration",
     "read_origin",

@@ -73,6 +73,7 @@ class OriginSpec:
 #: A DNS name (letters, digits, '-', '.', '_'; international names too), an IPv4
 #: address, or an IPv6 one (the part urlsplit found between brackets, with its zone):
 #: anything else would fail later, at DNS, as "down".
+_SPACE_RE = re.compile(r"\s")
 _HOST_RE = re.compile(r"[\w.-]+|[0-9A-Fa-f:.]+(%[\w.-]+)?")
 
 
@@ -89,7 +90,7 @@ def parse_target(url: str) -> tuple[str, str, int]:
         raise ValueError(str(e)) from None
     if not host:
         raise ValueError("missing host")
-    if any(c.isspace() for c in url):
+    if _SPACE_RE.search(url):
         raise ValueError("it contains white space")
     if not url.isprintable():  # a NUL or other control character: no server has such a URL
         raise ValueError("it contains a control character")

@@ -1,5 +1,6 @@
 """The sans-I/O node core: placement, handoff, the replicated state and replication."""
 
+from agent.node.catalogue import CatalogueDiff
 from agent.node.core import IDLE_TICK, Conflict, NodeCore
 from agent.node.handoff import Handoff
 from agent.node.placement import Placement
@@ -9,6 +10,7 @@ from agent.node.verdicts import VerdictChange
 
 __all__ = [
     "IDLE_TICK",
+    "CatalogueDiff",
     "Conflict",
     "Delta",
     "Gossip",

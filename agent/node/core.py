@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from agent.crdt import HLC
 from agent.domain import OriginSpec
 from agent.membership import Event, MemberEvent, Settings, decode_tags
 from agent.membership import Member as GossipMember
-from agent.node.catalogue import Catalogue, Conflict
+from agent.node.catalogue import Catalogue, CatalogueDiff, Conflict
 from agent.node.handoff import Handoff, HandoffResult
 from agent.node.placement import Member, OwnerChange, Placement, claims_role, member_from_tags
 from agent.node.proof import Proof
@@ -176,6 +176,28 @@ class NodeCore:
             self._catalogue_changed({spec.id}, now, wall)
         return new
 
+    def apply_batch(
+        self,
+        specs: Sequence[OriginSpec],
+        now: float,
+        wall: float,
+        *,
+        replace: bool,
+        dry_run: bool = False,
+    ) -> CatalogueDiff:
+        """Declare many origins through the API in one delta; ``replace``: the batch
+        becomes the whole API-declared set (a declarative apply). ``dry_run``: only say
+        what would change. Placement, handoff and verdicts move once, for all of them."""
+        if dry_run:
+            return self.catalogue.plan(specs, replace=replace)
+        diff = self.catalogue.apply_batch(specs, wall, replace=replace)
+        self._catalogue_changed(diff.ids, now, wall)
+        return diff
+
+    def api_specs(self) -> dict[str, OriginSpec]:
+        """The API-declared set (Catalogue.api_specs)."""
+        return self.catalogue.api_specs()
+
     def delete(self, origin_id: str, now: float, wall: float) -> bool:
         """Retract every API declaration of the origin (made through any node). False if
         there is no such origin; Conflict if node configs still declare it."""
@@ -196,18 +218,20 @@ class NodeCore:
         changes: list[OwnerChange] = []
         result = HandoffResult()
         respec = False
+        gone: list[str] = []
         for origin_id in sorted(ids):
             spec = self.state.spec(origin_id)
             if spec is None:
                 if origin_id in self.placement.origins:
                     changes += self.placement.remove_origin(origin_id)
-                    if self.settled:
-                        result = _merge(result, self.handoff.origin_removed(origin_id, now))
+                    gone.append(origin_id)
                 self.verdicts.forget(origin_id)
             elif origin_id not in self.placement.origins:
                 changes += self.placement.add_origin(origin_id)
             elif origin_id in self._engine_specs and spec != self._engine_specs[origin_id]:
                 respec = True  # the effective spec changed (a newer declaration won)
+        if gone and self.settled:
+            result = self.handoff.origins_removed(gone, now)  # one pass for a whole batch
         live = [c for c in changes if c.new]
         self._owners_changed(live, now, result, force_sync=respec)
         self._recompute(ids, wall)

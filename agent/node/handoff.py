@@ -186,10 +186,16 @@ class Handoff:
         With ``now``, drains that timed out by then end too (like every timed input);
         without it, they wait for the next timed input or :meth:`tick`.
         """
+        return self.origins_removed((origin_id,), now)
+
+    def origins_removed(self, origin_ids: Iterable[str], now: float | None = None) -> HandoffResult:
+        """Many origins left the catalogue at once (a batch apply): as ``origin_removed``
+        for each, in one pass (one result, not one per origin)."""
         before = self.checking()
-        self._owned.discard(origin_id)
-        self._draining.pop(origin_id, None)
-        removed = {origin_id}
+        removed = set(origin_ids)
+        self._owned.difference_update(removed)
+        for origin_id in removed:
+            self._draining.pop(origin_id, None)
         if now is not None:
             self._expire(now, removed)
         return self._result(before, removed)

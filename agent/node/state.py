@@ -33,6 +33,7 @@ its own newest dots must never issue them again).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -54,7 +55,15 @@ from agent.crdt import (
     encode_ts,
     fail,
 )
-from agent.domain import ORIGIN_ID_RE, ConfigError, OriginSpec, parse_origin
+from agent.domain import (
+    ORIGIN_ID_RE,
+    ConfigError,
+    OriginSpec,
+    field_default,
+    format_duration,
+    parse_origin,
+)
+from agent.domain.durations import parse_duration
 
 SOURCES = ("config", "api")
 STATUSES = ("up", "down")
@@ -95,12 +104,39 @@ Delta = ORMap[Key, Value]
 def canonical_spec(spec: OriginSpec) -> OriginSpec:
     """The spec as every peer will decode it (durations pass through their text form, so
     0.0015 s becomes 2 ms): the declaring node keeps exactly what the others see."""
+    if _survives_encoding(spec):
+        return spec  # the common case, without parsing the spec again (batches of 10,000)
     for _ in range(4):
         again = parse_origin(spec.to_dict())
         if again == spec:
             return spec
         spec = again
     raise ValueError(f"origin {spec.id!r}: spec does not survive its own encoding")
+
+
+_HTTP_ONLY_DEFAULTS = {
+    name: field_default(OriginSpec, name)
+    for name in ("expect_status", "expect_body", "method", "headers", "tls_verify")
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _duration_survives(seconds: float) -> bool:
+    """A duration parses back from its text form unchanged (a fleet uses a few)."""
+    return parse_duration(format_duration(seconds)) == seconds
+
+
+def _survives_encoding(spec: OriginSpec) -> bool:
+    """Whether ``spec.to_dict()`` parses back to ``spec`` for certain, checked field by
+    field for the only lossy parts of the encoding: durations (their text form) and the
+    fields ``to_dict`` leaves out (those of http origins for tcp ones, ``tls_verify`` for
+    plain http), which parse back to their defaults."""
+    for value in (spec.interval, spec.timeout, spec.down_interval):
+        if value is not None and not _duration_survives(value):
+            return False
+    if spec.kind == "http":
+        return spec.tls or spec.tls_verify == _HTTP_ONLY_DEFAULTS["tls_verify"]
+    return all(getattr(spec, name) == value for name, value in _HTTP_ONLY_DEFAULTS.items())
 
 
 class State:
@@ -138,11 +174,40 @@ class State:
             return None
         return self._local(self._map.write(self.dot_id, key, Declaration(ts, spec)))
 
+    def declare_many(
+        self, decls: Iterable[tuple[OriginSpec, Timestamp]], node: str, source: str
+    ) -> Delta | None:
+        """``declare`` for many origins (distinct ids), as one delta: a batch of 10,000
+        is one write to the store and one change to replicate, made in one join."""
+        self._own(node, "declare for")
+        if source not in SOURCES:
+            raise ValueError(f"source {source!r} is not one of {SOURCES}")
+        writes: list[tuple[Key, Value]] = []
+        for spec, ts in decls:
+            spec = canonical_spec(spec)
+            key: Key = (spec.id, "d", node, source)
+            current = self._map.values_at(key)
+            if (
+                len(current) == 1
+                and isinstance(current[0], Declaration)
+                and current[0].spec == spec
+            ):
+                continue
+            writes.append((key, Declaration(ts, spec)))
+        if not writes:
+            return None
+        return self._local(self._map.write_many(self.dot_id, writes))
+
     def retract(self, origin_id: str, node: str, source: str) -> Delta | None:
         """Remove ``node``'s declaration of ``origin_id`` from ``source``, and nobody
         else's; None if there is none. Any replica may retract (the API on one node may
         remove an API declaration made through another)."""
         return self._remove([(origin_id, "d", node, source)])
+
+    def retract_many(self, keys: list[tuple[str, str, str]]) -> Delta | None:
+        """Retract many (origin_id, node, source) declarations as one delta (a batch
+        apply removes thousands in one write, one replication delta)."""
+        return self._remove([(o, "d", n, s) for o, n, s in keys])
 
     def declarations(self, origin_id: str) -> list[tuple[str, str, Declaration]]:
         """(node, source, declaration) for every surviving declaration of ``origin_id``."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -32,6 +32,7 @@ from agent.membership import Event
 from agent.membership import Member as GossipMember
 from agent.node import (
     IDLE_TICK,
+    CatalogueDiff,
     Conflict,
     Delta,
     Gossip,
@@ -182,6 +183,18 @@ class Coordinator:
             return self.core.put(spec, now, self.wall())
         finally:
             self._drain()
+
+    def apply_batch(
+        self, specs: Sequence[OriginSpec], now: float, *, replace: bool, dry_run: bool
+    ) -> CatalogueDiff:
+        """Declare many origins through the API as one change (NodeCore.apply_batch)."""
+        try:
+            return self.core.apply_batch(specs, now, self.wall(), replace=replace, dry_run=dry_run)
+        finally:
+            self._drain()
+
+    def api_specs(self) -> dict[str, OriginSpec]:
+        return self.core.api_specs()
 
     def delete(self, origin_id: str, now: float) -> bool:
         """Retract the origin's API declarations; Conflict if configs still declare it."""

@@ -23,11 +23,16 @@ from typing import Any
 
 from agent.node import Delta, encode_delta
 from agent.store import Store
+from agent.store.record import MAX_BODY as MAX_RECORD
 
 log = logging.getLogger("agent.store")
 
 FAULT_RETRY = 5.0  # while faulted, try the disk again this often
 MAX_BUFFER_BYTES = 8 << 20  # records held while a commit is slow; past it, snapshot instead
+#: a delta longer than this (a batch of ~100,000 origins) is not logged as one record (a
+#: record holds at most 16 MiB): the next commit writes a snapshot, which covers it and
+#: replaces the old one atomically, so the batch is still all there or none of it
+MAX_RECORD_DELTA = MAX_RECORD - 1024
 
 
 @dataclass(slots=True)
@@ -92,6 +97,9 @@ class GroupCommit:
             return
         idle = not self.pending and not self.store.stats.pending_records
         for raw in records:
+            if len(raw) > MAX_RECORD_DELTA:
+                self._lost = True  # too long for a record: the next commit snapshots
+                continue
             self._records.append(raw)
             self._bytes += len(raw)
         if self._bytes > MAX_BUFFER_BYTES and self._inflight is not None:

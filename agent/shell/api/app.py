@@ -27,6 +27,9 @@ from agent.shell.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes of a request body: an origin spec is well under 1 KiB
+#: bytes of a batch body (POST/PUT /v1/origins): 100,000 origins of ~150 bytes. Parsed,
+#: such a body takes ~10x its size in memory, which a Pi Zero 2 W (512 MB) can spare once
+MAX_BATCH_BODY = 16 * 1024 * 1024
 #: seconds a request body may take to arrive once its headers have: a client that sends
 #: it a byte at a time (slow loris) is answered 408 instead of holding a connection
 BODY_TIMEOUT = 10.0
@@ -59,6 +62,10 @@ class Backend(Protocol):
         self, origin_id: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]: ...
     async def delete_origin(self, origin_id: str) -> tuple[int, dict[str, Any]]: ...
+    async def apply_origins(
+        self, items: Any, *, replace: bool, dry_run: bool
+    ) -> tuple[int, dict[str, Any]]: ...
+    def catalogue_view(self) -> list[dict[str, Any]]: ...
     def identify(self, node: str | None, seconds: float) -> tuple[int, dict[str, Any]]: ...
 
 
@@ -71,6 +78,26 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"the key {key!r} is given twice")
         out[key] = value
     return out
+
+
+def _loads(raw: bytes) -> Any:
+    return json.loads(raw, object_pairs_hook=_unique_keys)
+
+
+def _is_batch(request: web.Request) -> bool:
+    return request.path == "/v1/origins" and request.method in ("POST", "PUT")
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit``: never read whole first."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    buf = bytearray()
+    while chunk := await request.content.readany():
+        buf += chunk
+        if len(buf) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(buf))
+    return bytes(buf)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -108,8 +135,9 @@ def build_app(backend: Backend) -> web.Application:
             if e.status >= 400:
                 metrics.bad_input.labels("api", str(e.status)).inc()
                 if e.status == 413:
+                    limit = MAX_BATCH_BODY if _is_batch(request) else MAX_BODY
                     return error(
-                        413, f"the body is larger than the {MAX_BODY:,} bytes a request may carry"
+                        413, f"the body is larger than the {limit:,} bytes a request may carry"
                     )
                 if isinstance(e, web.HTTPMethodNotAllowed):
                     allowed = ", ".join(sorted(e.allowed_methods))
@@ -171,21 +199,34 @@ def build_app(backend: Backend) -> web.Application:
             return error(503, f"writes are refused here: {refusal}")
         return None
 
-    async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
+    async def read_json(request: web.Request, *, limit: int = MAX_BODY, array: bool = False) -> Any:
+        """The request's JSON body (an object; with ``array``, anything: the batch parser
+        says what is wrong), or the error response to send instead. A large body is
+        parsed off the loop, so gossip keeps its timing while 10 MiB of JSON is read."""
         try:
             async with asyncio.timeout(BODY_TIMEOUT):
-                raw = await request.read()
+                raw = await _read_limited(request, limit)
         except TimeoutError:
             metrics.bad_input.labels("api", "408").inc()
             return error(408, f"the body did not arrive within {BODY_TIMEOUT:g} s")
+        except web.HTTPRequestEntityTooLarge:
+            metrics.bad_input.labels("api", "413").inc()
+            return error(413, f"the body is larger than the {limit:,} bytes a request may carry")
         try:
-            body = json.loads(raw, object_pairs_hook=_unique_keys) if raw.strip() else {}
+            if not raw.strip():
+                body: Any = [] if array else {}
+            elif len(raw) > MAX_BODY:
+                body = await asyncio.to_thread(_loads, raw)
+            else:
+                body = _loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             metrics.bad_input.labels("api", "400").inc()
             return error(400, f"body is not JSON: {e}")
         except RecursionError:
             metrics.bad_input.labels("api", "400").inc()
             return error(400, "body is not JSON this agent takes: nested too deeply")
+        if array:
+            return body
         if not isinstance(body, dict):
             metrics.bad_input.labels("api", "400").inc()
             return error(400, "body must be a JSON object")
@@ -194,6 +235,8 @@ def build_app(backend: Backend) -> web.Application:
     def answer(status: int, data: dict[str, Any]) -> web.Response:
         if status >= 400:
             metrics.bad_input.labels("api", str(status)).inc()
+            if "errors" in data:  # a batch: each bad element, by index, id and key
+                return json_response({**data, "status": status}, status)
             return error(status, str(data.get("error", "")))
         return json_response(data, status)
 
@@ -215,6 +258,27 @@ def build_app(backend: Backend) -> web.Application:
         if denied is not None:
             return denied
         return answer(*await backend.delete_origin(request.match_info["id"]))
+
+    async def apply_origins(request: web.Request) -> web.Response:
+        """POST: upsert a batch. PUT: the batch becomes the API-declared set. Both validate
+        every element first and apply all or nothing, as one change (docs/api.md)."""
+        dry_run = request.query.get("dry_run", "0")
+        if dry_run not in ("0", "1", "true", "false"):
+            return answer(400, {"error": f"dry_run: {dry_run!r} is not 1 or 0"})
+        denied = authorize(request, fleet_wide=True)
+        if denied is not None:
+            return denied
+        items = await read_json(request, limit=MAX_BATCH_BODY, array=True)
+        if isinstance(items, web.Response):
+            return items
+        return answer(
+            *await backend.apply_origins(
+                items, replace=request.method == "PUT", dry_run=dry_run in ("1", "true")
+            )
+        )
+
+    async def catalogue(_: web.Request) -> web.Response:
+        return json_response(backend.catalogue_view())
 
     async def transitions(_: web.Request) -> web.Response:
         return json_response(backend.transitions_view())
@@ -241,10 +305,15 @@ def build_app(backend: Backend) -> web.Application:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    # each handler reads its body with its own limit (read_json): one origin's 64 KiB,
+    # or a batch's 16 MiB
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BATCH_BODY)
     app.router.add_routes(dashboard_routes())  # GET /: the dashboard, static files
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/origins", origins)
+    app.router.add_post("/v1/origins", apply_origins)
+    app.router.add_put("/v1/origins", apply_origins)
+    app.router.add_get("/v1/catalogue", catalogue)
     app.router.add_get("/v1/origins/{id}", origin)
     app.router.add_put("/v1/origins/{id}", put_origin)
     app.router.add_delete("/v1/origins/{id}", delete_origin)
