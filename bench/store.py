@@ -55,6 +55,22 @@ def wchar() -> int:
 
 def simulate(origins: int, nodes: int, flap: float, seed: int) -> tuple[list, list]:
     """(setup batches, day batches): each batch is [second, [delta bytes, ...]]."""
+    setup, events = simulate_events(origins, nodes, flap, seed)
+    batches: dict[int, list[bytes]] = {}
+    for at, _, d in events:
+        batches.setdefault(at, []).append(d)
+    day = [[t, batches[t]] for t in sorted(batches)]
+    return [[0, setup]], day
+
+
+def simulate_events(
+    origins: int, nodes: int, flap: float, seed: int
+) -> tuple[list[bytes], list[tuple[int, str, bytes]]]:
+    """(setup deltas, the day's deltas as (second, observer node, delta bytes) in order).
+
+    bench/api.py replays the same day through the agent's group commit: it needs to
+    know which deltas node n0 made itself (its own observations) and which it received.
+    """
     rng = random.Random(seed)
     names = [f"n{i}" for i in range(nodes)]
     states = {n: State(n) for n in names}
@@ -88,8 +104,7 @@ def simulate(origins: int, nodes: int, flap: float, seed: int) -> tuple[list, li
             at = t + (10 - (t - phase[(o, n)]) % 10) % 10 + (20 if status == "down" else 10)
             seen.append((at, o, n, status))
     seen.sort()
-    batches: dict[int, list[bytes]] = {}
-    unchanged_checks = 0
+    day: list[tuple[int, str, bytes]] = []
     for at, o, n, status in seen:
         if at >= DAY:
             continue
@@ -97,13 +112,11 @@ def simulate(origins: int, nodes: int, flap: float, seed: int) -> tuple[list, li
         reason, band = ("HTTP 503", None) if status == "down" else ("HTTP 200", "<10ms")
         d = states[n].observe(o, n, status, clocks[n].now(ms), band, reason)
         if d is not None:
-            batches.setdefault(at, []).append(encode_delta(d))
+            day.append((at, n, encode_delta(d)))
         # the next check returns the same: it writes nothing
         again = states[n].observe(o, n, status, clocks[n].now(ms + 10_000), band, reason)
         assert again is None
-        unchanged_checks += 1
-    day = [[t, batches[t]] for t in sorted(batches)]
-    return [[0, setup]], day
+    return setup, day
 
 
 def worker(kind: str, directory: str, batches_file: str) -> None:
@@ -139,11 +152,14 @@ def worker(kind: str, directory: str, batches_file: str) -> None:
     print(f"RESULT bytes={written} {extra}", flush=True)
 
 
-def run_worker(kind: str, directory: str, batches: list, trace: bool) -> tuple[int, int, str]:
-    """(bytes written, fsync+fdatasync calls, extra) for one engine in its own process."""
+def run_worker(
+    kind: str, directory: str, batches: list, trace: bool, script: str = __file__
+) -> tuple[int, int, str]:
+    """(bytes written, fsync+fdatasync calls, extra) for one engine in its own process
+    (``script --worker KIND DIR FILE``: this file's engines, or bench/api.py's)."""
     with tempfile.NamedTemporaryFile(suffix=".msgpack", delete=False) as f:
         f.write(msgpack.packb(batches))
-    cmd = [sys.executable, __file__, "--worker", kind, directory, f.name]
+    cmd = [sys.executable, script, "--worker", kind, directory, f.name]
     trace_out = f.name + ".strace"
     if trace:
         cmd = ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", trace_out, *cmd]
