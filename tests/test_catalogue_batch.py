@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.checks import Status, Transition
 from agent.crdt import ORMap
 from agent.domain import BatchError, parse_batch
 from agent.node import NodeCore, State, decode_delta, encode_delta
@@ -114,3 +115,22 @@ def test_write_many_equals_the_same_writes_one_by_one() -> None:
     assert many == one
     with pytest.raises(ValueError, match="twice"):
         many.write_many("a", [("k1", 1), ("k1", 2)])
+
+
+def test_removing_a_batch_the_node_checks_writes_two_records_not_one_per_origin() -> None:
+    """The retractions are one delta, and so are the node's own observations of the
+    origins it stops checking (State.remove_observations): 500 origins, 2 records."""
+    a = core()
+    specs = parse_batch([item(i) for i in range(500)])
+    a.apply_batch(specs, 1.0, WALL, replace=True)
+    a.drain()
+    for s in specs:
+        a.on_transition(Transition(s.id, Status.UNKNOWN, Status.UP, "ok", 0.01, 2.0), WALL + 2)
+    a.drain()
+    assert all(a.state.observation(s.id, "a") is not None for s in specs)
+    diff = a.apply_batch([], 3.0, WALL + 3, replace=True)
+    assert len(diff.removed) == 500
+    out = a.drain()
+    assert len(out.records) == 2
+    assert all(a.state.observation(s.id, "a") is None for s in specs)
+    assert a.state.catalogue() == {}

@@ -169,9 +169,13 @@ class NodeCore:
         )
         # my observations of origins I no longer own (from before a restart) go now
         mine = self.handoff.owned()
-        for origin in list(self.state.origins()):
-            if origin not in mine and self.state.observation(origin, self.name) is not None:
-                self._local(self.state.remove_observation(origin, self.name))
+        stale = [
+            origin
+            for origin in self.state.origins()
+            if origin not in mine and self.state.observation(origin, self.name) is not None
+        ]
+        if stale:
+            self._local(self.state.remove_observations(stale, self.name))
         self._sync_engine(())
         log.info("checking %d of %d origins", len(mine), len(assignment))
 
@@ -342,8 +346,8 @@ class NodeCore:
     def _apply(self, result: HandoffResult, *, force_sync: bool = False) -> None:
         self._gained.update(result.started)
         self._gained.difference_update(result.stopped)
-        for origin in result.remove_observations:
-            self._local(self.state.remove_observation(origin, self.name))
+        if result.remove_observations:
+            self._local(self.state.remove_observations(result.remove_observations, self.name))
         for origin in result.stopped:
             self._drain_seen.pop(origin, None)
         if result.started or result.stopped or force_sync:

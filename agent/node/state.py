@@ -270,6 +270,11 @@ class State:
         """Drop ``observer``'s observation (it no longer owns the origin); None if none."""
         return self._remove([(origin_id, "o", observer)])
 
+    def remove_observations(self, origin_ids: Iterable[str], observer: str) -> Delta | None:
+        """``remove_observation`` for many origins as one delta (one event): a node that
+        stops checking 10,000 origins at once writes one record, not 10,000."""
+        return self._remove([(o, "o", observer) for o in origin_ids])
+
     def observation(self, origin_id: str, observer: str) -> Observation | None:
         values = [
             v for v in self._map.values_at((origin_id, "o", observer)) if isinstance(v, Observation)
