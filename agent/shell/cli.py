@@ -881,7 +881,7 @@ def _batch_refused(args: argparse.Namespace, target: Target | None, e: ApiError)
 def cmd_origin_add(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
-    from agent.domain.origin import parse_origin
+    from agent.domain import parse_origin
 
     body = add_body(args)
     try:

@@ -19,7 +19,9 @@ from agent.membership import (
     encode_stream,
 )
 from agent.membership.codec import encode_message, encode_packet
+from agent.membership.endpoint import MAX_COMPRESSED_USER_MSG
 from agent.membership.messages import ErrResp, NodeState, Ping, PushNodeState, PushPull
+from agent.membership.stream import decode_stream
 
 KEY = bytes(range(32))
 A = ("10.0.0.1", 7946)
@@ -198,3 +200,23 @@ def test_refusals_held_between_drains_are_bounded() -> None:
         b.receive_datagram(plain, ("10.0.0.9", 1000 + i), 1.0)
     assert len(refused(b.events())) == 64
     assert b.counters.bad_input == {"decrypt_failed": 1000}
+
+
+def test_a_large_user_message_goes_uncompressed_and_arrives_whole() -> None:
+    """Compression is per message: a user message past MAX_COMPRESSED_USER_MSG (a batch
+    of thousands of origins) is sent as is, since pure-Python LZW would hold the loop
+    for a large part of a second at each hop; a small one is still compressed. Both
+    decode to the payload sent."""
+    a = endpoint("a", A, None)
+    small = b"E" + bytes(range(256)) * 4
+    large = b"E" + random.Random(2).randbytes(MAX_COMPRESSED_USER_MSG + 1)
+    sent = []
+    for payload in (small, large):
+        a.send_reliable(B, payload, 1.0)
+        (stream,) = a.streams_to_open(1.0)
+        sent.append(stream.request)
+    for raw, payload in zip(sent, (small, large), strict=True):
+        msg = decode_stream(raw)
+        assert getattr(msg, "payload", None) == payload
+    assert sent[0][0] == 9  # compress wrapper (memberlist's compressMsg)
+    assert sent[1][0] != 9 and len(sent[1]) > len(large)
