@@ -283,3 +283,28 @@ def test_property_checking_is_owned_plus_bounded_drain_without_gaps(
         # 5. next deadline
         assert h.next_deadline() == (min(deadlines.values()) if deadlines else None)
         assert h.draining() == deadlines
+
+
+def test_many_observations_at_once_equal_the_same_one_by_one() -> None:
+    """observations_arrived (a member change that moves thousands of origins) ends the
+    same drains, with the same net result, as observation_arrived called per pair."""
+
+    def draining() -> Handoff:
+        h = Handoff(ME)
+        for i in range(6):
+            gained(h, f"d{i}", owners=(ME, "b"))
+        h.owners_changed(
+            [OwnerChange(f"d{i}", (ME, "b"), ("b", "c")) for i in range(6)], 10.0, interval_of
+        )
+        return h
+
+    arrivals = [("d0", "b"), ("d0", "c"), ("d1", "b"), ("d2", "c"), ("d2", "b"), ("d3", ME)]
+    one, many = draining(), draining()
+    stopped: set[str] = set()
+    for origin, observer in arrivals:
+        stopped |= set(one.observation_arrived(origin, observer, 11.0).stopped)
+    r = many.observations_arrived(arrivals, 11.0)
+    assert set(r.stopped) == stopped == {"d0", "d2"}
+    assert r.remove_observations == ["d0", "d2"]
+    assert many.checking() == one.checking() == {"d1", "d3", "d4", "d5"}
+    assert many.draining() == one.draining()

@@ -330,6 +330,7 @@ class NodeCore:
     ) -> None:
         if self.settled and changes:
             result = _merge(result, self.handoff.owners_changed(changes, now, self._interval_of))
+            arrived: list[tuple[str, str]] = []
             for origin in list(self.handoff.draining()):
                 if origin in self._drain_seen:
                     continue
@@ -339,8 +340,9 @@ class NodeCore:
                 # once it stops): nothing to wait for from that one.
                 for owner in self.placement.owners(origin):
                     if owner != self.name and owner in seen and owner in self._alive:
-                        res = self.handoff.observation_arrived(origin, owner, now)
-                        result = _merge(result, res)
+                        arrived.append((origin, owner))
+            if arrived:  # one pass for all: a member change can move thousands at once
+                result = _merge(result, self.handoff.observations_arrived(arrived, now))
         self._apply(result, force_sync=force_sync)
 
     def _apply(self, result: HandoffResult, *, force_sync: bool = False) -> None:
@@ -411,12 +413,15 @@ class NodeCore:
         if catalogue:
             self._catalogue_changed(catalogue, now, wall)
         draining = changed & self._drain_seen.keys()
+        arrived: list[tuple[str, str]] = []
         for origin in sorted(draining):
             seen = self._drain_seen.get(origin, {})
             for owner in self.placement.owners(origin) if origin in self.placement.origins else ():
                 obs = self.state.observation(origin, owner)
                 if obs is not None and obs != seen.get(owner):
-                    self._apply(self.handoff.observation_arrived(origin, owner, now))
+                    arrived.append((origin, owner))
+        if arrived:
+            self._apply(self.handoff.observations_arrived(arrived, now))
         self._recompute(changed - catalogue, wall)
 
     # --- verdicts ------------------------------------------------------------------------

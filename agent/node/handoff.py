@@ -187,14 +187,23 @@ class Handoff:
     def observation_arrived(self, origin_id: str, observer: str, now: float) -> HandoffResult:
         """A (replicated or own) observation of ``origin_id`` by ``observer`` arrived at
         ``now``. It ends a drain once every current owner has reported since the loss."""
+        return self.observations_arrived(((origin_id, observer),), now)
+
+    def observations_arrived(
+        self, arrivals: Iterable[tuple[str, str]], now: float
+    ) -> HandoffResult:
+        """``observation_arrived`` for many (origin, observer) pairs in one pass: when a
+        member change moves thousands of origins at once, one result, not one per
+        origin (each result compares the whole checked set before and after)."""
         before = self.checking()
         removed: set[str] = set()
-        drain = self._draining.get(origin_id)
-        if drain is not None and observer != self.me and now >= drain.since:
-            drain.reported.add(observer)
-            if drain.done():
-                del self._draining[origin_id]
-                removed.add(origin_id)
+        for origin_id, observer in arrivals:
+            drain = self._draining.get(origin_id)
+            if drain is not None and observer != self.me and now >= drain.since:
+                drain.reported.add(observer)
+                if drain.done():
+                    del self._draining[origin_id]
+                    removed.add(origin_id)
         self._expire(now, removed)
         return self._result(before, removed)
 
