@@ -63,3 +63,22 @@ async def test_large_messages_are_decoded_on_a_thread_and_delivered_in_order() -
     assert len(r.handle_event(UserMessage(big, None), ok)) == 1000
     assert r.handle_event(UserMessage(broken, None), bad) == set()
     assert r.counters.bad_input == 1
+
+
+def test_a_copy_holding_nothing_new_is_dropped_without_decoding() -> None:
+    """A batch reaches a node several times (gossip pass-on, anti-entropy): a copy whose
+    causal context this replica already holds is counted redundant and not decoded."""
+    big = big_message(1000)
+    r = Replicator(State("b"))
+    assert r.holds_all_of(big) is False  # new to b
+    assert len(r.handle_event(UserMessage(big, None))) == 1000
+    assert r.holds_all_of(big) is True  # the same batch again: nothing new
+    assert r.counters.redundant == 1
+    assert r.holds_all_of(big[:-100]) is False  # damaged: the full decode reports it
+    hello = encode_message(KIND_DELTA, "a", encode_delta(State("a").crdt))
+    assert r.holds_all_of(hello) is False  # a hello (empty): handled in full
+
+    delivered: list[object] = []
+    decoder = OffLoopDecoder(lambda ev, msg: delivered.append(msg), r.holds_all_of)
+    assert decoder.offer(UserMessage(big, None)) is True
+    assert decoder.skipped == 1 and decoder.queue.empty() and delivered == []

@@ -268,6 +268,14 @@ def encode_ormap(m: ORMap[K, V], key: ItemCodec[K], value: ItemCodec[V]) -> byte
     return _pack(KIND_ORMAP, intern, body)
 
 
+def decode_ormap_context(data: bytes) -> CausalContext:
+    """Only the causal context of an encoded ORMap (CrdtDecodeError if malformed): what
+    a receiver needs to tell that a delta holds nothing new, without validating every
+    entry. A big batch reaches a node several times (gossip pass-on, anti-entropy)."""
+    lookup, body = _unpack(data, KIND_ORMAP, 5)
+    return _dec_ctx(body[0], body[1], lookup)
+
+
 def decode_ormap(
     data: bytes,
     key: ItemCodec[K],

@@ -221,6 +221,10 @@ class Coordinator:
         self.core.on_event(ev, now, self.wall(), members, decoded)
         self._drain()
 
+    def holds_all_of(self, payload: bytes) -> bool:
+        """A replication message holds nothing new (Replicator.holds_all_of)."""
+        return self.core.replicator.holds_all_of(payload)
+
     def on_transition(self, t: Transition) -> None:
         """The engine's status change for an origin this node checks: our observation."""
         self.core.on_transition(t, self.wall())

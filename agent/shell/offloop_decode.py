@@ -36,8 +36,12 @@ class OffLoopDecoder:
     """Takes large replication messages (``offer``) and delivers them decoded, one at a
     time and in arrival order, from ``run`` (a supervised task)."""
 
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, redundant: Callable[[bytes], bool] | None = None) -> None:
         self.deliver = deliver
+        #: tells from a message's causal context alone that it holds nothing new (a copy
+        #: of a batch already applied): such a copy is dropped here, never decoded
+        self.redundant = redundant
+        self.skipped = 0  # redundant copies dropped undecoded
         self.queue: asyncio.Queue[UserMessage] = asyncio.Queue(MAX_WAITING)
         self.decoded = 0  # messages decoded off the loop (for tests and metrics)
 
@@ -47,6 +51,9 @@ class OffLoopDecoder:
             return False
         if not is_replication(ev.payload):
             return False
+        if self.redundant is not None and self.redundant(ev.payload):
+            self.skipped += 1
+            return True
         try:
             self.queue.put_nowait(ev)
         except asyncio.QueueFull:

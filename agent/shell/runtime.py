@@ -151,7 +151,7 @@ class Agent:
             socket_path=api_socket_path(config),
         )
         self.supervisor = Supervisor(self.metrics)
-        self.decoder = OffLoopDecoder(self._deliver_decoded)
+        self.decoder = OffLoopDecoder(self._deliver_decoded, self.coordinator.holds_all_of)
         self._stop = asyncio.Event()
 
     # --- events between the parts ------------------------------------------------------
