@@ -195,9 +195,6 @@ class Coordinator:
         finally:
             self._drain()
 
-    def api_specs(self) -> dict[str, OriginSpec]:
-        return self.core.api_specs()
-
     def api_spec(self, origin_id: str) -> OriginSpec | None:
         """The origin's newest API declaration's spec (None: not API-declared)."""
         return self.core.api_spec(origin_id)
