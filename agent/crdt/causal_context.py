@@ -33,11 +33,16 @@ class Digest(NamedTuple):
 class CausalContext:
     """A set of dots as version vector + outliers; mutable, cheap to query."""
 
-    __slots__ = ("cloud", "vv")
+    __slots__ = ("_top", "cloud", "vv")
 
     def __init__(self, vv: Mapping[str, int] | None = None, cloud: Iterable[Dot] = ()) -> None:
         self.vv: dict[str, int] = {r: n for r, n in (vv or {}).items() if n > 0}
         self.cloud: set[Dot] = set(cloud)
+        #: per replica, the highest counter ever put in the cloud (None: not built yet).
+        #: A dot leaves the cloud only when the vector covers it, so max(vector, _top) is
+        #: the highest counter held: ``max_counter`` (each local write) is O(1), not a
+        #: scan of the cloud, which holds thousands while a big batch spreads.
+        self._top: dict[str, int] | None = None
         self.compact()
 
     @classmethod
@@ -54,11 +59,13 @@ class CausalContext:
 
     def max_counter(self, replica: str) -> int:
         """The highest counter of ``replica`` seen (in the vector or the cloud)."""
-        n = self.vv.get(replica, 0)
-        for d in self.cloud:
-            if d.replica == replica and d.counter > n:
-                n = d.counter
-        return n
+        top = self._top
+        if top is None:
+            top = self._top = {}
+            for d in self.cloud:
+                if top.get(d.replica, 0) < d.counter:
+                    top[d.replica] = d.counter
+        return max(self.vv.get(replica, 0), top.get(replica, 0))
 
     def next_dot(self, replica: str) -> Dot:
         """The dot ``replica``'s next event should carry. Pure: joining the delta adds it."""
@@ -94,6 +101,9 @@ class CausalContext:
             return
         if dot.counter != n + 1:
             self.cloud.add(dot)
+            top = self._top
+            if top is not None and top.get(dot.replica, 0) < dot.counter:
+                top[dot.replica] = dot.counter
             return
         n += 1
         if self.cloud:
@@ -118,6 +128,11 @@ class CausalContext:
         if advanced:
             if other.cloud:
                 self.cloud |= other.cloud
+                top = self._top
+                if top is not None:
+                    for d in other.cloud:
+                        if top.get(d.replica, 0) < d.counter:
+                            top[d.replica] = d.counter
             if self.cloud:
                 self.compact()
             return
@@ -144,6 +159,7 @@ class CausalContext:
         c = CausalContext.__new__(CausalContext)
         c.vv = dict(self.vv)
         c.cloud = set(self.cloud)
+        c._top = None if self._top is None else dict(self._top)
         return c
 
     # --- anti-entropy --------------------------------------------------------------------
@@ -151,8 +167,9 @@ class CausalContext:
     def digest(self) -> Digest:
         return Digest(dict(self.vv), frozenset(self.cloud))
 
-    def missing_from(self, remote: Digest) -> CausalContext:
-        """The dots this context holds that ``remote`` does not (what the peer lacks)."""
+    def missing_from(self, remote: Digest | CausalContext) -> CausalContext:
+        """The dots this context holds that ``remote`` does not (what the peer lacks).
+        ``remote`` may be a live context: no copy of its cloud is needed to ask it."""
         out = CausalContext()
         for r, n in self.vv.items():
             m = remote.vv.get(r, 0)

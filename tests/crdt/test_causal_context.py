@@ -59,6 +59,39 @@ def test_next_dot_is_fresh(ds: set[Dot], replica: str) -> None:
     assert d.replica == replica and all(d.counter > x.counter for x in ds if x.replica == replica)
 
 
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), dots),
+        st.tuples(st.just("merge"), dot_sets),
+        st.tuples(st.just("copy"), st.none()),
+        st.tuples(st.just("ask"), st.sampled_from("abc")),
+    ),
+    max_size=40,
+)
+
+
+@given(ops)
+def test_max_counter_stays_exact_through_adds_merges_and_copies(steps: list[tuple]) -> None:
+    """max_counter keeps a running maximum of the cloud (so a write is O(1)): asked at
+    any point, it equals the highest counter of the dots held."""
+    c, held = CausalContext(), set()
+    for op, arg in steps:
+        if op == "add":
+            c.add(arg)
+            held.add(arg)
+        elif op == "merge":
+            c.merge(ctx_of(arg))
+            held |= arg
+        elif op == "copy":
+            c = c.copy()
+        else:  # asked now: the running maximum is built here, and kept from here on
+            want = max((d.counter for d in held if d.replica == arg), default=0)
+            assert c.max_counter(arg) == want
+    for r in "abc":
+        want = max((d.counter for d in held if d.replica == r), default=0)
+        assert c.max_counter(r) == want and c.next_dot(r) == Dot(r, want + 1)
+
+
 def test_digest_of_a_compact_context_is_one_entry_per_replica() -> None:
     c = CausalContext()
     for i in range(1, 10_001):
