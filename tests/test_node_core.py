@@ -336,3 +336,32 @@ def test_verdict_totals_kept_incrementally_match_a_full_count() -> None:
     a.declare_config([spec(o) for o in ids], 40.0, 1040.0)
     assert a.counts() == full()
     assert sum(a.counts().values()) == len(ids)
+
+
+def test_new_origins_keep_their_phase_and_a_takeover_is_checked_at_once() -> None:
+    """docs/config.md: the first check of each origin is spread over its interval, so
+    ten thousand declared together do not fire together; a takeover answers at once."""
+    a = core("a")
+    a.start([], now=0.0, wall=1000.0, alone=True)
+    a.drain()
+    batch = [spec(f"n{i}") for i in range(50)]
+    a.apply_batch(batch, 1.0, 1001.0, replace=False)
+    out = a.drain()
+    assert out.engine is not None and {s.id for s in out.engine.specs} == {s.id for s in batch}
+    assert out.engine.immediate == frozenset()  # new: not taken over from anyone
+    assert a.put(spec("single"), now=2.0, wall=1002.0) is True
+    out = a.drain()
+    assert out.engine is not None and "single" not in out.engine.immediate
+
+    # b owns part of the catalogue, then dies: a takes its origins over, at once
+    members = [member("a"), member("b")]
+    a.members_changed(members, now=3.0, wall=1003.0)
+    answer_from(a, "b", 3.0, members)
+    a.drain()
+    b_owned = {o for o in a.placement.origins if a.owners(o) == ("b",)}
+    assert b_owned
+    a.tick(now=3.0 + 3 * 10.0 + 1.0, wall=1034.0, alive={"a", "b"})  # a's drains end
+    a.drain()
+    a.members_changed([member("a"), member("b", NodeState.DEAD)], now=40.0, wall=1040.0)
+    out = a.drain()
+    assert out.engine is not None and out.engine.immediate == frozenset(b_owned)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,7 +256,10 @@ class NodeCore:
             if origin_id not in self.placement.origins:
                 self.verdicts.forget(origin_id)
         live = [c for c in changes if c.new]
-        self._owners_changed(live, now, result, force_sync=respec)
+        # a new origin is not taken over from anyone: its first check keeps its phase in
+        # the interval, so a batch of 10,000 does not fire 10,000 checks at once
+        spread = {c.origin for c in live if not c.old}
+        self._owners_changed(live, now, result, force_sync=respec, spread=spread)
         self._recompute(ids, wall)
 
     # --- membership ----------------------------------------------------------------------
@@ -327,6 +330,7 @@ class NodeCore:
         result: HandoffResult,
         *,
         force_sync: bool = False,
+        spread: Collection[str] = (),
     ) -> None:
         if self.settled and changes:
             result = _merge(result, self.handoff.owners_changed(changes, now, self._interval_of))
@@ -343,9 +347,13 @@ class NodeCore:
                         arrived.append((origin, owner))
             if arrived:  # one pass for all: a member change can move thousands at once
                 result = _merge(result, self.handoff.observations_arrived(arrived, now))
-        self._apply(result, force_sync=force_sync)
+        self._apply(result, force_sync=force_sync, spread=spread)
 
-    def _apply(self, result: HandoffResult, *, force_sync: bool = False) -> None:
+    def _apply(
+        self, result: HandoffResult, *, force_sync: bool = False, spread: Collection[str] = ()
+    ) -> None:
+        """Act on handoff's decisions; origins it started are checked at once (a takeover
+        must answer now), except those in ``spread`` (new to the catalogue)."""
         self._gained.update(result.started)
         self._gained.difference_update(result.stopped)
         if result.remove_observations:
@@ -353,7 +361,7 @@ class NodeCore:
         for origin in result.stopped:
             self._drain_seen.pop(origin, None)
         if result.started or result.stopped or force_sync:
-            self._sync_engine(result.started)
+            self._sync_engine([o for o in result.started if o not in spread])
 
     def _sync_engine(self, immediate: Iterable[str]) -> None:
         if not self.settled:
