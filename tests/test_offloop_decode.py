@@ -12,6 +12,7 @@ from agent.domain import parse_batch
 from agent.membership import UserMessage
 from agent.node import State, encode_delta
 from agent.node.replication import (
+    REDUNDANT_CHECK_MIN,
     KIND_DELTA,
     ReplicationDecodeError,
     ReplicationMessage,
@@ -82,3 +83,26 @@ def test_a_copy_holding_nothing_new_is_dropped_without_decoding() -> None:
     decoder = OffLoopDecoder(lambda ev, msg: delivered.append(msg), r.holds_all_of)
     assert decoder.offer(UserMessage(big, None)) is True
     assert decoder.skipped == 1 and decoder.queue.empty() and delivered == []
+
+
+def test_a_medium_copy_on_the_loop_is_told_redundant_from_its_context_alone() -> None:
+    """Under THRESHOLD a message is decoded on the loop, but from REDUNDANT_CHECK_MIN
+    bytes a copy holding nothing new is still told from its context: every delta reaches
+    a node once per peer passing it on, and decoding each copy validated every spec."""
+    medium = big_message(60)
+    assert REDUNDANT_CHECK_MIN <= len(medium) < THRESHOLD
+    r = Replicator(State("b"))
+    assert len(r.handle_event(UserMessage(medium, None))) == 60
+    r.outputs()
+    assert r.handle_event(UserMessage(medium, None)) == set()
+    assert r.counters.redundant == 1 and r.outputs() == []
+    # proof that the copy's entries are never read: one whose specs would fail
+    # validation, under an intact context, is a redundant copy too, not bad input
+    damaged = medium.replace(b"http://127.0.0.1:9/", b"ftp://127.0.0.1:9/x")
+    assert damaged != medium
+    assert r.handle_event(UserMessage(damaged, None)) == set()
+    assert r.counters.redundant == 2 and r.counters.bad_input == 0
+    # and a new message of that size is decoded (and validated) in full
+    fresh = Replicator(State("c"))
+    assert fresh.handle_event(UserMessage(damaged, None)) == set()
+    assert fresh.counters.bad_input == 1
