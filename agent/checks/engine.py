@@ -233,7 +233,7 @@ class CheckEngine:
                 entry = self._entries[oid] = _Entry(spec)
                 self._counts[Status.UNKNOWN] += 1
                 self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
-            elif entry.spec != spec:
+            elif entry.spec is not spec and entry.spec != spec:  # same object: unchanged
                 self._stop_entry(entry)
                 same_target = entry.spec.url == spec.url
                 entry.spec = spec
