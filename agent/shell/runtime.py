@@ -36,6 +36,7 @@ from agent.shell.cluster import Cluster
 from agent.shell.cluster_metrics import ClusterCollector
 from agent.shell.config import Config, api_socket_path, load_config
 from agent.shell.coordinator import Coordinator, CoordinatorCollector, VerdictChange, send_outputs
+from agent.shell.gc_guard import GcCollector, GcGuard
 from agent.shell.identify import IdentifyDecodeError, decode_identify, is_identify
 from agent.shell.keyring_file import KeyringError
 from agent.shell.leds import Leds
@@ -105,6 +106,8 @@ class Agent:
         self.metrics.registry.register(ClusterCollector(self.cluster))
         self.metrics.registry.register(CoordinatorCollector(self.coordinator))
         self.metrics.registry.register(WebhookCollector(self.webhooks))
+        self.gc_guard = GcGuard()
+        self.metrics.registry.register(GcCollector(self.gc_guard))
         self.views = NodeViews(
             config=config,
             node_name=self.node_name,
@@ -321,6 +324,7 @@ class Agent:
         # found none, and cost 12 ms of a ~250 ms start): sweep only the young ones.
         gc.collect(1)
         gc.freeze()
+        self.gc_guard.install(asyncio.get_running_loop())  # and what batches add later
         _trim_heap()
         self.notifier.ready(self.surfaces.summary)
         log.info("edge-agent %s ready: %s", __version__, self._ready_text())
@@ -408,6 +412,7 @@ class Agent:
         finally:
             if self._verdict_timer is not None:
                 self._verdict_timer.cancel()
+            self.gc_guard.remove()
             self.coordinator.close()
             self.watchdog.stop()
             self.leds.close()

@@ -1,0 +1,122 @@
+"""Full garbage collections stay short however large the catalogue grows.
+
+CPython's collector runs a full pass over every tracked object each time the heap has
+grown by a quarter since the last one. At 70,000 origins a node holds a few million
+such objects (specs, registers, placement caches, check entries) and a full pass
+stalls the event loop for a second or more: long enough for gossip to suspect the
+node, and for checks whose timers fire late to time out. Start-up already moves what
+it built out of future passes (``gc.freeze`` in runtime.py); batches declared later
+grew the heap again, unguarded.
+
+The guard watches full passes (``gc.callbacks``) and, right after one that took longer
+than ``SLOW_FULL``, freezes the survivors too. Freezing just after a full pass pins no
+garbage: the pass has just freed every unreachable cycle. Frozen objects are still
+freed by reference counting when they die; only a cycle among them that becomes
+garbage later stays (the runtime builds few: connections, tasks). Each freeze takes a
+quarter more heap to trigger the next slow pass, so freezes are rare: a handful over a
+growing catalogue, none on a steady one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+SLOW_FULL = 0.05  # seconds: a full pass this long freezes its survivors
+
+
+class GcGuard:
+    """Times full collections and freezes the survivors of slow ones (on the loop)."""
+
+    def __init__(self, slow: float = SLOW_FULL) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.slow = slow
+        self.full_passes = 0
+        self.full_seconds = 0.0
+        self.longest = 0.0
+        self.freezes = 0
+        self._began = 0.0
+        self._freeze_queued = False
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch from now on; freezes run on ``loop``."""
+        self.loop = loop
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        """Called by the collector, on whichever thread allocated: record, never raise."""
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        self.full_passes += 1
+        self.full_seconds += took
+        self.longest = max(self.longest, took)
+        loop = self.loop
+        if loop is None or loop.is_closed() or took < self.slow or self._freeze_queued:
+            return
+        self._freeze_queued = True
+        loop.call_soon_threadsafe(self._freeze, took)
+
+    def _freeze(self, took: float) -> None:
+        self._freeze_queued = False
+        before = gc.get_freeze_count()
+        gc.freeze()
+        self.freezes += 1
+        log.info(
+            "gc: a full collection took %.0f ms; %d objects that survived it are left out "
+            "of later ones",
+            took * 1000,
+            gc.get_freeze_count() - before,
+        )
+
+
+class GcCollector(Collector):
+    """The guard's figures in /metrics."""
+
+    def __init__(self, guard: GcGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterable[Any]:
+        g = self.guard
+        yield CounterMetricFamily(
+            "edge_agent_gc_full_collections",
+            "Full garbage collections (each stalls the event loop while it runs)",
+            value=g.full_passes,
+        )
+        yield CounterMetricFamily(
+            "edge_agent_gc_full_collection_seconds",
+            "Time spent in full garbage collections",
+            value=g.full_seconds,
+        )
+        yield GaugeMetricFamily(
+            "edge_agent_gc_longest_full_collection_seconds",
+            "The longest full garbage collection since start",
+            value=g.longest,
+        )
+        yield CounterMetricFamily(
+            "edge_agent_gc_freezes",
+            "Times the survivors of a slow full collection were left out of later ones",
+            value=g.freezes,
+        )
+        yield GaugeMetricFamily(
+            "edge_agent_gc_frozen_objects",
+            "Objects left out of full garbage collections",
+            value=gc.get_freeze_count(),
+        )
