@@ -12,8 +12,8 @@ from agent.domain import parse_batch
 from agent.membership import UserMessage
 from agent.node import State, encode_delta
 from agent.node.replication import (
-    REDUNDANT_CHECK_MIN,
     KIND_DELTA,
+    REDUNDANT_CHECK_MIN,
     ReplicationDecodeError,
     ReplicationMessage,
     Replicator,

@@ -15,6 +15,7 @@ its counters and ``fault``, which the thread updates with single assignments.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,8 @@ class _Batch:
     force_snapshot: bool  # records were dropped from the buffer: only a snapshot covers them
     local: Delta | None  # published once this batch is durable
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    #: its records are on disk; a snapshot may still be running behind them
+    durable: bool = False
 
 
 class GroupCommit:
@@ -113,6 +116,19 @@ class GroupCommit:
         if idle and self.on_work is not None:
             self.on_work()
 
+    def _copy(self) -> Delta:
+        """The state's copy for a snapshot, made on the loop (the thread encodes it while
+        the loop goes on changing the state). The copy allocates one dict per key and
+        makes no cycles: with the collector paused it takes half as long (0.24 s instead
+        of 0.5 s for 70,000 origins), a stall the loop feels in full."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self.copy_state()
+        finally:
+            if enabled:
+                gc.enable()
+
     def _shed(self) -> None:
         """A commit is stuck (a hung card): drop the buffered records; the state in
         memory has them, and the next commit writes a snapshot that covers them."""
@@ -151,7 +167,7 @@ class GroupCommit:
             return
         self._last_commit = now
         store = self.store
-        snapshot = self.copy_state() if self._lost or store.snapshot_due else None
+        snapshot = self._copy() if self._lost or store.snapshot_due else None
         batch = _Batch(self._records, meta, snapshot, self._lost, self._local, self._waiters)
         self._records, self._bytes, self._lost, self._local, self._waiters = [], 0, False, None, []
         self._inflight = batch
@@ -160,15 +176,31 @@ class GroupCommit:
         except RuntimeError:  # no loop (a simulation, a tool): wait for the writer here
             self._committed(batch, self._writer.submit(_write, store, batch))
             return
-        fut = loop.run_in_executor(self._writer, _write, store, batch)
+
+        def durable() -> None:  # on the writer thread, before a due snapshot
+            loop.call_soon_threadsafe(self._durable, batch)
+
+        fut = loop.run_in_executor(self._writer, _write, store, batch, durable)
         fut.add_done_callback(lambda f: self._committed(batch, f))
+
+    def _durable(self, batch: _Batch) -> None:
+        """The batch's records are on disk: publish and answer its writers now, not after
+        the snapshot that may follow (at 100,000 origins it takes seconds). Runs before
+        ``_committed`` (both are queued on the loop, in this order)."""
+        batch.durable = True
+        if batch.local is not None:
+            local, batch.local = batch.local, None
+            self.publish(local)
+        for w in batch.waiters:
+            if not w.done():
+                w.set_result(True)
 
     def _committed(self, batch: _Batch, fut: asyncio.Future[None] | Future[None]) -> None:
         self._inflight = None
         error = None if fut.cancelled() else fut.exception()
         if error is not None:  # a bug, not a disk fault (the store never raises on I/O)
             log.error("store: the writer thread failed", exc_info=error)
-        if batch.local is not None:
+        if batch.local is not None:  # not yet published by _durable
             self.publish(batch.local)  # durable now (or never will be: run from memory)
         fault = self.store.fault
         for w in batch.waiters:
@@ -196,7 +228,7 @@ class GroupCommit:
             self._waiters.append(fut)
             if first and self._inflight is None and self.on_work is not None:
                 self.on_work()  # the tick commits now (next_commit says it is due)
-        elif self._inflight is not None:
+        elif self._inflight is not None and not self._inflight.durable:
             self._inflight.waiters.append(fut)
         else:
             return True
@@ -210,7 +242,7 @@ class GroupCommit:
         self._closed = True
         batch = _Batch(self._records, meta, None, False, self._local, self._waiters)
         if self._lost:
-            batch.snapshot, batch.force_snapshot = self.copy_state(), True
+            batch.snapshot, batch.force_snapshot = self._copy(), True
         if self._inflight is not None:
             batch.waiters += self._inflight.waiters
         self._records, self._local, self._waiters = [], None, []
@@ -225,8 +257,9 @@ class GroupCommit:
 # --- on the writer thread ----------------------------------------------------------------
 
 
-def _write(store: Store, batch: _Batch) -> None:
-    """Append the batch, commit (write + fdatasync), snapshot if due: the slow part."""
+def _write(store: Store, batch: _Batch, durable: Callable[[], None] | None = None) -> None:
+    """Append the batch, commit (write + fdatasync), snapshot if due: the slow part.
+    ``durable``: told as soon as the records are on disk (Store.commit)."""
     for raw in batch.records:
         store.append_delta(raw)
     store.set_meta(batch.meta)
@@ -234,7 +267,7 @@ def _write(store: Store, batch: _Batch) -> None:
     store.snapshot_source = None if snap is None else (lambda: encode_delta(snap))
     if batch.force_snapshot and snap is not None:
         store.snapshot(encode_delta(snap))
-    store.commit()
+    store.commit(durable)
     store.snapshot_source = None
 
 

@@ -101,12 +101,17 @@ class Store:
         self.stats.records_appended += 1
         return self._seq
 
-    def commit(self) -> bool:
+    def commit(self, durable: Callable[[], None] | None = None) -> bool:
         """Make every appended record durable (one write + one fdatasync), then snapshot
-        if due. True when everything appended is on disk; never raises on I/O."""
+        if due. True when everything appended is on disk; never raises on I/O.
+        ``durable`` is called once the records are on disk, before a due snapshot is
+        encoded and written (seconds for a big state): who waits for the records need
+        not wait for the snapshot. Not called if they are not durable."""
         if self._log.gap and self.snapshot_source is not None:
             self._auto_snapshot()
         ok = self._log.commit()
+        if ok and not self._log.gap and durable is not None:
+            durable()
         if ok and self.snapshot_source is not None and self.snapshot_due:
             self._auto_snapshot()
         return ok and not self._log.gap

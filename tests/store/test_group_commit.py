@@ -9,13 +9,14 @@ The commit interval here is a minute: any writer that waited for it would time o
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from agent.crdt.hlc import HLC
 from agent.domain.origin import parse_origin
 from agent.node.state import Delta, State, decode_delta, encode_delta
 from agent.shell.persistence import MAX_RECORD_DELTA, GroupCommit
-from agent.store import Store
+from agent.store import SnapshotBudget, Store
 from tests.store.test_threaded_commit import SlowCard
 
 INTERVAL = 60.0
@@ -53,6 +54,16 @@ class Writer:
     async def write(self) -> bool:
         self.change()
         return await self.commits.durable()
+
+    async def write_and_finish(self) -> bool:
+        """A durable write, then its commit's end: a writer is answered once its record
+        is on disk, and the commit may still run (a snapshot) after that."""
+        ok = await self.write()
+        deadline = self.loop.time() + 10
+        while self.commits.committing and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        assert not self.commits.committing
+        return ok
 
 
 async def test_a_lone_writer_is_committed_at_once_not_at_the_interval(tmp_path: Path) -> None:
@@ -93,7 +104,7 @@ async def test_writers_arriving_during_a_commit_share_the_next_one(tmp_path: Pat
 async def test_records_nobody_waits_for_still_batch_to_the_interval(tmp_path: Path) -> None:
     w = Writer(tmp_path, SlowCard())
     try:
-        assert await asyncio.wait_for(w.write(), 5) is True
+        assert await asyncio.wait_for(w.write_and_finish(), 5) is True
         last = w.loop.time()
         for _ in range(10):
             w.change(local=False)  # a peer's delta: persisted, nobody waits on it
@@ -115,7 +126,7 @@ async def test_a_local_delta_nobody_waits_for_is_published_after_the_interval_co
 ) -> None:
     w = Writer(tmp_path, SlowCard())
     try:
-        assert await asyncio.wait_for(w.write(), 5) is True  # a commit: the interval starts
+        assert await asyncio.wait_for(w.write_and_finish(), 5) is True  # the interval starts
         w.published.clear()
         w.change()  # a check result: local, published once durable, nobody awaits it
         await asyncio.sleep(0)
@@ -150,3 +161,49 @@ async def test_a_delta_too_long_for_a_record_is_covered_by_a_snapshot(tmp_path: 
     for raw in rec.deltas:
         again.apply(decode_delta(raw))
     assert again == w.state
+
+
+class SlowSnapshots(SlowCard):
+    """Writing a snapshot file blocks while ``snap_gate`` is closed (a big state on a
+    slow card: seconds); the log's own writes and fdatasync go through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snap_gate = threading.Event()
+        self.snap_entered = threading.Event()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self.snap_entered.set()
+        self.snap_gate.wait(10)
+        super().write_file(path, data)
+
+
+async def test_a_writer_is_answered_when_its_record_is_durable_not_after_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A snapshot that falls due rides on a commit, after its fdatasync: the writers of
+    that commit (and their publication) do not wait for it (at 100,000 origins encoding
+    and writing one takes seconds, and no API write may take longer than 1 s)."""
+    card = SlowSnapshots()
+    w = Writer(tmp_path, card)
+    w.store.budget = SnapshotBudget(min_log_bytes=1, ratio=0.0)  # a log: snapshot due
+    try:
+        card.snap_gate.set()
+        assert await asyncio.wait_for(w.write(), 5) is True  # an empty log: no snapshot
+        assert not card.snap_entered.is_set()
+        card.snap_gate.clear()
+        assert await asyncio.wait_for(w.write(), 5) is True  # the snapshot stuck behind it
+        assert await asyncio.to_thread(card.snap_entered.wait, 10)
+        assert w.commits.committing  # the commit still runs: its snapshot is held
+        assert len(w.published) == 2  # published as soon as it was on disk
+        # a writer whose change is in no batch yet waits for the next commit, which
+        # starts once the snapshot is done
+        later = asyncio.ensure_future(w.write())
+        await asyncio.sleep(0.05)
+        assert not later.done()
+        card.snap_gate.set()
+        assert await asyncio.wait_for(later, 10) is True
+        assert len(w.published) == 3
+    finally:
+        card.snap_gate.set()
+        w.commits.close({})

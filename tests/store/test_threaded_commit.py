@@ -138,6 +138,15 @@ async def test_the_loop_answers_while_a_commit_waits_for_the_card(tmp_path: Path
     assert sent and all(sent)  # published, and only after the commit returned
 
 
+async def finished(commits: GroupCommit) -> None:
+    """Wait (10 s at most) for the running commit to end: its writers are answered once
+    their records are durable, before a snapshot that may follow."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while commits.committing and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    assert not commits.committing
+
+
 async def test_one_write_at_a_time_and_later_changes_wait_for_their_own_commit(
     tmp_path: Path,
 ) -> None:
@@ -162,6 +171,7 @@ async def test_one_write_at_a_time_and_later_changes_wait_for_their_own_commit(
         assert await asyncio.wait_for(first, 10) is True
         assert len(sent) == 1  # "a" only: "b" is not durable yet
         assert not second.done()
+        await finished(co.commits)
         co.tick(loop.time() + 30.0, {"n1", "n2"})
         assert await asyncio.wait_for(second, 10) is True
         assert len(sent) == 2
@@ -197,6 +207,7 @@ async def test_snapshots_are_encoded_and_written_on_the_writer_thread(tmp_path: 
         commits.add([encode_delta(delta)], delta)
         commits.commit(loop.time(), {"hlc": i})
         assert await asyncio.wait_for(commits.durable(), 10) is True
+        await finished(commits)  # answered when durable; the snapshot may still run
     assert commits.close({"hlc": 3}) is True
     assert store.stats.snapshots >= 1
     assert card.writers == {"store-writer_0"}
