@@ -72,6 +72,11 @@ class CheckMetrics:
         if self.m is not None:
             self.m.check_lag.observe(seconds)
 
+    def stalled(self, kind: str) -> None:
+        """A result not recorded: this node's loop was stalled (engine.STALL_GRACE)."""
+        if self.m is not None:
+            self.m.checks.labels(kind, "stalled").inc()
+
     def status(self, origin_id: str, gauges: OriginGauges, status: Status) -> None:
         if self.m is None:
             return

@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 COALESCE = 0.002
 #: Distinct internal errors logged with a traceback; later ones are logged briefly.
 _TRACEBACKS_MAX = 64
+#: A failed probe that ended this long past its timeout (or a quarter of the timeout, if
+#: more) was not cut off by its timer on time: this node's event loop was stalled (a long
+#: callback, a full garbage collection, a starved CPU) while the answer may have been
+#: waiting unread. Such a failure says nothing about the origin: it is not recorded, and
+#: the check runs again soon. Counting it would turn one node's overload into false
+#: "down" observations, whose replication loads every node further.
+STALL_GRACE = 0.5
+#: stalled results in a row that are retried; the next one counts as the failure it
+#: looks like, so a node that stays stalled still reports (issue 19's vantage health
+#: judges such a node).
+STALL_RETRIES = 2
 
 
 class ProbeFn(Protocol):
@@ -61,7 +72,7 @@ class _Entry:
     """One scheduled origin. ``gen`` changes whenever the entry is rescheduled, changed or
     removed, so stale heap items and late results from cancelled probes are ignored."""
 
-    __slots__ = ("gauges", "gen", "pending", "spec", "state", "task")
+    __slots__ = ("gauges", "gen", "pending", "spec", "stalls", "state", "task")
 
     def __init__(self, spec: OriginSpec) -> None:
         self.spec = spec
@@ -70,6 +81,7 @@ class _Entry:
         self.task: asyncio.Task[None] | None = None
         self.pending: float | None = None  # delay to apply at start(), if set before it
         self.gauges = OriginGauges()
+        self.stalls = 0  # stalled results in a row (see STALL_GRACE)
 
 
 class Alarm:
@@ -138,6 +150,7 @@ class CheckEngine:
         self._heap: list[tuple[float, int, _Entry, int]] = []
         self._seq = itertools.count()
         self._running = 0
+        self.stalled = 0  # results not recorded because this node was stalled
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._alarm = Alarm()
@@ -360,6 +373,19 @@ class CheckEngine:
                 entry.task = None
         if entry.gen != gen or self._stopped:
             return  # removed or changed while the probe ran
+        if not result.ok and entry.stalls < STALL_RETRIES and _stalled(spec, result):
+            entry.stalls += 1
+            self.stalled += 1
+            self._metrics.stalled(spec.kind)
+            log.debug(
+                "check %s: stalled (%.1f s for a %.1f s timeout): again soon",
+                spec.id,
+                result.latency,
+                spec.timeout,
+            )
+            self._schedule(entry, loop.time() + min(spec.interval, max(1.0, spec.timeout)))
+            return
+        entry.stalls = 0
         try:
             self._account(entry, result)
         except Exception:
@@ -397,6 +423,11 @@ class CheckEngine:
                 self._on_transition(transition)
             except Exception:
                 log.exception("check %s: on_transition callback failed", entry.spec.id)
+
+
+def _stalled(spec: OriginSpec, result: ProbeResult) -> bool:
+    """The probe ended well past its timeout: its timer fired late (STALL_GRACE)."""
+    return result.latency > spec.timeout + max(STALL_GRACE, spec.timeout / 4)
 
 
 def _view(entry: _Entry) -> OriginView:

@@ -32,7 +32,8 @@ class Metrics:
         )
         self.checks = Counter(
             "edge_agent_checks",
-            "Probes run, by origin kind and result (ok or fail).",
+            "Probes run, by origin kind and result (ok, fail, or stalled: a failure not "
+            "recorded because this node's event loop was stalled past the timeout).",
             ["kind", "result"],
             registry=r,
         )

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import http.server
+import threading
+import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -409,3 +412,76 @@ async def test_stop_before_start_and_twice_is_harmless(
     assert engine.session is None
     with pytest.raises(RuntimeError):
         await engine.start()
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """200 after ``delay`` seconds, on its own thread: it answers while the test blocks
+    the event loop (an origin that is fine, behind a node that is stalled)."""
+
+    delay = 0.1
+    arrived: threading.Event
+
+    def do_GET(self) -> None:
+        self.arrived.set()
+        time.sleep(self.delay if self.path != "/slow" else 2.0)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and left first
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def threaded_origin() -> Iterator[tuple[str, threading.Event]]:
+    arrived = threading.Event()
+    handler = type("Handler", (_Answering,), {"arrived": arrived})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", arrived
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_timeout_caused_by_this_nodes_own_stall_is_not_recorded(
+    threaded_origin: tuple[str, threading.Event],
+    rec: Recorder,
+    make_engine: Callable[..., CheckEngine],
+) -> None:
+    """The origin answers in 0.1 s, but this node's loop is blocked for 1.5 s meanwhile:
+    the 0.3 s timeout fires late, ahead of the waiting answer. That failure is the
+    node's, not the origin's: not recorded, tried again soon, and the origin is up."""
+    base, arrived = threaded_origin
+    metrics = Metrics()
+    engine = make_engine(metrics=metrics)
+    await engine.start()
+    engine.set_origins([make_spec(base + "/", "a", interval=60.0, timeout=0.3)], immediate=True)
+    assert await asyncio.to_thread(arrived.wait, WAIT)  # the request is with the origin
+    time.sleep(1.5)  # the fault injected: this node's event loop is stalled
+    t, n = await rec.next()
+    assert (t.old, t.new, n) == (Status.UNKNOWN, Status.UP, 1)  # never down
+    assert engine.stalled == 1
+    assert served(metrics, "edge_agent_checks_total", {"kind": "http", "result": "stalled"}) == 1
+    assert served(metrics, "edge_agent_checks_total", {"kind": "http", "result": "fail"}) is None
+
+
+async def test_a_timeout_with_the_loop_running_is_a_failure(
+    threaded_origin: tuple[str, threading.Event],
+    rec: Recorder,
+    make_engine: Callable[..., CheckEngine],
+) -> None:
+    base, _ = threaded_origin
+    engine = make_engine()
+    await engine.start()
+    engine.set_origins([make_spec(base + "/slow", "a", interval=60.0, timeout=0.3)], immediate=True)
+    t, n = await rec.next()
+    assert (t.old, t.new, n) == (Status.UNKNOWN, Status.DOWN, 1)
+    assert t.reason == "timeout after 300ms" and engine.stalled == 0
