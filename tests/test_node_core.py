@@ -17,7 +17,7 @@ from agent.membership.member import Member as GossipMember
 from agent.membership.messages import NodeState
 from agent.membership.meta import encode_tags
 from agent.membership.protocol import MemberEvent, UserMessage
-from agent.node.core import Conflict, NodeCore, Outputs
+from agent.node.core import CHECK_AT_ONCE_MAX, Conflict, NodeCore, Outputs
 from agent.node.placement import ROLE
 from agent.node.replication import HELLO, KIND_REPAIR, Gossip, Send, encode_message
 from agent.node.state import State, decode_delta
@@ -340,18 +340,24 @@ def test_verdict_totals_kept_incrementally_match_a_full_count() -> None:
 
 def test_new_origins_keep_their_phase_and_a_takeover_is_checked_at_once() -> None:
     """docs/config.md: the first check of each origin is spread over its interval, so
-    ten thousand declared together do not fire together; a takeover answers at once."""
+    ten thousand declared together do not fire together; a few new ones, and a
+    takeover, are checked at once."""
     a = core("a")
     a.start([], now=0.0, wall=1000.0, alone=True)
     a.drain()
-    batch = [spec(f"n{i}") for i in range(50)]
+    batch = [spec(f"n{i}") for i in range(CHECK_AT_ONCE_MAX + 1)]
     a.apply_batch(batch, 1.0, 1001.0, replace=False)
     out = a.drain()
     assert out.engine is not None and {s.id for s in out.engine.specs} == {s.id for s in batch}
-    assert out.engine.immediate == frozenset()  # new: not taken over from anyone
+    assert out.engine.immediate == frozenset()  # new, and many: their phases stand
+    # a small change (one PUT, a handful) is checked at once: its verdict comes in seconds
     assert a.put(spec("single"), now=2.0, wall=1002.0) is True
     out = a.drain()
-    assert out.engine is not None and "single" not in out.engine.immediate
+    assert out.engine is not None and out.engine.immediate == frozenset({"single"})
+    few = [spec(f"f{i}") for i in range(CHECK_AT_ONCE_MAX)]
+    a.apply_batch(few, 2.5, 1002.5, replace=False)
+    out = a.drain()
+    assert out.engine is not None and out.engine.immediate == frozenset(s.id for s in few)
 
     # b owns part of the catalogue, then dies: a takes its origins over, at once
     members = [member("a"), member("b")]

@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 SETTLE = 3.0  # at most this long after start before checking while looking for peers
 IDLE_TICK = 1.0  # the longest the periodic work sleeps
 REAP_EVERY = 60.0
+#: a change that adds at most this many origins checks them at once (an operator adding
+#: one sees its verdict in seconds); a bigger one spreads their first checks over their
+#: intervals, as a start does (docs/config.md)
+CHECK_AT_ONCE_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +260,12 @@ class NodeCore:
             if origin_id not in self.placement.origins:
                 self.verdicts.forget(origin_id)
         live = [c for c in changes if c.new]
-        # a new origin is not taken over from anyone: its first check keeps its phase in
-        # the interval, so a batch of 10,000 does not fire 10,000 checks at once
+        # a new origin is not taken over from anyone: in a big change its first check
+        # keeps its phase in the interval, so a batch of 10,000 does not fire at once; a
+        # small one (a PUT) is checked at once, so its verdict is there in seconds
         spread = {c.origin for c in live if not c.old}
+        if len(spread) <= CHECK_AT_ONCE_MAX:
+            spread = set()
         self._owners_changed(live, now, result, force_sync=respec, spread=spread)
         self._recompute(ids, wall)
 
