@@ -43,7 +43,6 @@ from agent.node.replication import (
     encode_local_state,
     encode_message,
     restrict,
-    split,
 )
 from agent.node.state import Delta, State, encode_delta
 
@@ -669,55 +668,3 @@ def test_a_change_nobody_else_can_receive_is_not_left_in_the_queue() -> None:
         queued = {name: len(c.sim.nodes[name].core.user_broadcasts) for name in c.states}
         assert set(queued.values()) == {0}, f"{n} node(s): queued {queued}"
         assert c.reps[f"n{n - 1:04d}"].counters.no_peer == 3  # alone, or only the sender
-
-
-def _batch_history() -> tuple[State, Delta]:
-    """A node's big change: 2,500 origins declared at once, then 10 of them changed and
-    5 retracted (so the change holds superseded values and removal records too)."""
-    a = State("a")
-    specs = [spec(f"o{i:04d}") for i in range(2500)]
-    first = a.declare_many([(s, ts(i, "a")) for i, s in enumerate(specs)], "a", "api")
-    assert first is not None
-    changed = [
-        parse_origin({"id": f"o{i:04d}", "url": "http://127.0.0.1:9/new", "interval": "5s"})
-        for i in range(10)
-    ]
-    second = a.declare_many([(s, ts(10_000 + i, "a")) for i, s in enumerate(changed)], "a", "api")
-    third = a.retract_many([(f"o{i:04d}", "a", "api") for i in range(2490, 2495)])
-    assert second is not None and third is not None
-    whole = first.copy()
-    whole.join(second)
-    whole.join(third)
-    return a, whole
-
-
-def test_a_big_delta_splits_into_parts_whose_join_is_the_delta() -> None:
-    sender, whole = _batch_history()
-    parts = split(whole, 1000)
-    assert len(parts) == 3
-    assert all(len(p.entries) + len(p.records) <= 1000 for p in parts)
-    joined = parts[0].copy()
-    for p in parts[1:]:
-        joined.join(p)
-    assert joined == whole
-    # any order of arrival gives the sender's state, as the whole delta does
-    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
-        b = State("b")
-        for i in order:
-            b.apply(parts[i])
-        assert b == sender
-    assert split(parts[0], 1000) == [parts[0]]  # small: whole
-
-
-def test_a_big_local_delta_is_published_in_parts_a_receiver_joins() -> None:
-    sender, whole = _batch_history()
-    r = replicator("a")
-    r.publish(whole)
-    outs = r.outputs()
-    sends = [o for o in outs if isinstance(o, Send)]
-    assert len(sends) == 3 * 3  # three parts, each to fanout peers
-    assert r.counters.chunks_sent == 3 and r.counters.deltas_published == 1
-    b = Replicator(State("b"))
-    for payload in dict.fromkeys(o.payload for o in sends):  # each part once
-        b.handle_event(UserMessage(payload, None))
-    assert b.state == sender

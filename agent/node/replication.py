@@ -87,14 +87,6 @@ DEFAULT_FANOUT = 3
 #: bytes: a message this long is first checked for news from its causal context alone
 #: (``holds_all_of``); shorter ones decode in well under a millisecond anyway
 REDUNDANT_CHECK_MIN = 4096
-#: keys per replication message: a bigger delta (a batch of 10,000 origins, a repair) is
-#: sent as several, each applied by a receiver as its own event, so no receiver's loop is
-#: held for a whole batch (1,000 specs: about 0.1 s, and a 140 KB message decoded off
-#: the loop). The writer still persists the batch as one record: all of it or none.
-CHUNK_KEYS = 1000
-#: a delta whose context holds more dots than this is not split (a whole state sent to a
-#: peer older than our removal log): listing its removed dots would cost more than it saves
-MAX_SPLIT_DOTS = 1_000_000
 
 
 def max_packet(gossip: Settings) -> int:
@@ -250,42 +242,6 @@ def restrict(delta: Delta, dots: CausalContext) -> Delta:
     return ORMap.from_parts(entries, covers, dots, records, delta.horizon, delta.record_limit)
 
 
-def split(delta: Delta, max_keys: int = CHUNK_KEYS) -> list[Delta]:
-    """``delta`` as deltas of at most ``max_keys`` keys (and removal records) each, whose
-    join is ``delta``: its context's dots partitioned and the delta restricted to each
-    part (``restrict``). A key's live dots stay together; the dots the delta only
-    removes (superseded or retracted values) go with the last part, so until it arrives
-    a changed key may show its old and new value side by side, which the register
-    resolves (newest declaration wins). Small deltas come back whole."""
-    if len(delta.entries) + len(delta.records) <= max_keys:
-        return [delta]
-    if delta.ctx.dot_count() > MAX_SPLIT_DOTS:
-        return [delta]
-    parts: list[list[Dot]] = []
-    current: list[Dot] = []
-    keys = 0
-    grouped: set[Dot] = set()
-
-    def take(dots: Iterable[Dot]) -> None:
-        nonlocal current, keys
-        current.extend(dots)
-        keys += 1
-        if keys == max_keys:
-            parts.append(current)
-            current, keys = [], 0
-
-    for ents in delta.entries.values():
-        take(ents)
-    for r in delta.records:
-        take((r,))
-    for part in (*parts, current):
-        grouped.update(part)
-    current.extend(d for d in delta.ctx.dots() if d not in grouped)
-    if current:
-        parts.append(current)
-    return [restrict(delta, CausalContext.of(part)) for part in parts]
-
-
 # --- outputs -----------------------------------------------------------------------------------
 
 
@@ -332,7 +288,6 @@ class ReplicationCounters:
     tcp_failed: int = 0  # reliable user messages that failed (anti-entropy repairs them)
     hellos_sent: int = 0  # hellos asking or answering (agent/node/proof.py)
     no_peer: int = 0  # changes not spread: no other peer (anti-entropy serves later joiners)
-    chunks_sent: int = 0  # messages a big delta (a batch, a repair) was split into (split)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -383,11 +338,7 @@ class Replicator:
         if delta is None or delta.is_empty():
             return
         self.counters.deltas_published += 1
-        parts = split(delta)
-        if len(parts) > 1:
-            self.counters.chunks_sent += len(parts)
-        for part in parts:
-            self._spread(encode_delta(part), exclude=None)
+        self._spread(encode_delta(delta), exclude=None)
 
     def handle_event(
         self, ev: Event, decoded: ReplicationMessage | ReplicationDecodeError | None = None
@@ -568,12 +519,8 @@ class Replicator:
             self.counters.in_sync += 1
             return
         self.counters.repairs_sent += 1
-        parts = split(delta)
-        if len(parts) > 1:
-            self.counters.chunks_sent += len(parts)
-        for part in parts:
-            msg = encode_message(KIND_REPAIR, self.name, encode_delta(part))
-            self._send(sender, msg, reliable=len(msg) > self.max_packet)
+        msg = encode_message(KIND_REPAIR, self.name, encode_delta(delta))
+        self._send(sender, msg, reliable=len(msg) > self.max_packet)
 
 
 __all__ = [
@@ -599,5 +546,4 @@ __all__ = [
     "is_replication",
     "max_packet",
     "restrict",
-    "split",
 ]
