@@ -17,7 +17,7 @@ from agent.domain.origin import parse_origin
 from agent.node.state import Delta, State, decode_delta, encode_delta
 from agent.shell.persistence import MAX_RECORD_DELTA, GroupCommit
 from agent.store import SnapshotBudget, Store
-from tests.store.test_threaded_commit import SlowCard
+from tests.store.test_threaded_commit import SlowCard, finished
 
 INTERVAL = 60.0
 
@@ -59,10 +59,7 @@ class Writer:
         """A durable write, then its commit's end: a writer is answered once its record
         is on disk, and the commit may still run (a snapshot) after that."""
         ok = await self.write()
-        deadline = self.loop.time() + 10
-        while self.commits.committing and self.loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        assert not self.commits.committing
+        await finished(self.commits)
         return ok
 
 
