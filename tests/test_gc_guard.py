@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -23,15 +24,15 @@ async def test_a_slow_full_collection_freezes_its_survivors_on_the_loop() -> Non
     guard = GcGuard(slow=0.0)  # every full pass counts as slow here
     frozen_before = gc.get_freeze_count()
     guard.install(loop)
+    gc.disable()  # no automatic pass moves the garbage between generations mid-test
     try:
         keep = [[i] for i in range(10_000)]  # live: survives, then frozen
-        for _ in range(100):  # cyclic garbage: freed by the pass, never frozen
-            a: list[object] = []
-            a.append(a)
-        del a
         gc.collect(1)  # a young pass: not watched
         assert guard.full_passes == 0 and guard.freezes == 0
-        assert gc.collect() >= 100  # a full pass (generation 2)
+        garbage = [weakref.ref(Cycle()) for _ in range(100)]  # freed by the pass only
+        assert all(ref() is not None for ref in garbage)
+        gc.collect()  # a full pass (generation 2)
+        assert all(ref() is None for ref in garbage)  # freed, so never frozen
         assert guard.full_passes == 1 and guard.freezes == 0  # queued, not done inside gc
         await settle(loop, guard, 1)
         assert guard.freezes == 1
@@ -41,6 +42,7 @@ async def test_a_slow_full_collection_freezes_its_survivors_on_the_loop() -> Non
         assert "edge_agent_gc_freezes_total 1.0" in text
         assert f"edge_agent_gc_frozen_objects {float(gc.get_freeze_count())}" in text
     finally:
+        gc.enable()
         guard.remove()
         gc.unfreeze()
     assert guard._callback not in gc.callbacks
@@ -58,6 +60,13 @@ async def test_a_fast_full_collection_freezes_nothing() -> None:
         assert guard.full_seconds > 0.0 and guard.longest <= guard.full_seconds
     finally:
         guard.remove()
+
+
+class Cycle:
+    """An object that refers to itself: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
 
 
 def registry(guard: GcGuard) -> CollectorRegistry:

@@ -41,7 +41,16 @@ class SerfAgent:
         if key:
             args.append(f"-encrypt={key}")
         self.proc = subprocess.Popen(args, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        wait_for(lambda: self.members_raw() is not None, 15, f"serf {name} RPC")
+        # 30 s: a serf start under the full suite's load has taken more than 15
+        wait_for(self.rpc_up, 30, f"serf {name} RPC")
+
+    def rpc_up(self) -> bool:
+        """True once the agent answers; a serf that exited fails at once with its log."""
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"serf {self.name} exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}"
+            )
+        return self.members_raw() is not None
 
     @property
     def addr(self) -> str:
