@@ -78,7 +78,7 @@ def test_a_batch_is_one_record_and_one_delta_that_a_peer_applies_whole() -> None
     assert len(diff.added) == 1000
     out = a.drain()
     assert len(out.records) == 1 and out.local is not None
-    assert out.engine is not None and len(out.engine.specs) == 1000
+    assert out.engine is not None and len(out.engine.upsert) == 1000
     b = core("b")
     changed = b.state.apply(decode_delta(encode_delta(out.local)))
     assert len(changed) == 1000

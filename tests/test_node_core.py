@@ -8,6 +8,7 @@ records are durable, and the replicator's packets are delivered as membership ev
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_constructed_and_driven_without_an_event_loop() -> None:
     c = core("a")
     c.start([spec("web")], now=0.0, wall=1000.0, alone=True)
     out = c.drain()
-    assert out.engine is not None and [s.id for s in out.engine.specs] == ["web"]
+    assert out.engine is not None and [s.id for s in out.engine.upsert] == ["web"]
     assert out.origins == {"web"}
 
 
@@ -113,7 +114,7 @@ def test_ownership_moves_when_a_member_joins_and_the_engine_set_follows() -> Non
     ids = [f"o{i}" for i in range(20)]
     a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
     first = a.drain()
-    assert first.engine is not None and {s.id for s in first.engine.specs} == set(ids)
+    assert first.engine is not None and {s.id for s in first.engine.upsert} == set(ids)
     a.members_changed([member("a"), member("b")], now=1.0, wall=1001.0)
     answer_from(a, "b", 1.0, [member("a"), member("b")])
     out = a.drain()
@@ -121,10 +122,12 @@ def test_ownership_moves_when_a_member_joins_and_the_engine_set_follows() -> Non
     assert moved and moved != set(ids)  # placement spreads them
     # a handoff: a keeps checking what moved (draining) until b reports or time is up
     assert a.mine() == set(ids)
-    assert out.engine is None or {s.id for s in out.engine.specs} == set(ids)
+    assert out.engine is None or not out.engine.remove
+    assert set(a.checked_specs()) == set(ids)
     a.tick(now=1.0 + 3 * 10.0 + 1.0, wall=1032.0, alive={"a", "b"})
     out = a.drain()
-    assert out.engine is not None and {s.id for s in out.engine.specs} == set(ids) - moved
+    assert out.engine is not None and out.engine.remove == moved and not out.engine.upsert
+    assert set(a.checked_specs()) == set(ids) - moved
     assert a.mine() == set(ids) - moved
 
 
@@ -183,7 +186,7 @@ def test_handoff_ends_when_the_new_owner_reports() -> None:
         a.on_event(UserMessage(payload, None), 3.5, 1003.5, lambda: everyone)
     out = a.drain()
     assert target not in a.mine()
-    assert out.engine is not None and target not in {s.id for s in out.engine.specs}
+    assert out.engine is not None and out.engine.remove == {target}
     assert a.state.observation(target, "a") is None  # a's own observation removed
     assert out.records  # ...and that removal is a record to persist
     assert a.verdict(target) == "up"  # b's observation carries the verdict
@@ -348,7 +351,7 @@ def test_new_origins_keep_their_phase_and_a_takeover_is_checked_at_once() -> Non
     batch = [spec(f"n{i}") for i in range(CHECK_AT_ONCE_MAX + 1)]
     a.apply_batch(batch, 1.0, 1001.0, replace=False)
     out = a.drain()
-    assert out.engine is not None and {s.id for s in out.engine.specs} == {s.id for s in batch}
+    assert out.engine is not None and {s.id for s in out.engine.upsert} == {s.id for s in batch}
     assert out.engine.immediate == frozenset()  # new, and many: their phases stand
     # a small change (one PUT, a handful) is checked at once: its verdict comes in seconds
     assert a.put(spec("single"), now=2.0, wall=1002.0) is True
@@ -371,3 +374,48 @@ def test_new_origins_keep_their_phase_and_a_takeover_is_checked_at_once() -> Non
     a.members_changed([member("a"), member("b", NodeState.DEAD)], now=40.0, wall=1040.0)
     out = a.drain()
     assert out.engine is not None and out.engine.immediate == frozenset(b_owned)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_engine_diffs_add_up_to_exactly_the_checked_set(seed: int) -> None:
+    """EngineUpdate is a diff; a shell that applies every one holds, after each drain,
+    exactly what the node checks (owned or draining) with each origin's current spec,
+    through puts, respecs, deletes, batches, members coming and going and drains ending."""
+    rng = random.Random(seed)
+    a = core("a", replicas=2)
+    a.start([spec("cfg")], now=0.0, wall=1000.0, alone=True)
+    engine: dict[str, OriginSpec] = {}
+    now = 0.0
+    peers = ["b", "c", "d"]
+    up = {"b"}
+    for step in range(120):
+        now += rng.choice([0.5, 2.0, 15.0])
+        op = rng.randrange(6)
+        ids = [f"o{rng.randrange(40)}" for _ in range(rng.randrange(1, 6))]
+        if op == 0:
+            a.put(spec(ids[0], rng.choice(["10s", "20s"])), now, 1000.0 + now)
+        elif op == 1:
+            a.delete(ids[0], now, 1000.0 + now)
+        elif op == 2:
+            batch = {o: spec(o, rng.choice(["10s", "30s"])) for o in ids}
+            a.apply_batch(list(batch.values()), now, 1000.0 + now, replace=rng.random() < 0.2)
+        elif op == 3:
+            up ^= {rng.choice(peers)}
+            members = [member("a")] + [
+                member(p, NodeState.ALIVE if p in up else NodeState.DEAD) for p in peers
+            ]
+            a.members_changed(members, now, 1000.0 + now)
+            for p in sorted(up):
+                answer_from(a, p, now, members)
+        else:
+            a.tick(now, 1000.0 + now, alive={"a"} | up)
+        out = a.drain()
+        if out.engine is not None:
+            for origin in out.engine.remove:
+                engine.pop(origin, None)
+            for s in out.engine.upsert:
+                engine[s.id] = s
+            assert out.engine.immediate <= engine.keys(), step
+        want = {o: s for o in a.handoff.checking() if (s := a.state.spec(o)) is not None}
+        assert engine == want, step
+        assert a.checked_specs() == want

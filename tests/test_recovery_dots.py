@@ -13,7 +13,7 @@ with every origin anyone declared, and all replicas equal.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,11 @@ from tests.replication_sim import EDGE_META, T0, spec
 class IdleEngine:
     """The check engine is not under test: nothing here settles, so nothing is checked."""
 
-    def set_origins(
-        self, specs: Iterable[OriginSpec], *, immediate: bool | Iterable[str] = False
+    def update(
+        self,
+        upsert: Iterable[OriginSpec],
+        remove: Iterable[str] = (),
+        immediate: Collection[str] = (),
     ) -> None:
         raise AssertionError("the coordinator was never settled; it must not check")
 

@@ -226,7 +226,7 @@ class CheckEngine:
     def set_origins(
         self, specs: Iterable[OriginSpec], *, immediate: bool | Collection[str] = False
     ) -> None:
-        """Make the checked set equal to ``specs``.
+        """Make the checked set equal to ``specs`` (one ``update`` with every spec).
 
         New ids start after their spread initial delay (``initial_delay``) unless
         ``immediate`` is True or names them (a node taking over an origin must answer
@@ -237,32 +237,58 @@ class CheckEngine:
         wanted: dict[str, OriginSpec] = {}
         for spec in specs:
             wanted[spec.id] = spec
-        for oid in [oid for oid in self._entries if oid not in wanted]:
-            self._remove(oid)
-        for oid, spec in wanted.items():
-            now_ = immediate is True or (not isinstance(immediate, bool) and oid in immediate)
+        gone = [oid for oid in self._entries if oid not in wanted]
+        now_ = wanted.keys() if immediate is True else () if immediate is False else immediate
+        self.update(wanted.values(), gone, now_)
+
+    def update(
+        self,
+        upsert: Iterable[OriginSpec],
+        remove: Iterable[str] = (),
+        immediate: Collection[str] = (),
+    ) -> None:
+        """Change part of the checked set: ``upsert`` adds or respecifies origins (as
+        ``set_origins``), ``remove`` stops them, ``immediate`` names origins to check at
+        once (new ones, or checked ones whose probe is not running). Costs what it
+        changes, not the size of the set."""
+        immediate = frozenset(immediate)
+        for oid in remove:
+            if oid in self._entries:
+                self._remove(oid)
+        upserted = set()
+        for spec in upsert:
+            upserted.add(spec.id)
+            self._upsert(spec, spec.id in immediate)
+        for oid in immediate:
             entry = self._entries.get(oid)
-            if entry is None:
-                entry = self._entries[oid] = _Entry(spec)
-                self._counts[Status.UNKNOWN] += 1
-                self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
-            elif entry.spec is not spec and entry.spec != spec:  # same object: unchanged
+            if oid not in upserted and entry is not None and entry.task is None:
                 self._stop_entry(entry)
-                same_target = entry.spec.url == spec.url
-                entry.spec = spec
-                if same_target:
-                    entry.state.rise, entry.state.fall = spec.rise, spec.fall
-                else:
-                    self._counts[entry.state.status] -= 1
-                    self._counts[Status.UNKNOWN] += 1
-                    entry.state = OriginState.for_spec(spec)
-                    self._metrics.drop_tls(oid, entry.gauges)
-                    self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
-            elif now_ and entry.task is None:
-                self._stop_entry(entry)
+                self._schedule_in(entry, 0.0)
+
+    def _upsert(self, spec: OriginSpec, now_: bool) -> None:
+        oid = spec.id
+        entry = self._entries.get(oid)
+        if entry is None:
+            entry = self._entries[oid] = _Entry(spec)
+            self._counts[Status.UNKNOWN] += 1
+            self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
+        elif entry.spec is not spec and entry.spec != spec:  # same object: unchanged
+            self._stop_entry(entry)
+            same_target = entry.spec.url == spec.url
+            entry.spec = spec
+            if same_target:
+                entry.state.rise, entry.state.fall = spec.rise, spec.fall
             else:
-                continue  # unchanged: keep its rhythm
-            self._schedule_in(entry, 0.0 if now_ else initial_delay(spec))
+                self._counts[entry.state.status] -= 1
+                self._counts[Status.UNKNOWN] += 1
+                entry.state = OriginState.for_spec(spec)
+                self._metrics.drop_tls(oid, entry.gauges)
+                self._metrics.status(oid, entry.gauges, Status.UNKNOWN)
+        elif now_ and entry.task is None:
+            self._stop_entry(entry)
+        else:
+            return  # unchanged: keep its rhythm
+        self._schedule_in(entry, 0.0 if now_ else initial_delay(spec))
 
     def origin_ids(self) -> list[str]:
         return list(self._entries)

@@ -149,10 +149,11 @@ class Handoff:
     ) -> HandoffResult:
         """Apply Placement's changes at ``now``; ``interval_of(origin)`` is its check
         interval in seconds (asked only for origins that start draining)."""
-        before = self.checking()
+        before: dict[str, bool] = {}
         removed: set[str] = set()
         me = self.me
         for origin, _old, new in changes:
+            before.setdefault(origin, self.is_checking(origin))
             if me in new:
                 self._draining.pop(origin, None)  # a regain while draining stays checked
                 if origin not in self._owned:
@@ -181,7 +182,7 @@ class Handoff:
             if drain.done():
                 del self._draining[origin]
                 removed.add(origin)
-        self._expire(now, removed)
+        self._expire(now, removed, before)
         return self._result(before, removed)
 
     def observation_arrived(self, origin_id: str, observer: str, now: float) -> HandoffResult:
@@ -194,17 +195,18 @@ class Handoff:
     ) -> HandoffResult:
         """``observation_arrived`` for many (origin, observer) pairs in one pass: when a
         member change moves thousands of origins at once, one result, not one per
-        origin (each result compares the whole checked set before and after)."""
-        before = self.checking()
+        origin (a result costs what the call changed, not the size of the checked set)."""
+        before: dict[str, bool] = {}
         removed: set[str] = set()
         for origin_id, observer in arrivals:
             drain = self._draining.get(origin_id)
             if drain is not None and observer != self.me and now >= drain.since:
                 drain.reported.add(observer)
                 if drain.done():
+                    before.setdefault(origin_id, True)
                     del self._draining[origin_id]
                     removed.add(origin_id)
-        self._expire(now, removed)
+        self._expire(now, removed, before)
         return self._result(before, removed)
 
     def origin_removed(self, origin_id: str, now: float | None = None) -> HandoffResult:
@@ -218,36 +220,41 @@ class Handoff:
     def origins_removed(self, origin_ids: Iterable[str], now: float | None = None) -> HandoffResult:
         """Many origins left the catalogue at once (a batch apply): as ``origin_removed``
         for each, in one pass (one result, not one per origin)."""
-        before = self.checking()
+        before: dict[str, bool] = {}
         removed = set(origin_ids)
         for origin_id in removed:
+            before.setdefault(origin_id, self.is_checking(origin_id))
             if origin_id in self._owned:
                 self._owned.discard(origin_id)
                 if self.on_owned is not None:
                     self.on_owned(origin_id, False)
             self._draining.pop(origin_id, None)
         if now is not None:
-            self._expire(now, removed)
+            self._expire(now, removed, before)
         return self._result(before, removed)
 
     def tick(self, now: float) -> HandoffResult:
         """End every drain whose timeout is at or before ``now``."""
-        before = self.checking()
+        before: dict[str, bool] = {}
         removed: set[str] = set()
-        self._expire(now, removed)
+        self._expire(now, removed, before)
         return self._result(before, removed)
 
     # --- internals ----------------------------------------------------------------------
 
-    def _expire(self, now: float, removed: set[str]) -> None:
+    def _expire(self, now: float, removed: set[str], before: dict[str, bool]) -> None:
         for origin in [o for o, d in self._draining.items() if d.deadline <= now]:
+            before.setdefault(origin, True)  # draining: checked, unless this call began it
             del self._draining[origin]
             removed.add(origin)
 
-    def _result(self, before: set[str], removed: set[str]) -> HandoffResult:
-        after = self.checking()
+    def _result(self, before: dict[str, bool], removed: set[str]) -> HandoffResult:
+        """The difference between ``before`` (whether each origin the call touched was
+        checked when first touched) and now: a result costs what the call changed, not
+        the size of the checked set (40,000 at 100,000 origins over 5 nodes)."""
+        checking = self.is_checking
         return HandoffResult(
-            started=sorted(after - before),
-            stopped=sorted(before - after),
-            remove_observations=sorted(removed - after),
+            started=sorted(o for o, was in before.items() if not was and checking(o)),
+            stopped=sorted(o for o, was in before.items() if was and not checking(o)),
+            remove_observations=sorted(o for o in removed if not checking(o)),
         )

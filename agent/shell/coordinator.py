@@ -55,8 +55,13 @@ log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
-    def set_origins(
-        self, specs: Iterable[OriginSpec], *, immediate: bool | Collection[str] = False
+    """What the coordinator asks of the check engine (agent/checks/engine.py)."""
+
+    def update(
+        self,
+        upsert: Iterable[OriginSpec],
+        remove: Iterable[str] = (),
+        immediate: Collection[str] = (),
     ) -> None: ...
 
 
@@ -263,7 +268,8 @@ class Coordinator:
         out = self.core.drain()
         self.commits.add(out.records, out.local)
         if out.engine is not None:
-            self.engine.set_origins(out.engine.specs, immediate=set(out.engine.immediate))
+            e = out.engine
+            self.engine.update(e.upsert, e.remove, e.immediate)
         if self.on_verdict is not None:
             for change in out.verdicts:
                 self.on_verdict(change)

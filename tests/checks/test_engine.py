@@ -135,6 +135,28 @@ async def test_first_check_after_spread_delay_or_at_once_when_immediate(
     assert (t.origin_id, t.new) == ("spread", Status.UP)
 
 
+async def test_update_changes_only_what_it_names(
+    origin: OriginServer, rec: Recorder, make_engine: Callable[..., CheckEngine]
+) -> None:
+    """The node's diff (EngineUpdate): an upsert adds, a remove stops, an id in
+    ``immediate`` alone checks a waiting origin at once; the rest keeps its rhythm."""
+    slow = make_spec(origin.url("/ok"), "spread", interval=3600.0)
+    assert initial_delay(slow) > 60  # precondition: this id's phase is far from now
+    hang = make_spec(origin.url("/hang"), "hang", interval=10.0, timeout=10.0)
+    engine = make_engine()
+    await engine.start()
+    engine.update([slow, hang], immediate={"hang"})
+    await origin.wait_for(lambda: origin.hanging == 1)
+    assert engine.view("spread").last is None  # type: ignore[union-attr]
+    engine.update([], remove=["hang", "never-there"])
+    await origin.wait_for(lambda: origin.hang_cancelled == 1)
+    assert engine.origin_ids() == ["spread"]
+    engine.update([], immediate={"spread"})  # no spec: only "now"
+    t, _ = await rec.next()
+    assert (t.origin_id, t.new) == ("spread", Status.UP)
+    assert engine.status_counts() == {Status.UP: 1, Status.DOWN: 0, Status.UNKNOWN: 0}
+
+
 async def test_set_origins_add_remove_change(
     origin: OriginServer, rec: Recorder, make_engine: Callable[..., CheckEngine]
 ) -> None:
