@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_duration(text: str) -> float:
-    """Parse "500ms", "10s", "2m", "1h", "1m30s" into seconds; raise ValueError otherwise."""
+    """Parse "500ms", "10s", "2m", "1h", "1m30s" into seconds; raise ValueError otherwise.
+    Cached: a fleet uses a few spellings, and every spec a peer sends (100,000 in a big
+    catalogue, again at each restore) carries two or three of them."""
     s = text.strip()
     if not s:
         raise ValueError("empty")

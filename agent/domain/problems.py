@@ -71,10 +71,19 @@ class TableReader:
                 self.problems.append(f"{self.key(k)}: unknown key")
 
 
+#: (class, field) -> a plain default (never a default_factory's: each call makes one)
+_PLAIN_DEFAULTS: dict[tuple[type[Any], str], Any] = {}
+
+
 def field_default(cls: type[Any], name: str) -> Any:
     """The dataclass field's own default: each default is stated once, on the field."""
+    try:
+        return _PLAIN_DEFAULTS[cls, name]  # read ten times per origin spec decoded
+    except KeyError:
+        pass
     f = cls.__dataclass_fields__[name]
     if f.default is not MISSING:
+        _PLAIN_DEFAULTS[cls, name] = f.default  # immutable (a dataclass rule): shared
         return f.default
     if f.default_factory is not MISSING:
         return f.default_factory()
