@@ -12,9 +12,12 @@ The guard watches full passes (``gc.callbacks``) and, right after one that took 
 than ``SLOW_FULL``, freezes the survivors too. Freezing just after a full pass pins no
 garbage: the pass has just freed every unreachable cycle. Frozen objects are still
 freed by reference counting when they die; only a cycle among them that becomes
-garbage later stays (the runtime builds few: connections, tasks). Each freeze takes a
-quarter more heap to trigger the next slow pass, so freezes are rare: a handful over a
-growing catalogue, none on a steady one.
+garbage later stays (the runtime builds few: connections, tasks). After a freeze a full
+pass walks only what was made since, so it stays short; passes then come more often (the
+collector's trigger compares new survivors with the last pass's, now few), and a slow
+one freezes again. Measured while 100,000 origins were declared over 5 nodes: 92 full
+passes in 5 minutes, 75 ms on average, 0.28 s the longest (before the guard: 1 s and
+more each, growing with the catalogue).
 """
 
 from __future__ import annotations
