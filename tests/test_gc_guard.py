@@ -73,3 +73,35 @@ def registry(guard: GcGuard) -> CollectorRegistry:
     r = CollectorRegistry()
     r.register(GcCollector(guard))
     return r
+
+
+async def test_freezes_are_bounded_by_the_growth_of_what_is_frozen() -> None:
+    """A slow pass freezes only if it took a quarter of the time of the passes frozen
+    before: freezes pin whatever dies later in a cycle, so they follow the heap's
+    growth, not the clock (each pass's duration comes from a fake clock here)."""
+    loop = asyncio.get_running_loop()
+    durations = iter([0.2, 0.04, 0.06, 0.049, 0.051, 0.06, 0.09])
+    ticks: list[float] = []
+
+    def clock() -> float:  # start: 0; stop: the pass's duration
+        ticks.append(0.0 if len(ticks) % 2 == 0 else next(durations))
+        return ticks[-1]
+
+    guard = GcGuard(slow=0.05, share=0.25, clock=clock)
+    guard.install(loop)
+    gc.disable()  # only the passes below, each with its duration
+    frozen = []
+    try:
+        for _ in range(7):
+            gc.collect()
+            if guard._freeze_queued:  # decided in the pass; done on the loop
+                await settle(loop, guard, guard.freezes + 1)
+            frozen.append(guard.freezes)
+    finally:
+        gc.enable()
+        guard.remove()
+        gc.unfreeze()
+    # 0.2 freezes (cost 0.2); 0.04 < slow; 0.06 >= 0.05 (cost 0.26); 0.049 < slow;
+    # 0.051 < 0.26/4; 0.06 < 0.065; 0.09 >= 0.065 (cost 0.35)
+    assert frozen == [1, 1, 2, 2, 2, 2, 3]
+    assert guard.full_passes == 7 and abs(guard.frozen_cost - 0.35) < 1e-9
