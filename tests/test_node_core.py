@@ -419,3 +419,42 @@ def test_the_engine_diffs_add_up_to_exactly_the_checked_set(seed: int) -> None:
         want = {o: s for o in a.handoff.checking() if (s := a.state.spec(o)) is not None}
         assert engine == want, step
         assert a.checked_specs() == want
+
+
+def test_a_takeover_another_live_owner_reports_on_keeps_its_phase() -> None:
+    """docs/placement.md: when c dies, a takes over c's origins; those whose other owner
+    (b) is alive and reports on them still have a verdict, so a checks them at their
+    phase, not all at once; those nobody live reports on are checked at once."""
+    cores = {n: core(n, replicas=2) for n in "abc"}
+    ids = [f"o{i}" for i in range(60)]
+    everyone = [member(n) for n in "abc"]
+    for c in cores.values():
+        c.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+        c.drain()
+    for c in cores.values():
+        for other in "abc":
+            if other != c.name:
+                c.on_event(MemberEvent("join", member(other)), 1.0, 1001.0, lambda: everyone)
+    carry(cores, 1.0, everyone)
+    a, b = cores["a"], cores["b"]
+    a.tick(now=25.0, wall=1025.0, alive=set("abc"))  # a's drains (from starting alone) end
+    a.drain()
+    to_a = {o for o in ids if "c" in a.owners(o) and "a" not in a.owners(o)}
+    assert to_a and all(a.owners(o) == b.owners(o) for o in ids)
+    # b reports on half of the origins it shares with c; nobody reports on the rest
+    reported = sorted(o for o in to_a if "b" in a.owners(o))[::2]
+    assert reported
+    for o in reported:
+        b.on_transition(Transition(o, Status.UNKNOWN, Status.UP, "ok", 0.01, 26.0), 1026.0)
+    for payload in durable(b, b.drain()):
+        a.on_event(UserMessage(payload, None), 26.5, 1026.5, lambda: everyone)
+    a.drain()
+    assert not to_a & a.mine()  # not checked by a before c dies
+    alive = [member("a"), member("b"), member("c", NodeState.DEAD)]
+    a.members_changed(alive, now=30.0, wall=1030.0)
+    out = a.drain()
+    gained = {o for o in ids if "a" in a.owners(o)} & to_a
+    assert gained == to_a  # a owns every origin c had with b or with nobody else live
+    assert out.engine is not None
+    assert out.engine.immediate == frozenset(to_a - set(reported))
+    assert set(reported) <= {s.id for s in out.engine.upsert}  # checked, at their phase
