@@ -35,6 +35,7 @@ from agent.domain import OriginSpec
 from agent.membership import Event, MemberEvent, Settings, decode_tags
 from agent.membership import Member as GossipMember
 from agent.node.catalogue import Catalogue, CatalogueDiff, Conflict
+from agent.node.flaps import FlapDamping
 from agent.node.handoff import Handoff, HandoffResult
 from agent.node.placement import Member, OwnerChange, Placement, claims_role, member_from_tags
 from agent.node.proof import Proof
@@ -109,6 +110,8 @@ class NodeCore:
         )
         # who has proven to be an edge-agent (placement's eligibility, agent/node/proof.py)
         self.proof = Proof()
+        self.flaps = FlapDamping()  # members that keep dying are held out (flaps.py)
+        self._gossip_members: list[GossipMember] = []  # the last list, for a hold's end
         self._claimants: set[str] = set()  # live members whose tags claim our role
         self._newly_proven = False
         self.placement = Placement([Member(name, weight)], replicas)
@@ -304,6 +307,7 @@ class NodeCore:
             self._remote_changed(changed, now, wall)
 
     def members_changed(self, gossip_members: list[GossipMember], now: float, wall: float) -> None:
+        self._gossip_members = gossip_members
         members = [Member(self.name, self.weight)]
         self._alive = {self.name} | {
             m.name for m in gossip_members if m.state_name in ("alive", "suspect")
@@ -323,9 +327,22 @@ class NodeCore:
                 self._absent_since.setdefault(m.name, now)
                 self.proof.forget(m.name)  # back later: it proves itself again
             proven = m.name in self.proof.proven
-            members.append(member_from_tags(m.name, m.state_name, tags, proven=proven))
-        for name in self.proof.proven - {m.name for m in gossip_members}:
+            member = member_from_tags(m.name, m.state_name, tags, proven=proven)
+            until = self.flaps.update(m.name, member.eligible, m.state_name == "dead", now)
+            if until is not None:
+                log.warning(
+                    "member %s keeps dying and coming back: it owns no origins for %.0f s "
+                    "(its origins stay with the owners that took them over)",
+                    m.name,
+                    until - now,
+                )
+            if member.eligible and self.flaps.held(m.name, now):
+                member = Member(member.name, member.weight, eligible=False)
+            members.append(member)
+        listed = {m.name for m in gossip_members}
+        for name in self.proof.proven - listed:
             self.proof.forget(name)  # gone from the member list altogether
+        self.flaps.forget(listed)
         self._claimants = claimants
         self._ask(now)
         changes = self.placement.set_members(members)
@@ -535,7 +552,10 @@ class NodeCore:
         """When ``tick`` next has work of its own: settling, or a drain timing out."""
         if not self.settled:
             return self._started_at + SETTLE
-        return self.handoff.next_deadline()
+        return min(
+            (t for t in (self.handoff.next_deadline(), self.flaps.next_expiry()) if t is not None),
+            default=None,
+        )
 
     def tick(self, now: float, wall: float, alive: set[str]) -> None:
         """Settle, time out drains, reap, ask unproven claimants: whatever falls due."""
@@ -546,6 +566,8 @@ class NodeCore:
             deadline = self.handoff.next_deadline()
             if deadline is not None and now >= deadline:
                 self._apply(self.handoff.tick(now))
+        if self.flaps.expire(now):  # a held member is taken back into placement
+            self.members_changed(self._gossip_members, now, wall)
         if now >= self._next_reap:
             self._next_reap = now + REAP_EVERY
             self.reap(now, wall, alive)

@@ -420,6 +420,16 @@ class CoordinatorCollector(Collector):
             "Origins this node checks (owned or draining).",
             value=len(c.mine()),
         )
+        flaps = c.core.flaps
+        yield GaugeMetricFamily(
+            "edge_agent_members_held",
+            "Members kept out of placement for dying and coming back too often "
+            "(docs/placement.md).",
+            value=len(flaps.held_members()),
+        )
+        yield CounterMetricFamily(
+            "edge_agent_member_holds", "Returns of a flapping member held.", value=flaps.holds
+        )
         yield GaugeMetricFamily(
             "edge_agent_state_dots",
             "Live entries in the replicated state.",
