@@ -276,10 +276,13 @@ class State:
         return self._remove([(o, "o", observer) for o in origin_ids])
 
     def observation(self, origin_id: str, observer: str) -> Observation | None:
-        values = [
-            v for v in self._map.values_at((origin_id, "o", observer)) if isinstance(v, Observation)
-        ]
-        return max(values, key=lambda o: o.since) if values else None
+        # the newest of the register's values (several only after concurrent writes); read
+        # for every owner of every origin a member change moves, so no list is built
+        best = None
+        for v in self._map.get((origin_id, "o", observer)).values():
+            if isinstance(v, Observation) and (best is None or v.since > best.since):
+                best = v
+        return best
 
     def observations(self, origin_id: str) -> dict[str, Observation]:
         """observer -> observation, for every observer that has reported on the origin."""
