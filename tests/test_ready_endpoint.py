@@ -1,0 +1,103 @@
+"""A real `edge-agent run` with [lb] agent_listen: the agent-check port and
+GET /v1/origins/{id}/ready answer from the fleet's verdict by one policy, follow it as
+an origin fails and recovers, and count what they answer in /metrics."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from tests.conftest import AgentProcess, OriginServer, free_port, http_get, wait_for
+from tests.test_runtime import origin_toml, verdicts
+
+
+def agent_check(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+def test_ready_and_agent_check_follow_the_verdict(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    lb_port = free_port()
+    origin_server.down.add("b")
+    config = origin_toml(origin_server, "a", "b") + (
+        f'[lb]\nagent_listen = "127.0.0.1:{lb_port}"\nread_timeout = "1s"\n'
+    )
+    a = agent_process(config).start()
+    a.wait_notify("READY=1")
+    wait_for(lambda: verdicts(a) == {"a": "up", "b": "down"}, 20, "a up, b down")
+
+    assert http_get(a.url + "/v1/origins/a/ready") == (200, "up\n")
+    status, body = http_get(a.url + "/v1/origins/b/ready")
+    assert status == 503 and body == "down: test-node: status 500 (expected 200)\n", body
+    status, err = http_get(a.url + "/v1/origins/nope/ready")
+    assert status == 404 and err == {"error": "no origin with id 'nope'", "status": 404}
+    # the origin's own view is where it was, and the new path takes GET only
+    assert a.get("/v1/origins/a")[1]["verdict"] == "up"
+    assert a.call("PUT", "/v1/origins/a/ready", {})[0] == 405
+
+    assert agent_check(lb_port, b"a\n") == b"up\n"
+    assert agent_check(lb_port, b"b\n") == b"down #test-node: status 500 (expected 200)\n"
+    assert agent_check(lb_port, b"nope\n") == b"up #no such origin in the fleet (fail open)\n"
+
+    # a fails, b recovers: both surfaces follow
+    origin_server.down = {"a"}
+    wait_for(lambda: verdicts(a) == {"a": "down", "b": "up"}, 20, "a down, b up")
+    assert http_get(a.url + "/v1/origins/a/ready")[0] == 503
+    assert http_get(a.url + "/v1/origins/b/ready") == (200, "up\n")
+    assert agent_check(lb_port, b"a\n").startswith(b"down #")
+    assert agent_check(lb_port, b"b\n") == b"up\n"
+
+    _, metrics = a.get("/metrics")
+    for line in (
+        'edge_agent_lb_answers_total{answer="up",surface="ready"} 2.0',
+        'edge_agent_lb_answers_total{answer="down",surface="ready"} 2.0',
+        'edge_agent_lb_answers_total{answer="up",surface="agent-check"} 3.0',
+        'edge_agent_lb_answers_total{answer="down",surface="agent-check"} 2.0',
+        'edge_agent_bad_input_total{kind="unknown-origin",source="agent-check"} 1.0',
+        "edge_agent_lb_agent_connections 0.0",
+        "edge_agent_lb_agent_refused_total 0.0",
+        "edge_agent_peer_spec_unknown_keys_total 0.0",
+    ):
+        assert line in metrics, line
+    assert a.stop() == 0
+    assert "Traceback" not in a.stderr()
+    # stopped cleanly: the port is closed with the node
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", lb_port)) != 0
+
+
+def test_a_taken_agent_check_port_is_a_fault_naming_the_address(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    lb_port = blocker.getsockname()[1]
+    a = agent_process(f'[lb]\nagent_listen = "127.0.0.1:{lb_port}"\n')
+    try:
+        a.start()
+        a.wait_notify("READY=1")  # the node goes on without its agent-check port
+        want = f"cannot listen on 127.0.0.1:{lb_port}: Address already in use"
+        wait_for(lambda: any(want in r for r in a.get("/v1/health")[1]["reasons"]), 10, "the fault")
+    finally:
+        blocker.close()
+    wait_for(lambda: agent_check(lb_port, b"x\n").startswith(b"up #"), 15, "listening once free")
+    assert a.get("/v1/health")[1]["status"] == "ok"
+    assert a.stop() == 0
+
+
+def test_no_agent_check_port_unless_configured(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    a = agent_process().start()
+    a.wait_notify("READY=1")
+    _, metrics = a.get("/metrics")
+    assert "edge_agent_lb_agent_connections 0.0" in metrics
+    assert "agent-check listening" not in a.stderr()
+    assert a.stop() == 0
