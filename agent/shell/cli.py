@@ -815,6 +815,8 @@ ADD_FLAGS = {
     "method": "--method",
     "headers": "--header",
     "tls_verify": "--no-tls-verify",
+    "address": "--address",
+    "fail_open": "--no-fail-open",
 }
 
 
@@ -834,6 +836,10 @@ def add_body(args: argparse.Namespace) -> dict[str, Any]:
         body["headers"] = dict(args.header)
     if args.no_tls_verify:
         body["tls_verify"] = False
+    if args.address is not None:
+        body["address"] = args.address
+    if args.no_fail_open:
+        body["fail_open"] = False
     return body
 
 
@@ -1339,6 +1345,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--no-tls-verify", action="store_true", help="accept any certificate (https only)"
+    )
+    s.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="where load balancers send its traffic, if not the URL's host:port",
+    )
+    s.add_argument(
+        "--no-fail-open",
+        action="store_true",
+        help="load balancers are told down (not up) while the verdict is unknown or disputed",
     )
     writes["rm"].add_argument("id", metavar="ID", help="the origin's id")
     s = writes["apply"]
