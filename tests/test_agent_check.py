@@ -205,6 +205,7 @@ async def test_metric_names_in_the_exposition(server: AgentCheckServer) -> None:
     for line in (
         'edge_agent_lb_answers_total{answer="up",surface="agent-check"} 1.0',
         "edge_agent_lb_agent_refused_total 0.0",
+        "edge_agent_lb_agent_accept_paused_total 0.0",
         "edge_agent_lb_agent_connections 0.0",
         'edge_agent_bad_input_total{kind="timeout",source="agent-check"} 1.0',
     ):

@@ -117,6 +117,12 @@ class Metrics:
             "Agent-check connections closed unread: max_connections were already open.",
             registry=r,
         )
+        self.lb_accept_paused = Counter(
+            "edge_agent_lb_agent_accept_paused",
+            "Times the agent-check port stopped accepting for a second: the process was out "
+            "of file descriptors (or memory).",
+            registry=r,
+        )
         self.lb_connections = Gauge(
             "edge_agent_lb_agent_connections",
             "Agent-check connections open right now.",
