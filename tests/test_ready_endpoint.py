@@ -152,3 +152,54 @@ def test_running_out_of_file_descriptors_does_not_stop_the_port(
     assert a.stderr().count("Too many open files") == 1, a.stderr()[-3000:]
     assert "Traceback" not in a.stderr()
     assert a.stop() == 0
+
+
+def test_ten_thousand_connections_do_not_disturb_the_node(
+    agent_process: Callable[..., AgentProcess], origin_server: OriginServer
+) -> None:
+    """10,000 connections to the agent-check port, held open and silent, against
+    max_connections = 100: the node refuses the extra ones at once, closes the silent ones
+    after read_timeout, answers its API and its origins' checks all along, and answers
+    agent-checks again as soon as a slot is free."""
+    lb_port = free_port()
+    a = agent_process(
+        origin_toml(origin_server, "a")
+        + f'[lb]\nagent_listen = "127.0.0.1:{lb_port}"\nmax_connections = 100\n'
+        'read_timeout = "1s"\n'
+    ).start()
+    a.wait_notify("READY=1")
+    wait_for(lambda: verdicts(a) == {"a": "up"}, 20, "a up")
+    held = []
+    try:
+        for _ in range(10_000):
+            held.append(socket.create_connection(("127.0.0.1", lb_port), timeout=10))
+        # meanwhile the node goes on: its API answers, its checks run and spread
+        assert http_get(a.url + "/v1/origins/a/ready") == (200, "up\n")
+        origin_server.down.add("a")
+        wait_for(lambda: verdicts(a) == {"a": "down"}, 20, "a down while flooded")
+
+        def counted() -> tuple[float, float]:
+            """(refused, timed out) so far."""
+            found = {"refused": 0.0, "timeout": 0.0}
+            for line in a.get("/metrics")[1].splitlines():
+                if line.startswith("edge_agent_lb_agent_refused_total "):
+                    found["refused"] = float(line.split()[1])
+                elif line.startswith('edge_agent_bad_input_total{kind="timeout",'):
+                    found["timeout"] = float(line.split()[1])
+            return found["refused"], found["timeout"]
+
+        # each one either refused at once, or held (100 at most) until read_timeout
+        wait_for(lambda: sum(counted()) == 10_000, 30, "every connection refused or timed out")
+        refused, timed_out = counted()
+        # 100 held per read_timeout while the flood lasts: nearly all refused at once
+        assert refused > 5 * timed_out and timed_out >= 100, (refused, timed_out)
+        # the slots are free again: the port answers
+        assert agent_check(lb_port, b"a\n").startswith(b"down #")
+    finally:
+        for s in held:
+            s.close()
+    _, metrics = a.get("/metrics")
+    assert "edge_agent_lb_agent_connections 0.0" in metrics
+    a.check_alive()
+    assert a.stop() == 0
+    assert "Traceback" not in a.stderr()
