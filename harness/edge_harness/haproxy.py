@@ -112,14 +112,20 @@ class HAProxy:
                 start_new_session=True,  # a Ctrl-C reaches the test or bench only
             )
         deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            with contextlib.suppress(OSError):
-                if "Name: HAProxy" in self.command("show info"):
-                    return self
-            if time.monotonic() > deadline:
-                raise HAProxyError(f"haproxy: no stats socket after {timeout:.0f} s\n{self.tail()}")
-            time.sleep(0.05)
+        try:
+            while True:
+                self.check_alive()
+                with contextlib.suppress(OSError):
+                    if "Name: HAProxy" in self.command("show info"):
+                        return self
+                if time.monotonic() > deadline:
+                    raise HAProxyError(
+                        f"haproxy: no stats socket after {timeout:.0f} s\n{self.tail()}"
+                    )
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()  # not left running, nor its socket directory
+            raise
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
