@@ -145,6 +145,8 @@ class Cluster:
     tag: str = "c0"  # names this cluster's directories (a run may build several)
     replicas: int = 2
     nodes: list[Node] = field(default_factory=list)
+    #: more config lines for a node (its own tables: bench/lb.py's [lb])
+    extra: Callable[[Node], Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.n)
@@ -175,6 +177,7 @@ class Cluster:
             "enabled = false",
             "[log]",
             'level = "warning"',
+            *(self.extra(node) if self.extra is not None else ()),
         ]
         cfg = node.dir / "agent.toml"
         cfg.write_text("\n".join(lines) + "\n")

@@ -261,7 +261,8 @@ def test_add_and_rm_round_trip(agent_process: Callable[..., AgentProcess], tmp_p
     res = cli(
         "origin", "add", "web-1", "https://127.0.0.1:9/y", "--rise", "4", "--fall", "1",
         "--expect-status", "200,3xx", "--header", "Host: shop.example", "--no-tls-verify",
-        "--method", "head", "--down-interval", "1m", "--expect-body", "ok", *cfg,
+        "--method", "head", "--down-interval", "1m", "--expect-body", "ok",
+        "--address", "[fd00::5]:8443", "--no-fail-open", *cfg,
     )  # fmt: skip
     assert (res.returncode, res.stdout) == (0, "updated web-1\n"), res.stderr
     _, view = a.get("/v1/origins/web-1")
@@ -278,7 +279,11 @@ def test_add_and_rm_round_trip(agent_process: Callable[..., AgentProcess], tmp_p
         "expect_body": "ok",
         "headers": {"Host": "shop.example"},
         "tls_verify": False,
+        "address": "[fd00::5]:8443",
+        "fail_open": False,
     }
+    res = cli("origin", "add", "web-3", "http://127.0.0.1:9/", "--address", "nowhere", *cfg)
+    assert res.returncode == 2 and '--address: "nowhere" is not host:port' in res.stderr
     res = cli("origin", "add", "web-2", "tcp://127.0.0.1:9", "--json", *cfg)
     assert res.returncode == 0 and json.loads(res.stdout)["spec"]["url"] == "tcp://127.0.0.1:9"
 

@@ -21,6 +21,7 @@ from agent.shell.config import (
     ClusterConfig,
     Config,
     HostPort,
+    LbConfig,
     LedsConfig,
     LogConfig,
     NodeConfig,
@@ -143,6 +144,25 @@ def test_hostport() -> None:
         ('[leds]\nact = "yes"\n', 'leds.act: "yes" is not true or false'),
         ('[log]\nlevel = "loud"\n', 'log.level: "loud" is not one of'),
         ("origin = 3\n", "origin: must be an array of tables"),
+        ('[lb]\nagent_listen = "nowhere"\n', 'lb.agent_listen: "nowhere" is not host:port'),
+        ("[lb]\nagent_listen = 7950\n", "lb.agent_listen: 7950 is not host:port"),
+        ("[lb]\nmax_connections = 0\n", "lb.max_connections: 0 is out of range"),
+        ('[lb]\nmax_connections = "many"\n', 'lb.max_connections: "many" is not an integer'),
+        ('[lb]\nread_timeout = "0s"\n', 'lb.read_timeout: "0s" must be longer than 0'),
+        ('[lb]\nread_timeout = "2m"\n', "lb.read_timeout: 120s is out of range"),
+        ("[lb]\nlisten = 1\n", "lb.listen: unknown key"),
+        (
+            '[[origin]]\nid="a"\nurl="http://x"\naddress="x"\n',
+            'origin[0].address: "x" is not host:port (missing :port)',
+        ),
+        (
+            '[[origin]]\nid="a"\nurl="http://x"\naddress="::1:80"\n',
+            'origin[0].address: "::1:80" is not host:port (IPv6 addresses need brackets',
+        ),
+        ('[[origin]]\nid="a"\nurl="http://x"\naddress="h:0"\n', "port 0 is no port"),
+        ('[[origin]]\nid="a"\nurl="http://x"\naddress="a<b>:1"\n', "is not a host name"),
+        ('[[origin]]\nid="a"\nurl="http://x"\naddress=80\n', 'address: 80 is not "host:port"'),
+        ('[[origin]]\nid="a"\nurl="http://x"\nfail_open="no"\n', 'fail_open: "no" is not true'),
     ],
 )
 def test_each_error_names_its_key(toml: str, expected: str, tmp_path: Path) -> None:
@@ -228,7 +248,7 @@ def test_an_empty_config_is_the_dataclass_defaults() -> None:
     two can never drift (the parser reads them; this guards that it keeps doing so)."""
     cfg = parse_config({}, "<defaults>")
     assert cfg == Config()
-    for section in ("node", "cluster", "store", "gossip", "api", "checks", "log"):
+    for section in ("node", "cluster", "store", "gossip", "api", "checks", "log", "lb"):
         # an empty table is the same as an absent one
         assert getattr(parse_config({section: {}}), section) == getattr(Config(), section)
     assert cfg.gossip == GossipSettings()
@@ -257,6 +277,7 @@ SECTIONS = {
     "leds": LedsConfig,
     "checks": ChecksConfig,
     "log": LogConfig,
+    "lb": LbConfig,
 }
 WRONG_TYPES: list[Any] = [5, -1, 1.5, True, "x", [1], ["a"], {"a": 1}, {"a": "b"}, 10**30]
 
@@ -367,3 +388,35 @@ def test_a_webhook_url_of_the_wrong_type_is_one_error() -> None:
     assert err.value.problems == [
         "webhook[0].url: missing (the http(s):// address to POST alerts to)"
     ]
+
+
+def test_lb_section() -> None:
+    """[lb]: off by default; an address turns the agent-check port on; "" is off too."""
+    assert Config().lb == LbConfig(agent_listen=None, max_connections=1000, read_timeout=2.0)
+    cfg = parse_config(
+        tomllib.loads(
+            '[lb]\nagent_listen = "[::1]:7950"\nmax_connections = 50\nread_timeout = "500ms"\n'
+        )
+    )
+    assert cfg.lb == LbConfig(HostPort("::1", 7950), 50, 0.5)
+    assert parse_config(tomllib.loads('[lb]\nagent_listen = ""\n')).lb.agent_listen is None
+
+
+def test_origin_address_and_fail_open() -> None:
+    """``address`` is kept in one spelling and emitted only when set; ``fail_open`` only
+    when not the default (true), so existing specs encode exactly as before."""
+    cfg = parse_config(
+        tomllib.loads(
+            '[[origin]]\nid = "a"\nurl = "http://check.local:8081/health"\n'
+            'address = " [2001:db8::1]:443 "\nfail_open = false\n'
+            '[[origin]]\nid = "b"\nurl = "tcp://db.local:5432"\n'
+        )
+    )
+    a, b = cfg.origins
+    assert (a.address, a.fail_open) == ("[2001:db8::1]:443", False)
+    assert a.traffic_address == "[2001:db8::1]:443"
+    assert a.to_dict()["address"] == "[2001:db8::1]:443" and a.to_dict()["fail_open"] is False
+    assert (b.address, b.fail_open, b.traffic_address) == ("", True, "db.local:5432")
+    assert "address" not in b.to_dict() and "fail_open" not in b.to_dict()
+    v6 = parse_config(tomllib.loads('[[origin]]\nid = "c"\nurl = "http://[::1]:8080/"\n'))
+    assert v6.origins[0].traffic_address == "[::1]:8080"

@@ -374,3 +374,65 @@ def test_replicas_converge_under_loss_reordering_and_duplication(
         assert a.verdict(oid, NODES) == b.verdict(oid, NODES) == c.verdict(oid, NODES)
         assert a.observations(oid) == c.observations(oid)
     assert all(isinstance(v, Declaration) for n in NODES for _, _, v in a.declarations("o1"))
+
+
+# --- forward compatibility: a newer agent's spec keys -----------------------------------------
+
+
+def test_a_peer_spec_with_a_key_this_agent_does_not_know_is_taken_and_passed_on() -> None:
+    """A newer agent may add spec keys. Refusing one would refuse the whole delta (every
+    origin and observation in it), so a peer's spec is taken without the key, the key is
+    counted, and it is kept when the spec is passed on; the API and config stay strict."""
+    from agent.domain import ConfigError
+    from agent.node.state import UNKNOWN_SPEC_KEYS
+
+    a, b, c = State("a"), State("b"), State("c")
+    delta = a.declare(spec(), "a", "config", ts(1, "a"))
+    assert delta is not None
+    raw = encode_delta(delta)
+    # what a newer agent would send: the same spec with a key this one does not know
+    plain = spec().to_dict()
+    newer = raw.replace(_packed_table(plain), _packed_table({**plain, "weight_hint": [1, 2]}))
+    assert newer != raw
+    before = UNKNOWN_SPEC_KEYS.count
+    b.apply(decode_delta(newer))
+    assert UNKNOWN_SPEC_KEYS.count == before + 1
+    got = b.catalogue()["shop"]
+    assert got.peer_extra == (("weight_hint", [1, 2]),)
+    assert replace(got, peer_extra=()) == spec()
+    # passed on (anti-entropy re-encodes what b holds): c gets the key back, unchanged
+    c.apply(decode_delta(encode_delta(b.delta_for(c.state_digest()))))
+    assert c.catalogue()["shop"].peer_extra == (("weight_hint", [1, 2]),)
+    # the API's and the config's reading of the same table refuse the key
+    with pytest.raises(ConfigError, match="weight_hint: unknown key"):
+        parse_origin({**plain, "weight_hint": [1, 2]})
+
+
+def test_a_peer_spec_with_a_bad_known_key_is_still_refused() -> None:
+    """Tolerance is for keys this agent does not know, not for bad values of known ones."""
+    delta = State("a").declare(spec(), "a", "config", ts(1, "a"))
+    assert delta is not None
+    raw = encode_delta(delta)
+    plain = spec().to_dict()
+    bad = raw.replace(_packed_table(plain), _packed_table({**plain, "fail_open": "no"}))
+    with pytest.raises(CrdtDecodeError, match="fail_open"):
+        decode_delta(bad)
+
+
+def test_address_and_fail_open_survive_the_encoding() -> None:
+    """The new keys travel, and canonical_spec keeps them as the peers decode them."""
+    s = spec(address="10.0.0.5:8443", fail_open=False)
+    assert canonical_spec(s) is s  # no parse again: it survives for certain
+    a, b = State("a"), State("b")
+    b.apply(decode_delta(encode_delta(a.declare(s, "a", "config", ts(1, "a")) or a.crdt)))
+    assert b.catalogue()["shop"] == s
+    assert (b.catalogue()["shop"].address, b.catalogue()["shop"].fail_open) == (
+        "10.0.0.5:8443",
+        False,
+    )
+
+
+def _packed_table(d: dict[str, object]) -> bytes:
+    import msgpack
+
+    return bytes(msgpack.packb(d))

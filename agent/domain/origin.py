@@ -3,16 +3,18 @@ config file, the API and a spec that arrives from a peer."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from agent.domain.durations import format_duration
+from agent.domain.hostport import parse_hostport
 from agent.domain.problems import ConfigError, TableReader, field_default
-from agent.domain.values import header_pairs, positive_duration, show, status_list
+from agent.domain.values import Problem, header_pairs, positive_duration, show, status_list
 
 ORIGIN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
@@ -37,6 +39,17 @@ class OriginSpec:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     tls_verify: bool = True
+    #: where traffic goes ("host:port"), when not the check URL's host and port: what
+    #: `edge-agent haproxy-config` writes as the server's address. "" = the URL's.
+    address: str = ""
+    #: what the load-balancer surfaces answer while the fleet's verdict is "unknown" or
+    #: "disputed": True "up" (the load balancer's own check decides), False "down"
+    fail_open: bool = True
+    #: keys of a spec from a peer that this agent does not know (a newer agent's), kept
+    #: so that passing the spec on (gossip, anti-entropy) does not strip them; never set
+    #: from the config or the API, which refuse an unknown key. Not part of the hash: its
+    #: values may be lists or tables.
+    peer_extra: tuple[tuple[str, Any], ...] = field(default=(), hash=False)
 
     @property
     def tls(self) -> bool:
@@ -67,7 +80,42 @@ class OriginSpec:
                 d["headers"] = dict(self.headers)
             if self.tls:
                 d["tls_verify"] = self.tls_verify
+        if self.address:
+            d["address"] = self.address
+        if not self.fail_open:
+            d["fail_open"] = False
         return d
+
+    @property
+    def traffic_address(self) -> str:
+        """Where a load balancer sends this origin's traffic: ``address``, else the check
+        URL's host:port (brackets around an IPv6 address)."""
+        if self.address:
+            return self.address
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+#: every key an origin table may hold: a key not here is refused from the config and the
+#: API, and ignored (but kept, see ``OriginSpec.peer_extra``) in a spec from a peer
+ORIGIN_KEYS = frozenset(
+    {
+        "id",
+        "url",
+        "interval",
+        "timeout",
+        "rise",
+        "fall",
+        "down_interval",
+        "expect_status",
+        "expect_body",
+        "method",
+        "headers",
+        "tls_verify",
+        "address",
+        "fail_open",
+    }
+)
 
 
 #: A DNS name (letters, digits, '-', '.', '_'; international names too), an IPv4
@@ -147,6 +195,8 @@ def read_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
         r.bad("method", f"{show(method)} is not one of {', '.join(HTTP_METHODS)}")
     headers = r.conv("headers", d("headers"), header_pairs, "a table of strings")
     tls_verify = r.get("tls_verify", bool, d("tls_verify"), "true or false")
+    address = r.conv("address", d("address"), _address, '"host:port"')
+    fail_open = r.get("fail_open", bool, d("fail_open"), "true or false")
     if kind == "tcp":
         for k in ("expect_status", "expect_body", "method", "headers", "tls_verify"):
             if k in t:
@@ -170,13 +220,46 @@ def read_origin(problems: list[str], idx: int, t: Any) -> OriginSpec | None:
         method=method,
         headers=headers,
         tls_verify=tls_verify,
+        address=address,
+        fail_open=fail_open,
     )
 
 
-def parse_origin(data: Mapping[str, Any], *, where: str = "origin") -> OriginSpec:
-    """Validate one origin given as a mapping (the API uses this with the config's rules)."""
+def _address(v: Any) -> str:
+    """An origin's traffic address, in its one spelling (so a spec survives its encoding)."""
+    if not isinstance(v, str):
+        raise TypeError
+    if v == "":
+        return ""
+    try:
+        hp = parse_hostport(v)
+    except ValueError as e:
+        raise Problem(f"is not host:port ({e})") from None
+    if not _HOST_RE.fullmatch(hp.host):
+        raise Problem(f"is not host:port ({hp.host!r} is not a host name or address)")
+    if hp.port == 0:
+        raise Problem("is not host:port (port 0 is no port traffic can go to)")
+    return str(hp)
+
+
+def parse_origin(
+    data: Mapping[str, Any], *, where: str = "origin", from_peer: bool = False
+) -> OriginSpec:
+    """Validate one origin given as a mapping (the API uses this with the config's rules).
+
+    ``from_peer``: a spec another node sent. A newer agent may add keys this one does not
+    know; refusing them would refuse the whole delta they came in (and every origin and
+    observation with it), so they are set aside in ``peer_extra`` instead, and kept for
+    passing the spec on. Everything this agent does know is checked as strictly as ever."""
+    table = dict(data)
+    extra: tuple[tuple[str, Any], ...] = ()
+    if from_peer and not table.keys() <= ORIGIN_KEYS:
+        extra = tuple(sorted((k, v) for k, v in table.items() if k not in ORIGIN_KEYS))
+        table = {k: v for k, v in table.items() if k in ORIGIN_KEYS}
     problems: list[str] = []
-    spec = read_origin(problems, 0, dict(data))
+    spec = read_origin(problems, 0, table)
     if spec is None:
         raise ConfigError(where, [p.replace("origin[0]", where, 1) for p in problems])
+    if extra:
+        spec = dataclasses.replace(spec, peer_extra=extra)
     return spec

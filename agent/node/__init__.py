@@ -3,6 +3,15 @@
 from agent.node.catalogue import CatalogueDiff
 from agent.node.core import IDLE_TICK, Conflict, NodeCore
 from agent.node.handoff import Handoff
+from agent.node.lb_answer import (
+    MAX_REQUEST,
+    AgentReply,
+    LbAnswer,
+    LbStatus,
+    agent_reply,
+    lb_answer_for,
+    sanitise,
+)
 from agent.node.placement import Placement
 from agent.node.replication import (
     Gossip,
@@ -13,16 +22,21 @@ from agent.node.replication import (
     decode_message,
     is_replication,
 )
-from agent.node.state import Delta, State, decode_delta, encode_delta
+from agent.node.state import UNKNOWN_SPEC_KEYS, Delta, State, decode_delta, encode_delta
 from agent.node.verdicts import VerdictChange
 
 __all__ = [
     "IDLE_TICK",
+    "MAX_REQUEST",
+    "UNKNOWN_SPEC_KEYS",
+    "AgentReply",
     "CatalogueDiff",
     "Conflict",
     "Delta",
     "Gossip",
     "Handoff",
+    "LbAnswer",
+    "LbStatus",
     "NodeCore",
     "Output",
     "Placement",
@@ -31,8 +45,11 @@ __all__ = [
     "Replicator",
     "State",
     "VerdictChange",
+    "agent_reply",
     "decode_delta",
     "decode_message",
     "encode_delta",
     "is_replication",
+    "lb_answer_for",
+    "sanitise",
 ]

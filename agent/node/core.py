@@ -37,6 +37,7 @@ from agent.membership import Member as GossipMember
 from agent.node.catalogue import Catalogue, CatalogueDiff, Conflict
 from agent.node.flaps import FlapDamping
 from agent.node.handoff import Handoff, HandoffResult
+from agent.node.lb_answer import LbStatus
 from agent.node.placement import Member, OwnerChange, Placement, claims_role, member_from_tags
 from agent.node.proof import Proof
 from agent.node.replication import (
@@ -513,6 +514,19 @@ class NodeCore:
 
     def verdict(self, origin_id: str) -> str:
         return self.verdicts.verdict(origin_id, self._alive)
+
+    def lb_status(self, origin_id: str) -> LbStatus | None:
+        """What the load-balancer surfaces answer from (agent/node/lb_answer.py); None
+        when the fleet has no such origin. A few dictionary lookups: cheap enough for
+        thousands of agent-checks a second."""
+        if origin_id not in self.placement.origins:
+            return None
+        spec = self.state.spec(origin_id)
+        if spec is None:
+            return None
+        verdict = self.verdict(origin_id)
+        reason = "" if verdict == "up" else self.verdicts.reason(origin_id, verdict, self._alive)
+        return LbStatus(verdict, reason, spec.fail_open)
 
     def owners(self, origin_id: str) -> tuple[str, ...]:
         if origin_id not in self.placement.origins:

@@ -34,6 +34,7 @@ its own newest dots must never issue them again).
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -64,6 +65,8 @@ from agent.domain import (
     parse_duration,
     parse_origin,
 )
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("config", "api")
 STATUSES = ("up", "down")
@@ -101,6 +104,41 @@ Delta = ORMap[Key, Value]
 """A delta is a small state of the same type; ``Delta.is_empty()`` when there is nothing."""
 
 
+class UnknownSpecKeys:
+    """Keys in peers' origin specs that this agent does not know (a newer agent's): the
+    spec is taken without them (and passes them on unchanged), each one is counted, and
+    each key name is logged once (the last ``remember`` names are remembered, which bounds
+    the memory a hostile peer can make us spend)."""
+
+    __slots__ = ("_names", "count", "remember")
+
+    def __init__(self, remember: int = 64) -> None:
+        self.remember = remember
+        #: keys ignored, in every spec decoded (edge_agent_peer_spec_unknown_keys_total)
+        self.count = 0
+        self._names: dict[str, None] = {}
+
+    def report(self, origin_id: Any, names: Iterable[str]) -> None:
+        for name in names:
+            self.count += 1
+            if name in self._names:
+                continue
+            if len(self._names) >= self.remember:
+                del self._names[next(iter(self._names))]
+            self._names[name] = None
+            log.warning(
+                "a peer's spec of origin %.64r has the key %.64r, which this agent does not "
+                "know (a newer agent's?): ignored here, kept when passed on",
+                origin_id,
+                name,
+            )
+
+
+#: The process's one record of unknown spec keys (decode_delta is a plain function,
+#: also run off the loop).
+UNKNOWN_SPEC_KEYS = UnknownSpecKeys()
+
+
 def canonical_spec(spec: OriginSpec) -> OriginSpec:
     """The spec as every peer will decode it (durations pass through their text form, so
     0.0015 s becomes 2 ms): the declaring node keeps exactly what the others see."""
@@ -130,7 +168,8 @@ def _survives_encoding(spec: OriginSpec) -> bool:
     """Whether ``spec.to_dict()`` parses back to ``spec`` for certain, checked field by
     field for the only lossy parts of the encoding: durations (their text form) and the
     fields ``to_dict`` leaves out (those of http origins for tcp ones, ``tls_verify`` for
-    plain http), which parse back to their defaults."""
+    plain http), which parse back to their defaults. ``address`` is kept in its one
+    spelling and ``fail_open`` is a bool, so both survive as they are."""
     for value in (spec.interval, spec.timeout, spec.down_interval):
         if value is not None and not _duration_survives(value):
             return False
@@ -431,7 +470,10 @@ def _dec_key(o: Any, lookup: Lookup) -> Key:
 
 def _enc_value(v: Value, intern: Interner) -> list[Any]:
     if isinstance(v, Declaration):
-        return [0, encode_ts(v.ts, intern), v.spec.to_dict()]
+        spec = v.spec.to_dict()
+        if v.spec.peer_extra:  # a newer agent's keys, passed on as they came
+            spec.update(v.spec.peer_extra)
+        return [0, encode_ts(v.ts, intern), spec]
     band = None if v.latency_band is None else LATENCY_BANDS.index(v.latency_band)
     return [1, STATUSES.index(v.status), encode_ts(v.since, intern), band, v.reason]
 
@@ -443,9 +485,11 @@ def _dec_value(o: Any, lookup: Lookup) -> Value:
         if type(o[2]) is not dict or not all(type(k) is str for k in o[2]):
             fail("spec is not a table")
         try:
-            spec = parse_origin(o[2], where="spec")
+            spec = parse_origin(o[2], where="spec", from_peer=True)
         except ConfigError as e:
             raise CrdtDecodeError(f"invalid origin spec: {e}") from None
+        if spec.peer_extra:
+            UNKNOWN_SPEC_KEYS.report(spec.id, (k for k, _ in spec.peer_extra))
         return Declaration(decode_ts(o[1], lookup), spec)
     if o[0] == 1 and len(o) == 5:
         _, status, since, band, reason = o
@@ -489,6 +533,7 @@ __all__ = [
     "LATENCY_BANDS",
     "SOURCES",
     "STATUSES",
+    "UNKNOWN_SPEC_KEYS",
     "VERDICTS",
     "CrdtDecodeError",
     "Declaration",

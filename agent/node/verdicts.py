@@ -96,6 +96,30 @@ class Verdicts:
             changes.append(change)
         return changes
 
+    def reason(self, origin_id: str, verdict: str, alive: Collection[str]) -> str:
+        """Why ``origin_id`` has ``verdict`` now, for a load balancer: the owners' reasons
+        ("pi-a: HTTP 503"; for "disputed", each owner's status too), else (the verdict
+        came from the former owners still draining it) theirs."""
+        if origin_id not in self.placement.origins:
+            return ""
+        owners = self.placement.owners(origin_id)
+        for observers in (
+            owners,
+            tuple(o for o in sorted(self.state.observations(origin_id)) if o in alive),
+        ):
+            reasons = []
+            for observer in observers:
+                obs = self.state.observation(origin_id, observer)
+                if obs is None:
+                    continue
+                if verdict == "disputed":
+                    reasons.append(f"{observer}: {obs.status} ({obs.reason})")
+                elif obs.status == verdict:
+                    reasons.append(f"{observer}: {obs.reason or obs.status}")
+            if reasons:
+                return "; ".join(reasons)
+        return ""
+
     def _why(self, origin: str, owners: tuple[str, ...], verdict: str) -> str:
         reasons = []
         for owner in owners:

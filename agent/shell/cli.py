@@ -45,6 +45,7 @@ from agent.shell.config import (
     resolve_config_path,
     socket_path_problem,
 )
+from agent.shell.haproxy_config import INTER_RE, NAME_RE, backend_text
 from agent.shell.origin_file import (
     FORMATS,
     MAX_LISTED,
@@ -814,6 +815,8 @@ ADD_FLAGS = {
     "method": "--method",
     "headers": "--header",
     "tls_verify": "--no-tls-verify",
+    "address": "--address",
+    "fail_open": "--no-fail-open",
 }
 
 
@@ -833,6 +836,10 @@ def add_body(args: argparse.Namespace) -> dict[str, Any]:
         body["headers"] = dict(args.header)
     if args.no_tls_verify:
         body["tls_verify"] = False
+    if args.address is not None:
+        body["address"] = args.address
+    if args.no_fail_open:
+        body["fail_open"] = False
     return body
 
 
@@ -1064,6 +1071,76 @@ def cmd_origin_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- haproxy-config (issue 18) ---------------------------------------------------------------
+
+
+def _haproxy_name(text: str) -> str:
+    if not NAME_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a HAProxy name (letters, digits, '.', '_', ':', '-'; max 64)"
+        )
+    return text
+
+
+def _haproxy_time(text: str) -> str:
+    if not INTER_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a HAProxy time (a number and a unit: 500ms, 2s, 1m)"
+        )
+    return text
+
+
+def _agent_port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1..65535)")
+    return int(text)
+
+
+def _agent_address(args: argparse.Namespace) -> HostPort:
+    """--agent-addr/--agent-port, else the config's [lb] agent_listen (a wildcard host
+    reaches no one: then --agent-addr is needed)."""
+    addr, port = args.agent_addr, args.agent_port
+    if addr is None or port is None:
+        cfg = _client_config(args, "agent-check address")
+        listen = cfg.lb.agent_listen if cfg is not None else None
+        if listen is None:
+            raise ClientConfigError(
+                "give --agent-addr and --agent-port: the config has no [lb] agent_listen "
+                "(docs/load-balancers.md)"
+            )
+        if addr is None and listen.host in ("0.0.0.0", "::", ""):
+            raise ClientConfigError(
+                f"give --agent-addr: [lb] agent_listen = {str(listen)!r} listens on every "
+                "address, so which one HAProxy should ask is yours to say"
+            )
+        addr = addr if addr is not None else listen.host
+        port = port if port is not None else listen.port
+    return HostPort(addr, port)
+
+
+def cmd_haproxy_config(args: argparse.Namespace) -> int:
+    target = None
+    try:
+        agent = _agent_address(args)
+        target = _target(args)
+        origins = _get(target, f"/v1/origins?fields=id,spec&limit={PAGE}", LIST_TIMEOUT)
+    except (ApiError, ClientConfigError) as e:
+        return _fail(args, target, e)
+    source = target.api or target.socket or "the agent"
+    n = len(origins)
+    text, skipped = backend_text(
+        origins,
+        backend=args.backend,
+        agent=agent,
+        inter=args.inter,
+        source=f"{n:,} origin{'' if n == 1 else 's'} of the fleet, as {source} knows them",
+    )
+    for line in skipped:
+        print(f"edge-agent: left out: {line}", file=sys.stderr)
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _seconds(text: str) -> int:
     try:
         n = int(text)
@@ -1143,6 +1220,13 @@ EXPORT_HELP = (
     "(export | apply changes nothing)"
 )
 TOKEN_FILE_HELP = "the fleet write token's file (default: the config's [api] token_file)"
+
+
+HAPROXY_HELP = """\
+print a HAProxy backend section for every origin of the fleet: one server per origin, at
+its `address` (else its check URL's host:port), with `check agent-check` pointed at the
+agent-check port of a node ([lb] agent_listen), so HAProxy routes by the fleet's verdict.
+See docs/load-balancers.md."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1262,6 +1346,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-tls-verify", action="store_true", help="accept any certificate (https only)"
     )
+    s.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="where load balancers send its traffic, if not the URL's host:port",
+    )
+    s.add_argument(
+        "--no-fail-open",
+        action="store_true",
+        help="load balancers are told down (not up) while the verdict is unknown or disputed",
+    )
     writes["rm"].add_argument("id", metavar="ID", help="the origin's id")
     s = writes["apply"]
     s.add_argument("file", metavar="FILE", help="a .toml or .json file; - reads standard input")
@@ -1271,6 +1365,22 @@ def build_parser() -> argparse.ArgumentParser:
     writes["export"].add_argument(
         "--format", choices=FORMATS, default="toml", help="toml (default) or json"
     )
+
+    text = "print a HAProxy backend whose servers ask this fleet's agent-check port"
+    s = sub.add_parser("haproxy-config", help=text, description=HAPROXY_HELP, **common)
+    here(s, "--api", "--socket", "--config")
+    s.add_argument("--backend", type=_haproxy_name, default="edge-agent", help="the backend's name")
+    s.add_argument(
+        "--agent-addr",
+        help="the address HAProxy asks (default: the host of the config's [lb] agent_listen)",
+    )
+    s.add_argument(
+        "--agent-port",
+        type=_agent_port,
+        help="the port HAProxy asks (default: the port of [lb] agent_listen)",
+    )
+    s.add_argument("--inter", type=_haproxy_time, default="2s", help="agent-inter (default 2s)")
+    s.set_defaults(func=cmd_haproxy_config)
 
     s = sub.add_parser(
         "keygen", help="print a new gossip encryption key (as `serf keygen`)", **common

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from agent import __version__
-from agent.domain import ROLE
+from agent.domain import ROLE, parse_hostport
 from agent.membership import (
     PEER_REFUSALS,
     Event,
@@ -35,7 +35,7 @@ from agent.membership import (
     encode_tags,
 )
 from agent.shell.advertise import advertise_address, is_derived
-from agent.shell.config import Config, is_loopback, parse_hostport
+from agent.shell.config import Config, is_loopback
 from agent.shell.fleet_token import TAG as TOKEN_TAG
 from agent.shell.keyring_file import KeyringError, load_keyring
 from agent.shell.names import NameGuard

@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 
 from agent.domain import (
     ConfigError,
+    HostPort,
     OriginSpec,
     Problem,
     TableReader,
     duration,
     field_default,
     header_pairs,
+    parse_hostport,
     positive_duration,
     read_origin,
     show,
@@ -39,50 +41,6 @@ DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.toml")
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
 
 T = TypeVar("T")
-
-
-# --- value types ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_hostport(text: str, *, default_port: int | None = None) -> HostPort:
-    """Parse "host:port", "[v6]:port" (or bare "host" when default_port is given)."""
-    s = text.strip()
-    host: str
-    port_s: str | None
-    if s.startswith("["):
-        end = s.find("]")
-        if end < 0:
-            raise ValueError("unclosed '['")
-        host, rest = s[1:end], s[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise ValueError("junk after ']'")
-        port_s = rest[1:] if rest else None
-    elif s.count(":") == 1:
-        host, port_s = s.split(":")
-    elif ":" in s:
-        raise ValueError("IPv6 addresses need brackets: [addr]:port")
-    else:
-        host, port_s = s, None
-    if not host:
-        raise ValueError("missing host")
-    if any(c.isspace() or not c.isprintable() for c in host):
-        raise ValueError("the host contains white space or a control character")
-    if port_s is None:
-        if default_port is None:
-            raise ValueError("missing :port")
-        return HostPort(host, default_port)
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise ValueError(f"bad port {port_s!r}")
-    return HostPort(host, int(port_s))
 
 
 # --- the schema ----------------------------------------------------------------------------
@@ -131,6 +89,15 @@ class ApiConfig:
     listen: HostPort = HostPort("127.0.0.1", 8080)
     token_file: Path | None = None
     socket: Path | None = None  # None: see api_socket_path
+
+
+@dataclass(frozen=True, slots=True)
+class LbConfig:
+    """HAProxy's agent-check port (docs/load-balancers.md): read-only, off by default."""
+
+    agent_listen: HostPort | None = None  # None: no agent-check listener
+    max_connections: int = 1000  # open at once; more are closed at once, unread
+    read_timeout: float = 2.0  # for the request line; then the connection is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +162,7 @@ class Config:
     source: str = "<defaults>"
     store: StoreConfig = StoreConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
+    lb: LbConfig = LbConfig()
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -272,6 +240,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         "origin",
         "store",
         "webhook",
+        "lb",
     }
     for k in root:
         if k not in known:
@@ -373,6 +342,8 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     r.finish()
 
     leds_t = _table(problems, root, "leds")
+    lb = _parse_lb(problems, _table(problems, root, "lb"))
+
     r = TableReader(problems, "leds", leds_t)
     ld = LedsConfig()
     layout = r.get("layout", str, ld.layout, '"three" or "rgb"')
@@ -455,7 +426,24 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         source=source,
         store=store,
         webhooks=webhooks,
+        lb=lb,
     )
+
+
+def _parse_lb(problems: list[str], t: Mapping[str, Any]) -> LbConfig:
+    r = TableReader(problems, "lb", t)
+    d = LbConfig()
+    lb = LbConfig(
+        agent_listen=r.conv("agent_listen", d.agent_listen, _optional_hostport, "host:port"),
+        max_connections=r.get("max_connections", int, d.max_connections, "an integer"),
+        read_timeout=r.conv("read_timeout", d.read_timeout, positive_duration, "a duration"),
+    )
+    if not 1 <= lb.max_connections <= 100000:
+        r.bad("max_connections", f"{lb.max_connections} is out of range (1..100000)")
+    if lb.read_timeout > 60:
+        r.bad("read_timeout", f"{lb.read_timeout:g}s is out of range (up to 60s)")
+    r.finish()
+    return lb
 
 
 def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:

@@ -32,11 +32,13 @@ from agent.membership import Event
 from agent.membership import Member as GossipMember
 from agent.node import (
     IDLE_TICK,
+    UNKNOWN_SPEC_KEYS,
     CatalogueDiff,
     Conflict,
     Delta,
     Gossip,
     Handoff,
+    LbStatus,
     NodeCore,
     Output,
     Placement,
@@ -333,6 +335,9 @@ class Coordinator:
     def verdict(self, origin_id: str) -> str:
         return self.core.verdict(origin_id)
 
+    def lb_status(self, origin_id: str) -> LbStatus | None:
+        return self.core.lb_status(origin_id)
+
     def owners(self, origin_id: str) -> tuple[str, ...]:
         return self.core.owners(origin_id)
 
@@ -381,6 +386,12 @@ class CoordinatorCollector(Collector):
         for kind, n in c.replicator.counters.as_dict().items():
             rep.add_metric([kind], n)
         yield rep
+        yield CounterMetricFamily(
+            "edge_agent_peer_spec_unknown_keys",
+            "Keys in origin specs from peers that this agent does not know (a newer "
+            "agent's): ignored here, passed on unchanged.",
+            value=UNKNOWN_SPEC_KEYS.count,
+        )
         s = c.store.stats
         for name, help_, value in (
             ("edge_agent_store_bytes_written", "Bytes written to the SD card.", s.bytes_written),

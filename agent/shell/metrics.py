@@ -104,6 +104,31 @@ class Metrics:
             registry=r,
         )
 
+        # the load-balancer surfaces (agent/shell/agent_check.py, GET /v1/origins/{id}/ready)
+        self.lb_answers = Counter(
+            "edge_agent_lb_answers",
+            "Answers given to load balancers, by surface (agent-check, ready) and answer "
+            "(up, down).",
+            ["surface", "answer"],
+            registry=r,
+        )
+        self.lb_refused = Counter(
+            "edge_agent_lb_agent_refused",
+            "Agent-check connections closed unread: max_connections were already open.",
+            registry=r,
+        )
+        self.lb_accept_paused = Counter(
+            "edge_agent_lb_agent_accept_paused",
+            "Times the agent-check port stopped accepting for a second: the process was out "
+            "of file descriptors (or memory).",
+            registry=r,
+        )
+        self.lb_connections = Gauge(
+            "edge_agent_lb_agent_connections",
+            "Agent-check connections open right now.",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """What /metrics serves: the registry, then the per-origin families."""
         per_origin = self.origin_up.render() + self.tls_expiry_days.render()

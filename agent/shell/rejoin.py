@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from agent.shell.config import parse_hostport
+from agent.domain import parse_hostport
 
 if TYPE_CHECKING:
     from agent.shell.cluster import Cluster

@@ -28,6 +28,7 @@ from agent.checks import Status as CheckStatus
 from agent.domain import ConfigError, Health
 from agent.membership import Event, MemberEvent, NodeState, UserMessage
 from agent.node import ReplicationDecodeError, ReplicationMessage
+from agent.shell.agent_check import AgentCheckServer
 from agent.shell.alerts import AlertPolicy
 from agent.shell.api.backend import ApiBackend
 from agent.shell.api.events import EventHub
@@ -57,7 +58,7 @@ GOSSIP_RETRY = 2.0
 TOKEN_RECHECK = 5.0  # s between re-reads of the fleet token file (fleet_token.py)
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
 # sections a SIGHUP reports as changed but applies only at restart
-RESTART_SECTIONS = ("node", "cluster", "gossip", "api", "leds", "checks", "log", "store")
+RESTART_SECTIONS = ("node", "cluster", "gossip", "api", "leds", "checks", "log", "store", "lb")
 
 __all__ = ["Agent"]
 
@@ -152,6 +153,20 @@ class Agent:
             self.health,
             self.surfaces.refresh,
             socket_path=api_socket_path(config),
+        )
+        lb = config.lb
+        self.agent_check = (
+            AgentCheckServer(
+                lb.agent_listen,
+                self.coordinator.lb_status,
+                self.metrics,
+                self.health,
+                max_connections=lb.max_connections,
+                read_timeout=lb.read_timeout,
+                refresh=self.surfaces.refresh,
+            )
+            if lb.agent_listen is not None
+            else None
         )
         self.supervisor = Supervisor(self.metrics)
         self.decoder = OffLoopDecoder(self._deliver_decoded, self.coordinator.holds_all_of)
@@ -310,6 +325,9 @@ class Agent:
         if not await self.server.start():  # taken: the node goes on, the API follows
             self.supervisor.spawn("api", self.server.run)
         self.cluster.api_port = self.server.port or self.config.api.listen.port
+        # taken: a standing fault, retried; HAProxy keeps its servers' states meanwhile
+        if self.agent_check is not None and not await self.agent_check.start():
+            self.supervisor.spawn("agent-check", self.agent_check.run)
         self.supervisor.spawn("decoder", self.decoder.run)  # before gossip brings deltas
         await start_gossip(self.cluster, self.health, self.surfaces.refresh)
         self.supervisor.spawn("surfaces", self.surfaces.run)
@@ -407,6 +425,8 @@ class Agent:
                 await self.webhooks.stop()
                 self.events.close()
                 await self.server.stop()
+                if self.agent_check is not None:
+                    await self.agent_check.stop()
         except TimeoutError:
             log.error("shutdown took longer than %.0fs; exiting anyway", STOP_TIMEOUT)
         finally:

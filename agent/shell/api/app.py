@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent.domain import MAX_BATCH_BODY
+from agent.node import LbAnswer
 from agent.shell.api.events import EventHub
 from agent.shell.api.listing import BadQuery, parse_query, stream_json_array, window
 from agent.shell.api.page import dashboard_routes
@@ -57,6 +58,7 @@ class Backend(Protocol):
         self, ids: Iterable[str], fields: Collection[str] | None
     ) -> Iterable[dict[str, Any]]: ...
     def origin_view(self, origin_id: str) -> dict[str, Any] | None: ...
+    def lb_answer_for(self, origin_id: str) -> LbAnswer | None: ...
     def members_view(self) -> list[dict[str, Any]]: ...
     def transitions_view(self) -> list[dict[str, Any]]: ...
     def api_token(self) -> str | None: ...
@@ -177,6 +179,24 @@ def build_app(backend: Backend) -> web.Application:
             metrics.bad_input.labels("api", "404").inc()
             return error(404, f"no origin with id {oid!r}")
         return json_response(view)
+
+    ready_answers = {w: metrics.lb_answers.labels("ready", w) for w in ("up", "down")}
+
+    async def ready(request: web.Request) -> web.Response:
+        """For load balancers that only speak HTTP checks: 200 ``up`` or 503 ``down: why``,
+        by the same policy as the agent-check port (agent/node/lb_answer.py); a short
+        text body, no JSON, so that thousands a second cost little."""
+        oid = request.match_info["id"]
+        answer = backend.lb_answer_for(oid)
+        if answer is None:
+            metrics.bad_input.labels("api", "404").inc()
+            return error(404, f"no origin with id {oid!r}")
+        ready_answers[answer.word].inc()
+        return web.Response(
+            text=answer.http_text() + "\n",
+            status=200 if answer.up else 503,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def members(_: web.Request) -> web.Response:
         return json_response(backend.members_view())
@@ -336,6 +356,7 @@ def build_app(backend: Backend) -> web.Application:
     app.router.add_put("/v1/origins", apply_origins)
     app.router.add_get("/v1/catalogue", catalogue)
     app.router.add_get("/v1/origins/{id}", origin)
+    app.router.add_get("/v1/origins/{id}/ready", ready)
     app.router.add_put("/v1/origins/{id}", put_origin)
     app.router.add_delete("/v1/origins/{id}", delete_origin)
     app.router.add_get("/v1/transitions", transitions)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.domain import BatchError, ConfigError, parse_batch, parse_origin
 from agent.membership import NodeState
+from agent.node import LbAnswer, lb_answer_for
 from agent.shell.api.app import TokenUnavailable
 from agent.shell.coordinator import Conflict
 from agent.shell.fleet_token import Agreement, agreement, fingerprint
@@ -80,6 +81,10 @@ class ApiBackend:
 
     def origin_view(self, origin_id: str) -> dict[str, Any] | None:
         return self.views.origin(origin_id)
+
+    def lb_answer_for(self, origin_id: str) -> LbAnswer | None:
+        status = self.coordinator.lb_status(origin_id)
+        return None if status is None else lb_answer_for(status)
 
     def members_view(self) -> list[dict[str, Any]]:
         return self.views.members()

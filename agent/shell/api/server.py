@@ -25,9 +25,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from agent.domain import Health
+from agent.domain import Health, HostPort
 from agent.shell.api.app import Backend, build_app
-from agent.shell.config import HostPort
 from agent.shell.metrics import Metrics
 
 log = logging.getLogger(__name__)
