@@ -92,6 +92,7 @@ class NodeCore:
         state: State,
         *,
         weight: float = 1.0,
+        site: str | None = None,
         replicas: int = 2,
         reap_after: float = 3600.0,
         hlc_high_water: int = 0,
@@ -100,6 +101,7 @@ class NodeCore:
         """``gossip``: the membership settings, for the largest delta a packet carries."""
         self.name = name
         self.weight = weight
+        self.site = site  # failure domain, as the "site" tag others read (docs/placement.md)
         self.reap_after = reap_after
         self.state = state
         high_water = max(hlc_high_water, state.own_high_water())
@@ -111,7 +113,7 @@ class NodeCore:
         self.proof = Proof()
         self._claimants: set[str] = set()  # live members whose tags claim our role
         self._newly_proven = False
-        self.placement = Placement([Member(name, weight)], replicas)
+        self.placement = Placement([Member(name, weight, site=site)], replicas)
         self.handoff = Handoff(name)
         self.verdicts = Verdicts(state, self.placement)
         # the owned origins by verdict, kept as either changes (mine_counts is read at
@@ -304,7 +306,7 @@ class NodeCore:
             self._remote_changed(changed, now, wall)
 
     def members_changed(self, gossip_members: list[GossipMember], now: float, wall: float) -> None:
-        members = [Member(self.name, self.weight)]
+        members = [Member(self.name, self.weight, site=self.site)]
         self._alive = {self.name} | {
             m.name for m in gossip_members if m.state_name in ("alive", "suspect")
         }
