@@ -19,6 +19,16 @@ The 1,000-node x 100,000-origin cell is 10^8 hashes per full pass (about half a 
 by default its full time is measured on a 10,000-origin sample and scaled x10 (marked ~),
 and its build/join/leave are skipped; --big measures it all (about 2 more minutes).
 Goal: incremental (one join or one leave) <= 50 ms at 10,000 origins x 100 nodes.
+
+Failure domains (issue 19; --sites prints only this table): 10,000 origins x 100 nodes,
+k = 2 and 3, the nodes spread evenly over 3, 5, 10 and 20 sites (node i in site i mod S),
+against the same fleet without sites. For each it prints:
+
+* moved join / moved leave: the fraction of origins whose owner set changed when one node
+  joins (into a random site) or one random node leaves, median over --reps;
+* balance: the most loaded node's owned origins / the mean, after the build;
+* join / leave: the incremental recomputation time of that one change, median (and max);
+* x: the ratio to the row without sites.
 """
 
 from __future__ import annotations
@@ -119,14 +129,90 @@ def cell(
     return row
 
 
+def sites_cell(n_sites: int, k: int, reps: int, rng: random.Random) -> dict[str, float]:
+    """One row of the failure-domain table (n_sites 0: no sites)."""
+    n_nodes, n_origins = 100, 10_000
+
+    def site(i: int) -> str | None:
+        return f"site-{i % n_sites}" if n_sites else None
+
+    members = [Member(f"node-{i:04d}", 1.0, True, site(i)) for i in range(n_nodes)]
+    origins = [f"origin-{i:06d}" for i in range(n_origins)]
+    p = Placement(members, k, origins)
+    load = [len(p.owned_by(m.name)) for m in members]
+    joins: list[float] = []
+    leaves: list[float] = []
+    mj: list[float] = []
+    ml: list[float] = []
+    for r in range(reps):
+        name = rng.choice(list(p.members))
+        t, ch = timed(functools.partial(p.remove_member, name))
+        leaves.append(t * 1e3)
+        ml.append(sum(set(c.old) != set(c.new) for c in ch) / n_origins)
+        newcomer = Member(f"newcomer-{r}", 1.0, True, site(rng.randrange(n_nodes)))
+        t, ch = timed(functools.partial(p.add_member, newcomer))
+        joins.append(t * 1e3)
+        mj.append(sum(set(c.old) != set(c.new) for c in ch) / n_origins)
+    check = origins[::50]
+    assert {o: p.owners(o) for o in check} == compute_owners(p.members.values(), k, check), (
+        "incremental result differs from a full recomputation"
+    )
+    return {
+        "moved join": statistics.median(mj),
+        "moved leave": statistics.median(ml),
+        "balance": max(load) / (n_origins * k / n_nodes),
+        "join": statistics.median(joins),
+        "join max": max(joins),
+        "leave": statistics.median(leaves),
+        "leave max": max(leaves),
+    }
+
+
+def sites_table(ks: list[int], reps: int, rng: random.Random) -> None:
+    print(f"failure domains: 10,000 origins x 100 equal nodes spread evenly over the sites, "
+          f"{reps} leave+join pairs, medians; x = ratio to no sites")  # fmt: skip
+    cols = ["k", "sites", "moved join", "x", "moved leave", "x", "balance", "x",
+            "join ms", "(max)", "leave ms", "(max)"]  # fmt: skip
+    rows: list[list[str]] = []
+    for k in ks:
+        base: dict[str, float] = {}
+        for n_sites in (0, 3, 5, 10, 20):
+            r = sites_cell(n_sites, k, reps, rng)
+            base = base or r
+
+            def ratio(key: str, r: dict[str, float] = r, b: dict[str, float] = base) -> str:
+                return f"{r[key] / b[key]:.2f}" if b[key] else "-"
+
+            rows.append([
+                str(k), str(n_sites) if n_sites else "none",
+                f"{r['moved join']:.2%}", ratio("moved join"),
+                f"{r['moved leave']:.2%}", ratio("moved leave"),
+                f"{r['balance']:.3f}", ratio("balance"),
+                f"{r['join']:.1f}", f"{r['join max']:.1f}",
+                f"{r['leave']:.1f}", f"{r['leave max']:.1f}",
+            ])  # fmt: skip
+            print(f"  measured k={k} sites={n_sites or 'none'}", file=sys.stderr, flush=True)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    worst = max(max(float(r[9]), float(r[11])) for r in rows)
+    verdict = "met" if worst <= GOAL_MS else "MISSED"
+    print(f"incremental with sites: goal <= {GOAL_MS:.0f} ms: worst {worst:.1f} ms, {verdict}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=2, help="owners per origin (cluster.replicas)")
     ap.add_argument("--reps", type=int, default=5, help="leave+join pairs per cell")
     ap.add_argument("--big", action="store_true", help="measure 1,000 x 100,000 in full")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sites", action="store_true", help="only the failure-domain table")
     args = ap.parse_args()
     rng = random.Random(args.seed)
+    if args.sites:
+        sites_table([2, 3], args.reps, rng)
+        return 0
     cols = ["origins", "nodes", "full", "build", "join", "join max", "leave", "leave max",
             "move join", "move leave", "other moves"]  # fmt: skip
     print(f"placement: k={args.k}, equal weights, {args.reps} leave+join pairs per cell, "
@@ -149,6 +235,8 @@ def main() -> int:
     print("move = slots that changed hands / ideal (mean, min-max over the reps); goal <= 1.05")
     print("other moves = slots that moved between nodes other than the one joining/leaving "
           "(minimal movement: always 0)")  # fmt: skip
+    print()
+    sites_table([args.k], args.reps, rng)
     return 0
 
 

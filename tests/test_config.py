@@ -420,3 +420,61 @@ def test_origin_address_and_fail_open() -> None:
     assert "address" not in b.to_dict() and "fail_open" not in b.to_dict()
     v6 = parse_config(tomllib.loads('[[origin]]\nid = "c"\nurl = "http://[::1]:8080/"\n'))
     assert v6.origins[0].traffic_address == "[::1]:8080"
+
+
+# --- [node] site: the failure domain (issue 19) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node", "site"),
+    [
+        ({}, None),
+        ({"site": ""}, None),
+        ({"site": "store-12"}, "store-12"),
+        ({"site": "Branch Köln 3"}, "Branch Köln 3"),  # spaces inside and UTF-8 are fine
+        ({"site": "s" * 64}, "s" * 64),
+        ({"tags": {"site": "lab"}}, "lab"),  # a tag written before the key existed
+        ({"site": "lab", "tags": {"site": "lab"}}, "lab"),
+        ({"tags": {"site": ""}}, None),
+    ],
+)
+def test_node_site(node: dict[str, Any], site: str | None) -> None:
+    assert parse_config({"node": node}).node.site == site
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ({"site": 3}, "node.site: 3 is not a string"),
+        ({"site": "s" * 65}, "is longer than 64 bytes in UTF-8"),
+        ({"site": "ü" * 33}, "is longer than 64 bytes in UTF-8"),  # 66 bytes
+        ({"site": "a\tb"}, "contains a control or non-printable character"),
+        ({"site": " rack"}, "starts or ends with a space"),
+        ({"site": "a", "tags": {"site": "b"}}, 'differs from tags.site "b": set site only'),
+        ({"tags": {"site": "x\n"}}, "(tags.site is the node's site)"),
+    ],
+)
+def test_node_site_refused(node: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"node": node})
+    assert message in str(e.value)
+
+
+def test_site_is_advertised_and_fits_the_tag_budget(tmp_path: Path) -> None:
+    """The site rides in the member tags; memberlist allows 512 bytes of them, and the
+    longest site next to every tag the agent sets leaves room for the user's own."""
+    from agent.membership import encode_tags
+    from agent.node.placement import member_from_tags
+    from agent.shell.cluster import Cluster
+
+    site = "ü" * 32  # 64 bytes: the longest allowed
+    cfg = parse_config({"node": {"data_dir": str(tmp_path), "site": site, "weight": 1.23456789}})
+    cluster = Cluster(cfg, "edge-with-a-rather-long-hostname-07", api_port=65535)
+    cluster.token_fingerprint = "AbCdEfGh"
+    tags = cluster.tags()
+    assert tags["site"] == site
+    assert len(encode_tags(tags)) <= 512 - 256  # measured: 141 bytes
+    member = member_from_tags("n", "alive", tags, proven=True)
+    assert member.site == site
+    plain = Cluster(parse_config({"node": {"data_dir": str(tmp_path)}}), "n").tags()
+    assert "site" not in plain

@@ -131,6 +131,26 @@ def test_ownership_moves_when_a_member_joins_and_the_engine_set_follows() -> Non
     assert a.mine() == set(ids) - moved
 
 
+def test_owners_come_from_distinct_sites() -> None:
+    """Issue 19: with replicas = 2, a node in site "x" and two in site "y" each origin is
+    owned by one node of each site; the core's own member carries its configured site."""
+    a = NodeCore("a", State("a"), site="x", replicas=2, reap_after=60.0)
+    ids = [f"o{i}" for i in range(30)]
+    a.start([spec(o) for o in ids], now=0.0, wall=1000.0, alone=True)
+
+    def sited(name: str, site: str) -> GossipMember:
+        tags = {"role": ROLE, "version": "test", "site": site}
+        return member(name, meta=encode_tags(tags))
+
+    members = [sited("a", "x"), sited("b", "y"), sited("c", "y")]
+    a.members_changed(members, now=1.0, wall=1001.0)
+    for name in ("b", "c"):
+        answer_from(a, name, 1.0, members)
+    assert a.placement.members["a"].site == "x"
+    assert all(len(a.owners(o)) == 2 and "a" in a.owners(o) for o in ids)
+    assert {n for o in ids for n in a.owners(o)} == {"a", "b", "c"}
+
+
 def test_a_member_without_our_role_gets_nothing() -> None:
     a = core("a")
     a.start([spec(f"o{i}") for i in range(10)], now=0.0, wall=1000.0, alone=True)

@@ -41,9 +41,21 @@ def naive_owners(members: Iterable[Member], k: int, origin: str) -> tuple[str, .
         key = m.name.encode("utf-8") + b"\x00" + origin.encode("utf-8")
         x = mmh3.hash128(key, seed=0x65646765, x64arch=True, signed=False)
         h = ((x >> 75) | 1) / 2**53
-        scored.append((-(m.weight / math.log(h)), m.name))
+        scored.append((-(m.weight / math.log(h)), m.name, m.site))
     scored.sort(key=lambda e: (-e[0], e[1]))
-    return tuple(name for _, name in scored[:k])
+    # failure domains: the best of each site (a member without one is a site of its own)
+    # in rank order until k, then the best of the others; listed in rank order
+    ranked = [(name, site if site is not None else ("alone", name)) for _, name, site in scored]
+    sites: set[object] = set()
+    picked: list[str] = []
+    for name, site in ranked:
+        if len(picked) < k and site not in sites:
+            sites.add(site)
+            picked.append(name)
+    for name, _ in ranked:
+        if len(picked) < k and name not in picked:
+            picked.append(name)
+    return tuple(name for name, _ in ranked if name in picked)
 
 
 def slots(assign: dict[str, tuple[str, ...]]) -> Counter[str]:
@@ -248,21 +260,18 @@ def check_consistent(p: Placement) -> None:
     assert p.assignment() == full
     for name in NAMES:
         assert p.owned_by(name) == {o for o, owners in full.items() if name in owners}
-    # memory stays bounded: no origin caches more than k + spare ranked entries
-    assert all(len(cache) <= p.k + p.spare for _, cache in p._slots.values())
+    # memory stays bounded: no origin caches more than k + spare ranked entries, or with
+    # shared sites k(k-1) + 1 + spare (the k-th distinct site is at most that deep)
+    sites = [m.site for m in p.members.values() if m.eligible and m.site is not None]
+    bound = p.k + p.spare if len(sites) == len(set(sites)) else p.k * (p.k - 1) + 1 + p.spare
+    assert all(len(cache) <= bound for _, cache in p._slots.values())
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    initial=st.lists(member_st, max_size=8, unique_by=lambda m: m.name),
-    origins=st.lists(st.sampled_from(ORIGINS), max_size=30),
-    k=st.integers(1, 4),
-    spare=st.integers(0, 2),
-    ops=st.lists(op_st, max_size=25),
-)
-def test_incremental_equals_full(
-    initial: list[Member], origins: list[str], k: int, spare: int, ops: list[tuple]
+def run_ops(
+    initial: list[Member], origins: list[str], k: int, spare: int, ops: list[tuple], *, spec: bool
 ) -> None:
+    """Apply ops; after each, the incremental owners equal a from-scratch computation (and,
+    with ``spec``, the spec written out) and the reported changes are exactly the diff."""
     p = Placement(initial, k, origins, spare=spare)
     check_consistent(p)
     for op, arg in ops:
@@ -290,12 +299,197 @@ def test_incremental_equals_full(
             continue
         check_consistent(p)
         after = p.assignment()
+        if spec:
+            members = list(p.members.values())
+            assert after == {o: naive_owners(members, p.k, o) for o in p.origins}
         expected = [
             OwnerChange(o, before.get(o, ()), after.get(o, ()))
             for o in sorted(before.keys() | after.keys())
             if before.get(o, ()) != after.get(o, ())
         ]
         assert changes == expected
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    initial=st.lists(member_st, max_size=8, unique_by=lambda m: m.name),
+    origins=st.lists(st.sampled_from(ORIGINS), max_size=30),
+    k=st.integers(1, 4),
+    spare=st.integers(0, 2),
+    ops=st.lists(op_st, max_size=25),
+)
+def test_incremental_equals_full(
+    initial: list[Member], origins: list[str], k: int, spare: int, ops: list[tuple]
+) -> None:
+    run_ops(initial, origins, k, spare, ops, spec=False)
+
+
+SITES = [None, None, "A", "B", "C", "ü"]
+sited_member_st = st.builds(
+    Member, st.sampled_from(NAMES), weights_st, st.booleans(), st.sampled_from(SITES)
+)
+sited_op_st = st.one_of(
+    st.tuples(st.just("add"), sited_member_st),
+    st.tuples(st.just("remove"), st.sampled_from(NAMES)),
+    st.tuples(st.just("update"), sited_member_st),
+    st.tuples(
+        st.just("set_members"),
+        st.lists(sited_member_st, max_size=8, unique_by=lambda m: m.name),
+    ),
+    st.tuples(st.just("add_origin"), st.sampled_from(ORIGINS)),
+    st.tuples(st.just("remove_origin"), st.sampled_from(ORIGINS)),
+    st.tuples(st.just("set_origins"), st.lists(st.sampled_from(ORIGINS), max_size=30)),
+    st.tuples(st.just("set_k"), st.integers(1, 5)),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    initial=st.lists(sited_member_st, max_size=8, unique_by=lambda m: m.name),
+    origins=st.lists(st.sampled_from(ORIGINS), max_size=30),
+    k=st.integers(1, 4),
+    spare=st.integers(0, 2),
+    ops=st.lists(sited_op_st, max_size=25),
+)
+def test_incremental_equals_full_with_sites(
+    initial: list[Member], origins: list[str], k: int, spare: int, ops: list[tuple]
+) -> None:
+    """Issue 19: with failure domains too, the incremental path equals the reference after
+    every step, and the reference equals the spec written out (naive_owners)."""
+    run_ops(initial, origins, k, spare, ops, spec=True)
+
+
+def test_sites_larger_fleets_incremental_equals_reference() -> None:
+    """Many members per site, so a cache holds k members of one site: the site's next
+    member moving up on a leave, and rescans, are exercised at scale."""
+    rng = random.Random(19)
+    origins = [f"origin-{i}" for i in range(400)]
+    layouts: list[tuple[int, list[str | None]]] = [
+        (2, ["s0", "s1", "s2"]),
+        (3, ["s0", "s1"]),
+        (2, ["s0"]),
+        (3, ["s0", "s1", "s2", None]),
+    ]
+    for k, sites in layouts:
+        members = [
+            Member(f"n{i}", rng.choice([0.5, 1.0, 2.0]), True, rng.choice(sites)) for i in range(30)
+        ]
+        p = Placement(members, k, origins, spare=rng.randint(0, 2))
+        assert p.assignment() == compute_owners(members, k, origins)
+        for step in range(40):
+            names = list(p.members)
+            r = rng.random()
+            if r < 0.35 and names:
+                p.remove_member(rng.choice(names))
+            elif r < 0.7:
+                site = rng.choice([*sites, "new"])
+                p.add_member(Member(f"j{step}", rng.choice([0.5, 1.0, 2.0]), True, site))
+            elif names:
+                m = p.members[rng.choice(names)]
+                p.update_member(Member(m.name, m.weight, rng.random() < 0.8, rng.choice(sites)))
+            full = compute_owners(p.members.values(), k, origins)
+            assert p.assignment() == full, (k, sites, step)
+        check_consistent(p)
+
+
+def test_sites_owners_in_distinct_sites() -> None:
+    origins = [f"o{i}" for i in range(1000)]
+    members = [Member(f"n{i:02d}", 1.0, True, f"site-{i % 4}") for i in range(20)]
+    site = {m.name: m.site for m in members}
+    for k in (1, 2, 3, 4):
+        for o, owners in compute_owners(members, k, origins).items():
+            assert len(owners) == k and len({site[n] for n in owners}) == k, o
+    every_site = {f"site-{i}" for i in range(4)}
+    for k in (5, 7):  # fewer sites than k: every site, then the best of the rest
+        for owners in compute_owners(members, k, origins).values():
+            assert len(owners) == k and {site[n] for n in owners} == every_site
+    one_site = [Member(m.name, m.weight, True, "store") for m in members]  # all in one
+    plain = [Member(m.name) for m in members]
+    assert compute_owners(one_site, 2, origins) == compute_owners(plain, 2, origins)
+
+
+def test_without_sites_owners_are_exactly_as_before() -> None:
+    """No site tags, or a site of its own per member: the owners are the first k of the
+    ranking, exactly as before failure domains existed (the fixed vectors pin it too)."""
+    rng = random.Random(7)
+    origins = [f"origin-{i}" for i in range(500)]
+    plain = [Member(f"n{i}", rng.choice([0.5, 1.0, 2.0])) for i in range(25)]
+    own = [Member(m.name, m.weight, True, f"site-of-{m.name}") for m in plain]
+    for k in (1, 2, 3):
+        first_k = {o: naive_owners(plain, k, o) for o in origins}  # no sites: the first k
+        assert compute_owners(plain, k, origins) == first_k
+        assert Placement(plain, k, origins).assignment() == first_k
+        assert Placement(own, k, origins).assignment() == first_k
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sites_order_independence(seed: int) -> None:
+    rng = random.Random(seed)
+    ms = [
+        Member(f"n{i}", rng.choice([0.5, 1.0, 2.0]), True, rng.choice(["a", "b", "c", None]))
+        for i in range(15)
+    ]
+    origins = [f"origin-{i}" for i in range(300)]
+    expected = compute_owners(ms, 2, origins)
+    assert expected == {o: naive_owners(ms, 2, o) for o in origins}
+    shuffled = ms[:]
+    rng.shuffle(shuffled)
+    rng.shuffle(origins)
+    assert Placement(shuffled, 2, origins).assignment() == expected
+    grown = Placement(k=2, origins=origins)  # members join one by one, in another order
+    rng.shuffle(shuffled)
+    for m in shuffled:
+        grown.add_member(m)
+    assert grown.assignment() == expected
+
+
+SITED_MEMBERS = [  # three sites of 4, 4 and 3 members, and one member without a site
+    Member(f"node-{i:02d}", 1.0 + (i % 4) * 0.5, True, ("store-a", "store-b", "rack-ü")[i % 3])
+    if i < 11
+    else Member(f"node-{i:02d}", 1.0 + (i % 4) * 0.5)
+    for i in range(12)
+]
+SITED_FIXED = [  # (k, {origin: owners}), computed once and frozen; "plain": without sites
+    (3, {
+        "o-0": ("node-05", "node-09", "node-11"),
+        "o-1": ("node-06", "node-07", "node-05"),  # plain: 06 07 04
+        "o-2": ("node-05", "node-11", "node-01"),
+        "o-3": ("node-06", "node-10", "node-02"),  # plain: 06 09 03
+        "o-7": ("node-10", "node-03", "node-02"),  # plain: 10 01 03
+    }),
+    (4, {  # four domains: one member of each
+        "o-0": ("node-05", "node-09", "node-11", "node-07"),
+        "o-1": ("node-06", "node-07", "node-05", "node-11"),  # plain: 06 07 04 01
+        "o-3": ("node-06", "node-10", "node-02", "node-11"),  # plain: 06 09 03 10
+        "o-6": ("node-08", "node-11", "node-03", "node-01"),
+    }),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("k", "expected"), SITED_FIXED)
+def test_sites_fixed_vectors(k: int, expected: dict[str, tuple[str, ...]]) -> None:
+    assert compute_owners(SITED_MEMBERS, k, expected) == expected
+    assert Placement(SITED_MEMBERS, k, expected).assignment() == expected
+    assert {o: naive_owners(SITED_MEMBERS, k, o) for o in expected} == expected
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_sites_join_and_leave_move_only_the_member_s_slots(k: int) -> None:
+    """With sites, a join still takes slots only for the newcomer and a leave moves only
+    the leaver's slots: no slot changes hands between the other members."""
+    rng = random.Random(k)
+    origins = [f"origin-{i}" for i in range(3000)]
+    ms = [Member(f"n{i:02d}", 1.0, True, f"site-{i % 3}") for i in range(21)]
+    p = Placement(ms, k, origins)
+    for r in range(4):
+        leaver = rng.choice(list(p.members))
+        share = len(p.owned_by(leaver))
+        moved, _, lost = _moved_slots(p.remove_member(leaver))
+        assert lost <= {leaver} and moved == share
+        newcomer = Member(f"new-{r}", 1.0, True, rng.choice(["site-0", "site-1", "site-3"]))
+        moved, gained, _ = _moved_slots(p.add_member(newcomer))
+        assert gained <= {newcomer.name} and moved == len(p.owned_by(newcomer.name))
+    assert p.assignment() == compute_owners(p.members.values(), k, origins)
 
 
 # --- ties and edge cases --------------------------------------------------------------------
@@ -425,6 +619,14 @@ def test_member_from_tags() -> None:
     assert serf == Member("serf", 1.0, False)
     bad_weight = {"role": ROLE, "weight": "-1", "version": "x"}
     assert member_from_tags("pi", "alive", bad_weight, proven=True) == Member("pi")
+    sited = {"role": ROLE, "version": "x", "site": "store-12"}
+    assert member_from_tags("pi", "alive", sited, proven=True) == Member(
+        "pi", 1.0, True, "store-12"
+    )
+    no_site = {"role": ROLE, "version": "x", "site": ""}  # empty: a domain of its own
+    assert member_from_tags("pi", "alive", no_site, proven=True).site is None
+    with pytest.raises(ValueError, match="site"):
+        Member("pi", site="")
 
 
 @pytest.mark.parametrize(

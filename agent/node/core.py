@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.checks import Status as CheckStatus
@@ -94,6 +94,7 @@ class NodeCore:
         state: State,
         *,
         weight: float = 1.0,
+        site: str | None = None,
         replicas: int = 2,
         reap_after: float = 3600.0,
         hlc_high_water: int = 0,
@@ -102,6 +103,7 @@ class NodeCore:
         """``gossip``: the membership settings, for the largest delta a packet carries."""
         self.name = name
         self.weight = weight
+        self.site = site  # failure domain, as the "site" tag others read (docs/placement.md)
         self.reap_after = reap_after
         self.state = state
         high_water = max(hlc_high_water, state.own_high_water())
@@ -115,7 +117,7 @@ class NodeCore:
         self._gossip_members: list[GossipMember] = []  # the last list, for a hold's end
         self._claimants: set[str] = set()  # live members whose tags claim our role
         self._newly_proven = False
-        self.placement = Placement([Member(name, weight)], replicas)
+        self.placement = Placement([Member(name, weight, site=site)], replicas)
         self.handoff = Handoff(name)
         self.verdicts = Verdicts(state, self.placement)
         # the owned origins by verdict, kept as either changes (mine_counts is read at
@@ -309,7 +311,7 @@ class NodeCore:
 
     def members_changed(self, gossip_members: list[GossipMember], now: float, wall: float) -> None:
         self._gossip_members = gossip_members
-        members = [Member(self.name, self.weight)]
+        members = [Member(self.name, self.weight, site=self.site)]
         self._alive = {self.name} | {
             m.name for m in gossip_members if m.state_name in ("alive", "suspect")
         }
@@ -338,7 +340,7 @@ class NodeCore:
                     until - now,
                 )
             if member.eligible and self.flaps.held(m.name, now):
-                member = Member(member.name, member.weight, eligible=False)
+                member = replace(member, eligible=False)
             members.append(member)
         listed = {m.name for m in gossip_members}
         for name in self.proof.proven - listed:

@@ -100,6 +100,8 @@ class Cluster:
         tags.update(role=ROLE, version=__version__)
         if self.config.node.weight != 1.0:
             tags["weight"] = f"{self.config.node.weight:g}"
+        if self.config.node.site is not None:
+            tags["site"] = self.config.node.site  # the failure domain (docs/placement.md)
         if self.api_port:
             tags["api"] = str(self.api_port)
         if self.token_fingerprint is not None:

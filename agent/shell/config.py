@@ -53,6 +53,7 @@ class NodeConfig:
     name: str = ""  # "" = derive from the hostname at start
     data_dir: Path = Path("/var/lib/edge-agent")
     weight: float = 1.0
+    site: str | None = None  # failure domain (docs/placement.md); None: a domain of its own
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -218,6 +219,22 @@ def _rgb_pins(v: Any) -> tuple[int, int, int]:
     return (r, g, b)
 
 
+SITE_MAX_BYTES = 64
+"""A site is gossiped in every membership message (memberlist allows 512 bytes of tags)."""
+
+
+def site_problem(site: str) -> str | None:
+    """Why ``site`` cannot be a node's site, or None. Printable text (spaces inside are
+    fine), no leading or trailing space, at most 64 bytes in UTF-8."""
+    if not site.isprintable():
+        return "contains a control or non-printable character"
+    if site != site.strip():
+        return "starts or ends with a space"
+    if len(site.encode("utf-8", "surrogatepass")) > SITE_MAX_BYTES:
+        return f"is longer than {SITE_MAX_BYTES} bytes in UTF-8"
+    return None
+
+
 def _table(problems: list[str], root: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     v = root.get(name, {})
     if not isinstance(v, dict):
@@ -251,11 +268,25 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
     name = r.get("name", str, nd.name, "a string")
     if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
         r.bad("name", f"{show(name)} is not a valid node name")
+    tags = r.conv("tags", nd.tags, str_table, "a table of strings")
+    site = r.get("site", str, "", "a string")
+    tag_site = tags.get("site", "")
+    if site and tag_site and tag_site != site:
+        r.bad("site", f"{show(site)} differs from tags.site {show(tag_site)}: set site only")
+    elif not site and tag_site:  # written as a free-form tag before site existed
+        site = tag_site
+        if (why := site_problem(site)) is not None:
+            r.bad("tags", f"site {show(site)} {why} (tags.site is the node's site)")
+            site = ""
+    elif site and (why := site_problem(site)) is not None:
+        r.bad("site", f"{show(site)} {why}")
+        site = ""
     node = NodeConfig(
         name=name,
         data_dir=r.conv("data_dir", nd.data_dir, _path, "a string"),
         weight=r.get("weight", float, nd.weight, "a number"),
-        tags=r.conv("tags", nd.tags, str_table, "a table of strings"),
+        site=site or None,
+        tags=tags,
     )
     if not (node.weight > 0 and math.isfinite(node.weight)):
         r.bad("weight", f"{node.weight} must be a positive number")

@@ -95,6 +95,7 @@ class Coordinator:
             name,
             self.state,
             weight=config.node.weight,
+            site=config.node.site,
             replicas=config.cluster.replicas,
             reap_after=config.cluster.reap_after,
             hlc_high_water=int(self.store.meta.get("hlc", 0) or 0),
