@@ -77,22 +77,23 @@ def registry(guard: GcGuard) -> CollectorRegistry:
 
 async def test_freezes_are_bounded_by_the_growth_of_what_is_frozen() -> None:
     """A slow pass freezes only if it took a quarter of the time of the passes frozen
-    before: freezes pin whatever dies later in a cycle, so they follow the heap's
-    growth, not the clock (each pass's duration comes from a fake clock here)."""
+    before, or ``longest``: freezes pin whatever dies later in a cycle, so they follow
+    the heap's growth, not the clock, and no pass runs much longer than ``longest``
+    (each pass's duration comes from a fake clock here)."""
     loop = asyncio.get_running_loop()
-    durations = iter([0.2, 0.04, 0.06, 0.049, 0.051, 0.06, 0.09])
+    durations = iter([0.2, 0.04, 0.06, 0.049, 0.051, 0.06, 0.09, 0.11, 0.1, 0.12])
     ticks: list[float] = []
 
     def clock() -> float:  # start: 0; stop: the pass's duration
         ticks.append(0.0 if len(ticks) % 2 == 0 else next(durations))
         return ticks[-1]
 
-    guard = GcGuard(slow=0.05, share=0.25, clock=clock)
+    guard = GcGuard(slow=0.05, share=0.25, longest=0.1, clock=clock)
     guard.install(loop)
     gc.disable()  # only the passes below, each with its duration
     frozen = []
     try:
-        for _ in range(7):
+        for _ in range(10):
             gc.collect()
             if guard._freeze_queued:  # decided in the pass; done on the loop
                 await settle(loop, guard, guard.freezes + 1)
@@ -102,6 +103,8 @@ async def test_freezes_are_bounded_by_the_growth_of_what_is_frozen() -> None:
         guard.remove()
         gc.unfreeze()
     # 0.2 freezes (cost 0.2); 0.04 < slow; 0.06 >= 0.05 (cost 0.26); 0.049 < slow;
-    # 0.051 < 0.26/4; 0.06 < 0.065; 0.09 >= 0.065 (cost 0.35)
-    assert frozen == [1, 1, 2, 2, 2, 2, 3]
-    assert guard.full_passes == 7 and abs(guard.frozen_cost - 0.35) < 1e-9
+    # 0.051 < 0.26/4; 0.06 < 0.065; 0.09 >= 0.065 (cost 0.35); then the bar is the
+    # lesser of a quarter of the cost (0.0875, 0.115, 0.14) and longest = 0.1, so 0.11
+    # (cost 0.46), 0.1 (0.56) and 0.12 (0.68) all freeze
+    assert frozen == [1, 1, 2, 2, 2, 2, 3, 4, 5, 6]
+    assert guard.full_passes == 10 and abs(guard.frozen_cost - 0.68) < 1e-9

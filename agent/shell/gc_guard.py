@@ -13,17 +13,18 @@ than ``SLOW_FULL``, freezes the survivors too. Freezing just after a full pass p
 garbage: the pass has just freed every unreachable cycle. Frozen objects are still
 freed by reference counting when they die; only a cycle among them that becomes
 garbage later stays: a probe, a stream or a task alive at the freeze and freed later in
-a cycle is never freed. So freezes must be few, and they are bounded by the growth of
-the heap, not by time: a slow pass freezes only if it took at least ``SHARE`` of the
-time the passes already frozen took (what a full pass over the frozen objects would
-cost). Each freeze then adds a quarter or more to what is frozen: a dozen or two over a
-catalogue's growth from nothing to 100,000 origins, none on a steady one; and a full
-pass never walks more than about a quarter of the frozen heap.
+a cycle is never freed. So freezes must be few, and they follow the growth of the heap,
+not the clock: a slow pass freezes only if it took at least ``SHARE`` of the time the
+passes already frozen took (about what one pass over the frozen objects would cost), or
+``LONGEST`` whatever that share: each freeze then adds a quarter or more to what is
+frozen (a few dozen from nothing to 100,000 origins, none on a steady catalogue), and no
+pass stalls the loop for much longer than ``LONGEST``.
 
-Measured while 100,000 origins were declared over 5 nodes, freezing after every slow
-pass: 290 full passes (31.5 s), 167 freezes in 16 minutes, and the frozen objects grew
-from 1.5 to 3.1 million between 80,000 and 100,000 origins (RSS about 1 GB a node):
-garbage pinned by freezes, which this rule is there to stop.
+Measured while 100,000 origins were declared over 5 nodes on the 2-core test machine.
+Freezing after every slow pass: 290 full passes (31.5 s), 167 freezes in 16 minutes,
+frozen objects from 1.5 to 3.1 million between 80,000 and 100,000 origins, RSS about
+1 GB a node: pinned garbage. The share alone: 15 freezes, but passes of up to 1.0 s
+(38 s in 132 passes by 70,000 origins), long enough for nodes to be declared dead.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SLOW_FULL = 0.05  # seconds: a full pass this long may freeze its survivors
 SHARE = 0.25  # ...if it also took this share of the time of the passes frozen before
+LONGEST = 0.25  # seconds: ...or this long, whatever the share
 
 
 class GcGuard:
@@ -51,11 +53,13 @@ class GcGuard:
         self,
         slow: float = SLOW_FULL,
         share: float = SHARE,
+        longest: float = LONGEST,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.slow = slow
         self.share = share
+        self.longest_allowed = longest
         self.clock = clock
         # the summed duration of the passes whose survivors were frozen: about what one
         # full pass over everything frozen would take
@@ -91,7 +95,7 @@ class GcGuard:
         loop = self.loop
         if loop is None or loop.is_closed() or self._freeze_queued:
             return
-        if took < max(self.slow, self.share * self.frozen_cost):
+        if took < max(self.slow, min(self.longest_allowed, self.share * self.frozen_cost)):
             return
         self._freeze_queued = True
         loop.call_soon_threadsafe(self._freeze, took)
