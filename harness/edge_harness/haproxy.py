@@ -43,9 +43,18 @@ defaults
 
 
 def parse_stat(text: str, backend: str) -> dict[str, dict[str, str]]:
-    """``show stat``'s CSV: the rows of ``backend``'s servers, by server name."""
+    """``show stat``'s CSV: the rows of ``backend``'s servers, by server name. A check
+    under way is shown as ``* L4CON`` (the last result, marked): the mark is dropped
+    from check_status and agent_status, so a reader sees the last result either way."""
     rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-    return {r["svname"]: r for r in rows if r.get("pxname") == backend}
+    out = {}
+    for r in rows:
+        if r.get("pxname") != backend:
+            continue
+        for key in ("check_status", "agent_status"):
+            r[key] = (r.get(key) or "").removeprefix("* ")
+        out[r["svname"]] = r
+    return out
 
 
 class HAProxyError(RuntimeError):

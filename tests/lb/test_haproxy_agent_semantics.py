@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_harness.haproxy import HAProxy
+from edge_harness.haproxy import HAProxy, parse_stat
 from edge_harness.port_origins import PortOrigins
 from tests.conftest import free_port, wait_for
 from tests.lb.conftest import LoopThread, require_haproxy
@@ -145,3 +145,19 @@ def test_silence_and_refusal_keep_an_up_server_up_and_up_does_not_override_a_fai
     wait_status(hap, "DOWN")
     agent.wait_asked()
     assert status(hap) == "DOWN", hap.diagnostics("b")
+
+
+def test_a_check_under_way_reads_as_its_last_result() -> None:
+    """``show stat`` marks a check in progress ``* L4CON``; the harness reads the last
+    result either way (a single read in a test must not depend on the moment)."""
+    text = (
+        "# pxname,svname,status,check_status,agent_status\n"
+        "b,s,UP,* L4OK,* L4CON\n"
+        "b,t,UP,L4OK,L7OK\n"
+        "c,s,DOWN,L4CON,\n"
+    )
+    rows = parse_stat(text, "b")
+    assert {n: (r["check_status"], r["agent_status"]) for n, r in rows.items()} == {
+        "s": ("L4OK", "L4CON"),
+        "t": ("L4OK", "L7OK"),
+    }
