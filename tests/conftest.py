@@ -44,10 +44,20 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"missing prerequisite: {what}")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on loopback now, never one this process handed out before: the
+    kernel may give the same ephemeral port to two binds in a row (CI once gave an
+    agent's API and gossip the same port, and the node never became ready)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
