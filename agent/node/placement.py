@@ -702,12 +702,7 @@ class Placement:
         record = touched.setdefault
         for o in self._cached_in.pop(name):
             cache = slots[o][1]
-            for pos, e in enumerate(cache):  # noqa: B007
-                if e[1] == name:
-                    break
-            else:
-                raise AssertionError(f"{name} missing from the cache of {o!r}")
-            del cache[pos]
+            pos = _remove_entry(cache, name, o)
             if pos >= k:
                 continue  # a spare entry: owners unchanged
             if len(cache) < k and len(cache) < n_after:
@@ -749,12 +744,7 @@ class Placement:
         for o in cached_in.pop(name):
             ob, cache = self._slots[o]
             complete = len(cache) == rsize_before
-            for pos, e in enumerate(cache):  # noqa: B007
-                if e[1] == name:
-                    break
-            else:
-                raise AssertionError(f"{name} missing from the cache of {o!r}")
-            del cache[pos]
+            pos = _remove_entry(cache, name, o)
             if crowded:
                 held = {e[1] for e in cache if e[1] in rest}
                 if len(held) == k - 1 and self._cut_after_domain(o, cache, rest, pos):
@@ -772,3 +762,12 @@ class Placement:
                         cached_in[best[1]].add(o)
             self._settle(o, touched)
         del self._owns[name]
+
+
+def _remove_entry(cache: list[Entry], name: str, origin: str) -> int:
+    """Delete ``name``'s entry from ``origin``'s ranked cache; the position it had."""
+    for pos, e in enumerate(cache):
+        if e[1] == name:
+            del cache[pos]
+            return pos
+    raise AssertionError(f"{name} missing from the cache of {origin!r}")
