@@ -47,6 +47,8 @@ from agent.node.replication import (
     Replicator,
 )
 from agent.node.state import Delta, State, encode_delta, latency_band
+from agent.node.vantage import VantageTally
+from agent.node.vantage import describe as describe_vantage
 from agent.node.verdicts import VerdictChange, Verdicts
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ log = logging.getLogger(__name__)
 SETTLE = 3.0  # at most this long after start before checking while looking for peers
 IDLE_TICK = 1.0  # the longest the periodic work sleeps
 REAP_EVERY = 60.0
+#: a failed (not left) member's site still counts towards ``confirm_sites`` this long:
+#: the other side of a partition must not confirm "down" alone while its own checks may be
+#: failing for the same reason (docs/placement.md, "Verdicts across sites")
+SITE_GRACE = 300.0
 #: a change that adds at most this many origins checks them at once (an operator adding
 #: one sees its verdict in seconds); a bigger one spreads their first checks over their
 #: intervals, as a start does (docs/config.md)
@@ -96,6 +102,8 @@ class NodeCore:
         weight: float = 1.0,
         site: str | None = None,
         replicas: int = 2,
+        confirm_sites: int = 0,
+        site_grace: float = SITE_GRACE,
         reap_after: float = 3600.0,
         hlc_high_water: int = 0,
         gossip: Settings | None = None,
@@ -119,7 +127,12 @@ class NodeCore:
         self._newly_proven = False
         self.placement = Placement([Member(name, weight, site=site)], replicas)
         self.handoff = Handoff(name)
-        self.verdicts = Verdicts(state, self.placement)
+        self.replicas = replicas
+        self.confirm_sites = confirm_sites  # 0: automatic (site_count)
+        self.site_grace = site_grace
+        self._sites: dict[str, str] = {name: site} if site else {}  # name -> its last site
+        self._states: dict[str, str] = {}  # listed member -> its state name
+        self.verdicts = Verdicts(state, self.placement, self.site_of)
         # the owned origins by verdict, kept as either changes (mine_counts is read at
         # every LED and STATUS refresh: a pass over 100,000 owned origins took 0.1 s)
         self._mine_tally = _no_verdicts()
@@ -316,6 +329,8 @@ class NodeCore:
             m.name for m in gossip_members if m.state_name in ("alive", "suspect")
         }
         claimants = set()
+        moved: list[str] = []  # members whose site changed
+        self._states = {m.name: m.state_name for m in gossip_members if m.name != self.name}
         for m in gossip_members:
             if m.name == self.name:
                 continue
@@ -331,6 +346,9 @@ class NodeCore:
                 self.proof.forget(m.name)  # back later: it proves itself again
             proven = m.name in self.proof.proven
             member = member_from_tags(m.name, m.state_name, tags, proven=proven)
+            if member.site and self._sites.get(m.name) != member.site:
+                self._sites[m.name] = member.site
+                moved.append(m.name)
             until = self.flaps.update(m.name, member.eligible, m.state_name == "dead", now)
             if until is not None:
                 log.warning(
@@ -351,7 +369,11 @@ class NodeCore:
         changes = self.placement.set_members(members)
         if changes:
             self._owners_changed(changes, now, HandoffResult())
-            self._recompute({c.origin for c in changes}, wall)
+        if any(self.verdicts.vantages.observes(n) for n in moved):
+            self.verdicts.vantages.rebuild(self.verdicts.statuses)
+        if not self._confirm_changed(now, wall) and changes:
+            # owners moved, observations did not (handoff's removals went to verdicts)
+            self._recompute({c.origin for c in changes}, wall, observed=False)
 
     def _heard(self, sender: str) -> None:
         """The replicator heard ``sender`` speak our protocol: proof, if it claims the role
@@ -403,6 +425,7 @@ class NodeCore:
         self._gained.difference_update(result.stopped)
         if result.remove_observations:
             self._local(self.state.remove_observations(result.remove_observations, self.name))
+            self.verdicts.observed(result.remove_observations)
         for origin in result.stopped:
             self._drain_seen.pop(origin, None)
         if result.started or result.stopped or force_sync:
@@ -535,9 +558,13 @@ class NodeCore:
             return ()
         return self.placement.owners(origin_id)
 
-    def _recompute(self, ids: Iterable[str], wall: float, reason: str = "") -> None:
+    def _recompute(
+        self, ids: Iterable[str], wall: float, reason: str = "", *, observed: bool = True
+    ) -> None:
+        """Judge ``ids`` again; ``observed``: their observations may have changed (the
+        vantage tallies follow: agent/node/vantage.py)."""
         ids = set(ids)
-        changes = self.verdicts.recompute(ids, self._alive, wall, reason)
+        changes = self.verdicts.recompute(ids, self._alive, wall, reason, observed=observed)
         if self.settled:
             for change in changes:
                 if self.handoff.is_owned(change.origin):
@@ -569,7 +596,15 @@ class NodeCore:
         if not self.settled:
             return self._started_at + SETTLE
         return min(
-            (t for t in (self.handoff.next_deadline(), self.flaps.next_expiry()) if t is not None),
+            (
+                t
+                for t in (
+                    self.handoff.next_deadline(),
+                    self.flaps.next_expiry(),
+                    self._next_grace_end(),
+                )
+                if t is not None
+            ),
             default=None,
         )
 
@@ -584,6 +619,8 @@ class NodeCore:
                 self._apply(self.handoff.tick(now))
         if self.flaps.expire(now):  # a held member is taken back into placement
             self.members_changed(self._gossip_members, now, wall)
+        if not self._confirm_changed(now, wall):
+            self._recompute((), wall)  # an observer's impairment changed meanwhile
         if now >= self._next_reap:
             self._next_reap = now + REAP_EVERY
             self.reap(now, wall, alive)
@@ -620,6 +657,97 @@ class NodeCore:
         if not self.settled:
             return {"owned": 0, **_no_verdicts()}
         return {"owned": self.handoff.owned_count(), **self._mine_tally}
+
+    # --- sites and vantage points --------------------------------------------------------
+
+    def site_of(self, name: str) -> str:
+        """``name``'s failure domain, as verdicts compare them: its site, else a domain of
+        its own (a key no site can spell: sites are printable)."""
+        site = self._sites.get(name)
+        return site if site else "\x00" + name
+
+    def site_name(self, name: str) -> str:
+        """``name``'s site for people: its site, else its own name."""
+        return self._sites.get(name) or name
+
+    def known_sites(self, now: float) -> set[str]:
+        """The sites of live members, me, and members with a site that failed less than
+        ``site_grace`` ago (left members, and failed ones without a site, do not count:
+        a fleet that names no sites keeps judging with the nodes it has): what
+        ``confirm_sites`` counts."""
+        sites = {self.site_of(self.name)}
+        for name, state in self._states.items():
+            if state in ("alive", "suspect"):
+                sites.add(self.site_of(name))
+            elif state == "dead" and name in self._sites:
+                since = self._absent_since.get(name, now)
+                if now - since < self.site_grace:
+                    sites.add(self.site_of(name))
+        return sites
+
+    def confirm(self, now: float) -> int:
+        """Sites whose owners must agree on "down": ``confirm_sites`` (0: 2), at most the
+        owners per origin and the sites known (docs/placement.md)."""
+        wanted = self.confirm_sites or 2
+        return max(1, min(wanted, self.replicas, len(self.known_sites(now))))
+
+    def _confirm_changed(self, now: float, wall: float) -> bool:
+        """Bring ``confirm`` up to date; when it changed, every verdict is judged again."""
+        confirm = self.confirm(now)
+        if confirm == self.verdicts.confirm:
+            return False
+        log.info(
+            "a down verdict now needs owners in %d site(s) to agree (%d site(s) known)",
+            confirm,
+            len(self.known_sites(now)),
+        )
+        self.verdicts.confirm = confirm
+        self._recompute(self.placement.origins, wall, observed=False)
+        return True
+
+    def _next_grace_end(self) -> float | None:
+        ends = [
+            self._absent_since[n] + self.site_grace
+            for n, state in self._states.items()
+            if state == "dead" and n in self._absent_since and n in self._sites
+        ]
+        return min(ends, default=None)
+
+    def vantage(self, name: str | None = None) -> tuple[bool, VantageTally]:
+        """Whether ``name`` (default: this node) is an impaired vantage point, and its
+        tally (agent/node/vantage.py)."""
+        name = self.name if name is None else name
+        vantages = self.verdicts.vantages
+        return name in vantages.impaired, vantages.tally(name)
+
+    def vantage_reason(self) -> str:
+        impaired, tally = self.vantage()
+        return describe_vantage(tally) if impaired else ""
+
+    def impaired_sites(self) -> dict[str, list[str]]:
+        """Sites that cannot reach the origins: every live member of the site that reports
+        on origins is an impaired vantage point (a node without a site is its own)."""
+        vantages = self.verdicts.vantages
+        by_site: dict[str, list[str]] = {}
+        for name in sorted(self._alive):
+            if vantages.observes(name):
+                by_site.setdefault(self.site_of(name), []).append(name)
+        return {
+            self.site_name(names[0]): names
+            for names in by_site.values()
+            if all(n in vantages.impaired for n in names)
+        }
+
+    def alert_sender(self, site: str) -> str:
+        """The member that sends the alerts about ``site`` (its impairment and recovery):
+        the first live member by name outside that site that is not impaired, else the
+        first live member outside it, else the first live member. Every node computes
+        the same one from the same view, and it stays the same from the alert to the
+        recovery (the site's own members are not in the running)."""
+        impaired = self.verdicts.vantages.impaired
+        alive = sorted(self._alive)
+        outside = [n for n in alive if self.site_name(n) != site]
+        return next((n for n in outside if n not in impaired), (outside or alive)[0])
 
     def _owned_changed(self, origin: str, owned: bool) -> None:
         """Handoff.on_owned: an origin joined or left the owned set, with its verdict."""

@@ -68,6 +68,8 @@ class ClusterConfig:
     keyring_file: Path | None = None
     replicas: int = 2
     reap_after: float = 3600.0  # observations of a node gone this long are deleted
+    confirm_sites: int = 0  # sites that must agree on "down"; 0: automatic (placement.md)
+    site_grace: float = 300.0  # a failed member's site still counts this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +318,8 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         keyring_file=r.conv("keyring_file", cd.keyring_file, _optional_path, "a string"),
         replicas=r.get("replicas", int, cd.replicas, "an integer"),
         reap_after=r.conv("reap_after", cd.reap_after, duration, "a duration"),
+        confirm_sites=r.get("confirm_sites", int, cd.confirm_sites, "an integer"),
+        site_grace=r.conv("site_grace", cd.site_grace, duration, "a duration"),
     )
     iface = cluster.interface
     if iface is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", iface):
@@ -324,6 +328,10 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         r.bad("replicas", f"{cluster.replicas} is out of range (1..16)")
     if cluster.reap_after < 60:
         r.bad("reap_after", f"{cluster.reap_after:g}s is shorter than 60s")
+    if not 0 <= cluster.confirm_sites <= 16:
+        r.bad("confirm_sites", f"{cluster.confirm_sites} is out of range (0..16, 0 = automatic)")
+    if not 0 <= cluster.site_grace <= 86400:
+        r.bad("site_grace", f"{cluster.site_grace:g}s is out of range (0 to 1 day)")
     r.finish()
 
     r = TableReader(problems, "store", _table(problems, root, "store"))

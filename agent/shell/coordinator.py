@@ -98,6 +98,8 @@ class Coordinator:
             site=config.node.site,
             replicas=config.cluster.replicas,
             reap_after=config.cluster.reap_after,
+            confirm_sites=config.cluster.confirm_sites,
+            site_grace=config.cluster.site_grace,
             hlc_high_water=int(self.store.meta.get("hlc", 0) or 0),
             gossip=config.gossip,
         )

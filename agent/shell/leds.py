@@ -48,6 +48,7 @@ class LedState(StrEnum):
     STARTING = "starting"
     SUSPECTED = "suspected"
     SEARCHING = "searching"
+    IMPAIRED = "impaired"
     DISPUTED = "disputed"
     SOME_DOWN = "some-down"
     HEALTHY = "healthy"
@@ -65,6 +66,7 @@ class Condition:
     storage_fault: str | None = None
     suspected: bool = False  # others suspect us / our Lifeguard health score > 0 / degraded
     alone: bool = False  # no live peer
+    impaired: bool = False  # an impaired vantage point: its checks fail, others see up
     owned: int = 0  # origins this node checks
     down: int = 0  # of those, verdict down
     disputed: int = 0  # of those, verdict disputed
@@ -92,6 +94,8 @@ def led_state_for(c: Condition) -> LedState:
         return LedState.SUSPECTED
     if c.alone:
         return LedState.SEARCHING
+    if c.impaired:
+        return LedState.IMPAIRED
     if c.disputed > 0:
         return LedState.DISPUTED
     if c.down > 0:
@@ -165,6 +169,7 @@ PATTERNS: Mapping[LedState, Mapping[str, Pattern]] = MappingProxyType(
         LedState.STARTING: MappingProxyType({"amber": blink(0.5, 0.5)}),
         LedState.SUSPECTED: MappingProxyType({"red": blink(1, 1)}),
         LedState.SEARCHING: MappingProxyType({"green": blink(1, 1)}),
+        LedState.IMPAIRED: MappingProxyType({"amber": ON, "red": blink(1, 1)}),
         LedState.DISPUTED: MappingProxyType({"green": ON, "amber": ON}),
         LedState.SOME_DOWN: MappingProxyType({"amber": ON}),
         LedState.HEALTHY: MappingProxyType({"green": ON}),
@@ -224,6 +229,7 @@ RGB_PATTERNS: Mapping[LedState, RgbPattern] = MappingProxyType(
         LedState.STARTING: RgbPattern("amber", blink(0.5, 0.5)),
         LedState.SUSPECTED: RgbPattern("red", blink(1, 1)),
         LedState.SEARCHING: RgbPattern("blue", blink(1, 1)),
+        LedState.IMPAIRED: RgbPattern("red", blink(1, 1), off_colour="amber"),
         LedState.DISPUTED: RgbPattern("green", blink(1, 1), off_colour="amber"),
         LedState.SOME_DOWN: RgbPattern("amber"),
         LedState.HEALTHY: RgbPattern("green"),
@@ -240,6 +246,7 @@ ACT_PATTERNS: Mapping[LedState, Pattern] = MappingProxyType(
         LedState.STARTING: blink(0.2, 1.8),
         LedState.SUSPECTED: blink(0.5, 0.5),
         LedState.SEARCHING: blink(0.2, 1.8),
+        LedState.IMPAIRED: blink(1, 1),
         LedState.DISPUTED: blink(1.8, 0.2),
         LedState.SOME_DOWN: blink(1.8, 0.2),
         LedState.HEALTHY: ON,
@@ -287,6 +294,14 @@ DESCRIPTIONS: Mapping[LedState, tuple[str, str, str]] = MappingProxyType(
             "nobody shares its verdicts.",
             "Check the network cable; if its peers are down, look at them. "
             "`edge-agent members` lists who it knows.",
+        ),
+        LedState.IMPAIRED: (
+            "this Pi's network cannot reach the origins (the origins are fine)",
+            "Most origins fail when checked from this Pi while Pis at other sites see them "
+            "up: its uplink, router, firewall or DNS is broken. Its checks do not count "
+            "towards the fleet's verdicts until it sees again; the other sites decide.",
+            "Check this site's router and internet link (and DNS): `edge-agent status` names "
+            "how many origins fail here; the origins themselves are fine.",
         ),
         LedState.DISPUTED: (
             "checkers disagree about an origin this Pi checks",

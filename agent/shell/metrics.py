@@ -104,6 +104,36 @@ class Metrics:
             registry=r,
         )
 
+        # impaired vantage points (agent/node/vantage.py, agent/shell/vantage_watch.py)
+        self.vantage_impaired = Gauge(
+            "edge_agent_vantage_impaired",
+            "1 while this node is an impaired vantage point: most of its checks fail while "
+            "other sites see those origins up, so its checks do not count towards verdicts.",
+            registry=r,
+        )
+        self.vantage_impairments = Counter(
+            "edge_agent_vantage_impairments",
+            "Times this node became an impaired vantage point.",
+            registry=r,
+        )
+        self.impaired_observers = Gauge(
+            "edge_agent_impaired_observers",
+            "Members of the fleet that are impaired vantage points right now (as this node "
+            "computes it; every node computes the same).",
+            registry=r,
+        )
+        self.impaired_sites = Gauge(
+            "edge_agent_impaired_sites",
+            "Sites whose every live member is an impaired vantage point: sites that cannot "
+            "reach the origins.",
+            registry=r,
+        )
+        self.confirm_sites = Gauge(
+            "edge_agent_confirm_sites",
+            "Sites whose owners must agree before an origin is down (confirm_sites in effect).",
+            registry=r,
+        )
+
         # the load-balancer surfaces (agent/shell/agent_check.py, GET /v1/origins/{id}/ready)
         self.lb_answers = Counter(
             "edge_agent_lb_answers",

@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from agent.shell.offloop_decode import OffLoopDecoder
 from agent.shell.supervisor import Supervisor
 from agent.shell.surfaces import Surfaces
 from agent.shell.systemd import Notifier, Watchdog
+from agent.shell.vantage_watch import VantageWatch
 from agent.shell.verdict_log import VerdictLog
 from agent.shell.views import Identify, NodeViews
 from agent.shell.webhooks import WebhookCollector, Webhooks
@@ -93,6 +95,13 @@ class Agent:
         self.webhooks = Webhooks(config.webhooks, user_agent)
         self.alerts = AlertPolicy(self.node_name, self.webhooks.send, enabled=bool(config.webhooks))
         self.verdict_log = VerdictLog()
+        self.vantage = VantageWatch(
+            lambda: self.coordinator.core,
+            self.metrics,
+            send=self.webhooks.send,
+            alerts=bool(config.webhooks),
+            wall=time.time,
+        )
         self._verdict_soon = False  # a summary check is queued for this loop pass
         self._verdict_timer: asyncio.TimerHandle | None = None  # the summary's deadline
         self.leds = Leds(config.leds, pin_factory=pin_factory)
@@ -133,6 +142,7 @@ class Agent:
                 **self.coordinator.faults,
                 **self.api.faults,
                 **self.leds.faults(),
+                **self.vantage.poll(),
             },
         )
         self.coordinator.on_faults = self.surfaces.refresh_soon

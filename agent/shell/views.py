@@ -202,18 +202,35 @@ class NodeViews:
         health = self.health
         # storage has its own pattern; a broken LED cannot show its own fault, and the
         # working ones should go on showing the node's state, so neither reads as suspected
-        others_degraded = [w for w in health.degraded if w not in ("storage", "leds")]
+        # an impaired vantage has a state of its own (docs/leds.md)
+        others_degraded = [w for w in health.degraded if w not in ("storage", "leds", "vantage")]
         return Condition(
             starting=not health.ready,
             fault="; ".join(f"{k}: {v}" for k, v in health.failing.items()) or None,
             storage_fault=self.coordinator.store.fault,
             suspected=self.cluster.health_score() > 0 or bool(others_degraded),
             alone=self.cluster.peers() == 0 and self.cluster.may_find_peers(),
+            impaired="vantage" in health.degraded,
             owned=mine["owned"],
             down=mine["down"],
             disputed=mine["disputed"],
             identify=self.identify.active(self.now()),
         )
+
+    def vantage(self) -> dict[str, Any]:
+        """This node as a vantage point (docs/placement.md, "Impaired vantage points")."""
+        core = self.coordinator.core
+        impaired, t = core.vantage()
+        return {
+            "impaired": impaired,
+            "reason": core.vantage_reason(),
+            "site": core.site_name(core.name),
+            "observed": t.observed,
+            "down": t.down,
+            "contradicted": t.contradicted,
+            "impaired_sites": core.impaired_sites(),
+            "confirm_sites": core.verdicts.confirm,
+        }
 
     def alone_by_design(self) -> bool:
         """No live peer and no way to find one: a cluster of one, not a node searching."""
@@ -241,6 +258,7 @@ class NodeViews:
                 "kind": self.led_kind(),
             },
             "storage": self.storage(),
+            "vantage": self.vantage(),
             "identify_s": self.identify.left(self.now()),
             "uptime_s": round(self.wall() - self.started_at, 1),
         }
