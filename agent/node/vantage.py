@@ -159,8 +159,4 @@ class Vantages:
         """The origins ``observers`` report on (a pass over every origin: only when the
         impaired set changes, which is rare)."""
         wanted = set(observers)
-        return {
-            origin
-            for origin, c in self._contrib.items()
-            if not wanted.isdisjoint(c[::3])
-        }
+        return {origin for origin, c in self._contrib.items() if not wanted.isdisjoint(c[::3])}
