@@ -66,6 +66,7 @@ class Site:
     core_addr: str  # the core's end of the uplink
     router_addr: str  # the router's end of the uplink
     hosts: list[Host] = field(default_factory=list)
+    next_octet: int = 1  # the next host address on its LAN
 
     @property
     def lan(self) -> str:
@@ -169,7 +170,8 @@ class SiteFleet(Fleet):
         if not _NAME.match(label) or label.startswith("r-") or label in ("core", "sink"):
             raise ValueError(f"host label {label!r}: 1-10 of a-z, 0-9, '-', not r-*/core/sink")
         s = self.sites[site]
-        octet = len(s.hosts) + 1
+        octet = s.next_octet
+        s.next_octet += 1
         ns, port, ip = self._plug(label, octet, switch=s.router, subnet=s.subnet)
         h = Host(
             self,
@@ -197,8 +199,13 @@ class SiteFleet(Fleet):
             for i in range(per_site)
         ]
 
-    def new_ip(self) -> str:
-        raise FleetError("SiteFleet: a host's addresses come from its site")
+    def new_ip(self, site: str | None = None) -> str:
+        """A fresh address on `site`'s LAN (for `Host.move`: a new DHCP lease)."""
+        if site not in self.sites:
+            raise FleetError(f"SiteFleet.new_ip needs a site (one of {self.site_names})")
+        s = self.sites[site]
+        s.next_octet += 1
+        return f"{s.subnet}.{s.next_octet - 1}"
 
     def seeds(self) -> list[Host]:
         """The first host of every site: what `start()` gives as `join`."""

@@ -48,7 +48,7 @@ DOWN_WITHIN = FALL * INTERVAL * JITTER + GOSSIP_SLACK
 RECOVER_WITHIN = (RISE + 1) * INTERVAL * JITTER + TIMEOUT + GOSSIP_SLACK
 # how long a cut is held: long enough for site a's own checks to have taken every origin down
 CUT_HOLD = FALL * INTERVAL * JITTER + TIMEOUT + GOSSIP_SLACK
-SPLIT_WITHIN = 30.0  # memberlist's detection (probe, suspicion) on both sides
+SPLIT_WITHIN = 60.0  # memberlist: probes, then suspicion (up to 6 x 4 s with few confirmations)
 HEAL_WITHIN = 30.0  # the goal is 5 s (bench/heal.py); this leaves room for a loaded CI
 DRAIN_WITHIN = 70.0  # a webhook retried with backoff 1, 2 ... 32 s is sent or given up by then
 SETTLE_WITHIN = 60.0
