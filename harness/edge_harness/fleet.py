@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import agent
 import edge_harness
@@ -269,13 +269,19 @@ class Host:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     leds_toml: str = "[leds]\nenabled = false\n"  # "[leds]\n" for the default (mock) pins
     with_token: bool = True  # False: a node without the fleet token (it refuses writes)
+    site: str = ""  # [node] site (failure domain); "" = none
+    node_extra: str = ""  # more lines for the [node] table
+    switch_ns: str = ""  # the namespace of the switch (bridge) it is plugged into; "" = the fleet's
+    gateway: str = ""  # its default route; "" = the fleet's switch address
 
     # --- processes ---
     def config_text(self) -> str:
         f = self.fleet
         return (
             f'[node]\nname = "{self.name}"\ndata_dir = "{self.dir / "data"}"\n'
-            f'tags = {{ host = "{self.ns}" }}\n'
+            + (f'site = "{self.site}"\n' if self.site else "")
+            + self.node_extra
+            + f'tags = {{ host = "{self.ns}" }}\n'
             f'[cluster]\nname = "{f.cluster}"\nbind = "0.0.0.0:{GOSSIP_PORT}"\n'
             f"{self.extra_cluster}\n"
             f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
@@ -341,10 +347,10 @@ class Host:
     # --- network faults ---
     def unplug(self) -> None:
         """The cable is pulled: the host's switch port goes down (carrier lost)."""
-        run("ip", "-n", self.fleet.switch, "link", "set", self.port_name, "down")
+        run("ip", "-n", self.switch_ns or self.fleet.switch, "link", "set", self.port_name, "down")
 
     def plug(self) -> None:
-        run("ip", "-n", self.fleet.switch, "link", "set", self.port_name, "up")
+        run("ip", "-n", self.switch_ns or self.fleet.switch, "link", "set", self.port_name, "up")
 
     def block_udp(self) -> None:
         """Drop all UDP in and out (TCP still flows): gossip must fall back to TCP."""
@@ -383,7 +389,7 @@ class Host:
         f = self.fleet
         f.exec(self, "ip", "addr", "flush", "dev", "eth0")
         f.exec(self, "ip", "addr", "add", f"{new_ip}/24", "dev", "eth0")
-        f._routes(self.ns)
+        f._routes(self.ns, self.gateway or None)
         self.ip = new_ip
 
     def unaddress(self) -> None:
@@ -469,7 +475,7 @@ class Fleet:
             self.close()
             raise
 
-    def __enter__(self) -> Fleet:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -486,11 +492,25 @@ class Fleet:
         run("ip", "-n", sw, "addr", "add", f"{self.subnet}.{GATEWAY}/24", "dev", "br0")
         run("ip", "-n", sw, "link", "set", "br0", "up")
 
-    def _routes(self, ns: str) -> None:
+    def _routes(self, ns: str, gateway: str | None = None) -> None:
+        gw = gateway or f"{self.subnet}.{GATEWAY}"
         run("ip", "-n", ns, "route", "replace", "224.0.0.0/4", "dev", "eth0")
-        run("ip", "-n", ns, "route", "replace", "default", "via", f"{self.subnet}.{GATEWAY}")
+        run("ip", "-n", ns, "route", "replace", "default", "via", gw)
 
-    def _plug(self, label: str, octet: int) -> tuple[str, str, str]:
+    def _plug(
+        self,
+        label: str,
+        octet: int,
+        *,
+        switch: str | None = None,
+        bridge: str = "br0",
+        subnet: str | None = None,
+    ) -> tuple[str, str, str]:
+        """A new namespace `label` with eth0 at `subnet`.`octet`/24, plugged into `bridge`
+        of namespace `switch` (default: the fleet's switch and subnet), whose address
+        (.254) is its default route."""
+        switch = switch or self.switch
+        subnet = subnet or self.subnet
         ns = f"{self.prefix}{label}"
         port = f"p-{label}"[:15]
         run("ip", "netns", "add", ns)
@@ -498,7 +518,7 @@ class Fleet:
         run(
             "ip",
             "-n",
-            self.switch,
+            switch,
             "link",
             "add",
             port,
@@ -510,15 +530,15 @@ class Fleet:
             "netns",
             ns,
         )
-        run("ip", "-n", self.switch, "link", "set", port, "master", "br0")
-        run("ip", "-n", self.switch, "link", "set", port, "up")
-        ip = f"{self.subnet}.{octet}"
+        run("ip", "-n", switch, "link", "set", port, "master", bridge)
+        run("ip", "-n", switch, "link", "set", port, "up")
+        ip = f"{subnet}.{octet}"
         # an IPv6 link-local address usable at once (no DAD wait): Serf's mDNS poll
         # queries IPv4 and IPv6 together and gives up on both if the IPv6 send fails
         run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
         run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
-        self._routes(ns)
+        self._routes(ns, f"{subnet}.{GATEWAY}")
         return ns, port, ip
 
     def add(self, name: str, extra_cluster: str = "", label: str | None = None) -> Host:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from edge_harness.fleet import Fleet, missing_prerequisites
+from edge_harness.sites import SiteFleet
 from tests.conftest import require
 
 PREFIX = "eatest-"
@@ -29,6 +30,17 @@ def require_fleet(nft: bool = False) -> None:
 
 def require_tool(tool: str, package: str) -> None:
     require(shutil.which(tool) is not None, f"Debian package {package} ({tool})")
+
+
+def _teardown(made: list[Fleet]) -> None:
+    for f in made:
+        try:
+            for h in [*f.hosts, *f.extra.values()]:
+                text = h.log()
+                if text:
+                    print(f"----- {h.name} ({h.ns}) log tail -----\n{text[-4000:]}")
+        finally:
+            f.close()
 
 
 @pytest.fixture
@@ -44,9 +56,21 @@ def fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
     try:
         yield make
     finally:
-        for f in made:
-            for h in [*f.hosts, *f.extra.values()]:
-                text = h.log()
-                if text:
-                    print(f"----- {h.name} ({h.ns}) log tail -----\n{text[-4000:]}")
-            f.close()
+        _teardown(made)
+
+
+@pytest.fixture
+def site_fleet(tmp_path: Path) -> Iterator[Callable[..., SiteFleet]]:
+    """Routed sites behind a core router (harness/edge_harness/sites.py); needs nft."""
+    made: list[Fleet] = []
+
+    def make(**kwargs: Any) -> SiteFleet:
+        require_fleet(nft=True)
+        f = SiteFleet(tmp_path / f"sites{len(made)}", prefix=PREFIX, **kwargs)
+        made.append(f)
+        return f
+
+    try:
+        yield make
+    finally:
+        _teardown(made)
