@@ -149,6 +149,8 @@ class Rejoiner:
                 )
                 self._next_seed = started + self._seed_delay
                 self._seed_delay = min(self._seed_delay * 2, REJOIN_MAX)
+        except Exception:  # a bug of ours, in a task nobody awaits: never hidden
+            log.exception("joining the seeds failed")
         finally:
             self._seeding = False
 
@@ -243,6 +245,8 @@ class Rejoiner:
             joined = node is not None and node.running and await node.join([addr], timeout) > 0
         except TimeoutError:
             pass
+        except Exception:  # a bug of ours, in a task nobody awaits: never hidden
+            log.exception("reconnecting to %s failed", name)
         finally:
             self.trying.discard(name)
         self.attempts[kind, "joined" if joined else "no_answer"] += 1
