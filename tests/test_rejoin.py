@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.shell import rejoin
 from agent.shell.cluster import Cluster
+from agent.shell.cluster_metrics import ClusterCollector
 from agent.shell.config import parse_config
 from agent.shell.rejoin import FAST_INTERVAL, FAST_WINDOW, fast_due
 from tests.conftest import async_wait_for
@@ -168,6 +170,11 @@ async def test_an_mdns_sighting_of_a_failed_member_is_tried_at_once_and_rate_lim
     assert a.rejoiner.failed["b"][0] == ("127.0.0.1", b.node.port)
     await async_wait_for(lambda: a.rejoiner.attempts["mdns", "joined"] == 1, 5, "b's try")
     assert a.peers() == 1 and b.peers() == 1 and "b" not in a.rejoiner.failed
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector(a))
+    text = generate_latest(registry).decode()
+    assert 'edge_agent_reconnect_attempts_total{kind="mdns",result="joined"} 1.0' in text
+    assert 'edge_agent_reconnect_attempts_total{kind="mdns",result="no_answer"} 1.0' in text
     # a member failed at that address is found by address when the name is not ours
     a.rejoiner.member_failed("c", gone, loop.time() - 10)
     a.rejoiner.tried.clear()
