@@ -106,9 +106,9 @@ class GossipEndpoint:
     def start(self, now: float) -> None:
         self.core.start(now)
 
-    def join(self, addrs: list[Address], now: float) -> list[int]:
+    def join(self, addrs: list[Address], now: float, timeout: float | None = None) -> list[int]:
         """Push/pull with each seed; a JoinResult event per returned stream id."""
-        return self.core.join(addrs, now)
+        return self.core.join(addrs, now, timeout)
 
     def leave(self, now: float) -> None:
         """Gossip our departure; LeaveDone once it has been sent enough times."""

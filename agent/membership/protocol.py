@@ -294,11 +294,13 @@ class Membership:
         if s.push_pull_interval > 0:
             self._arm(("pushpull",), now + self.rng.random() * s.push_pull_interval)
 
-    def join(self, addrs: list[Address], now: float) -> list[int]:
-        """Push/pull (join=True) with each seed; JoinResult events report each outcome."""
+    def join(self, addrs: list[Address], now: float, timeout: float | None = None) -> list[int]:
+        """Push/pull (join=True) with each seed; JoinResult events report each outcome.
+        ``timeout`` (at most tcp_timeout) gives up sooner: a reconnect attempt to a member
+        that may still be unreachable must not hold a socket for the whole tcp_timeout."""
         ids = []
         for a in addrs:
-            sid = self._open_stream(a, self._local_push_pull(join=True), "join", now)
+            sid = self._open_stream(a, self._local_push_pull(join=True), "join", now, timeout)
             ids.append(sid)
         return ids
 
@@ -571,9 +573,12 @@ class Membership:
         extra = self._piggyback(len(data) + COMPOUND_OVERHEAD, target)
         self._packets.append(SendPacket(addr, (data, *extra), member))
 
-    def _open_stream(self, addr: Address, request: Message, kind: str, now: float) -> int:
+    def _open_stream(
+        self, addr: Address, request: Message, kind: str, now: float, timeout: float | None = None
+    ) -> int:
         sid = next(self._stream_ids)
-        deadline = now + self.settings.tcp_timeout
+        limit = self.settings.tcp_timeout
+        deadline = now + (limit if timeout is None else min(timeout, limit))
         self._streams[sid] = _Stream(kind, addr)
         self._open.append(OpenStream(sid, addr, request, deadline))
         self._arm(("stream_expire", sid), deadline + 0.001)

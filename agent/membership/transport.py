@@ -176,9 +176,10 @@ class MembershipNode:
         self._udp = transport
 
     async def join(self, addrs: list[Address], timeout: float | None = None) -> int:
-        """Push/pull with each seed; returns how many answered."""
+        """Push/pull with each seed; returns how many answered. ``timeout`` (default
+        tcp_timeout + 1) also bounds each exchange, so nothing lingers after it."""
         ep = self._need_endpoint()
-        ids = ep.join(addrs, self._now())
+        ids = ep.join(addrs, self._now(), timeout)
         futs = []
         for sid in ids:
             fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()

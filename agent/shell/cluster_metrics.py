@@ -48,6 +48,15 @@ class ClusterCollector(Collector):
             ),
         ):
             yield CounterMetricFamily(name, help_, value=value)
+        reconnects = CounterMetricFamily(
+            "edge_agent_reconnect_attempts",
+            "Joins tried to members seen failed, by schedule (fast, slow, long_lost, mdns)"
+            " and result (joined, no_answer).",
+            labels=["kind", "result"],
+        )
+        for (kind, result), n in sorted(self.cluster.rejoiner.attempts.items()):
+            reconnects.add_metric([kind, result], n)
+        yield reconnects
         bad = CounterMetricFamily(
             "edge_agent_gossip_bad_input",
             "Gossip input dropped as malformed or unacceptable, by kind.",

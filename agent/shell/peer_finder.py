@@ -93,12 +93,16 @@ class PeerFinder:
             self.cluster.faults["discovery"] = ("degraded", reason)
 
     def _on_discovered(self, name: str, host: str, port: int) -> None:
-        """mDNS saw a peer: join it unless it is us, already alive, or being joined."""
+        """mDNS saw a peer: join it unless it is us, already alive, or being joined. A
+        member we hold as failed goes to the rejoiner, which tries it at once but at most
+        once per FAST_INTERVAL (agent/shell/rejoin.py)."""
         cluster = self.cluster
         addr = (host, port)
         if addr == cluster.advertise or addr in self._joining or not cluster.may_join(addr):
             return
         if any(m.address == addr for m in cluster.alive_peers()):
+            return
+        if cluster.rejoiner.sighted(name, addr, asyncio.get_running_loop().time()):
             return
         self._joining.add(addr)
         cluster.spawn(self._join(name, addr))

@@ -2,18 +2,24 @@
 
 While a node sees no peer it joins the seeds (then remembered peers, then whoever mDNS
 last showed), forever, with capped backoff: an isolated node rejoins by itself when the
-network returns. And, as Serf does, every RECONNECT_INTERVAL it tries one member it saw
-fail: after a partition each side has reaped the other, and only such a reconnect
-brings the halves back together.
+network returns. After a partition each side has reaped the other, and only a reconnect
+to a member it saw fail brings the halves back together. So for FAST_WINDOW after a
+member fails it is retried about every FAST_INTERVAL (a few short attempts per pass,
+the longest untried first): a flapping uplink heals within seconds of coming back.
+After that, as Serf does, one such member every RECONNECT_INTERVAL, and past Serf's
+RECONNECT_TIMEOUT one every LONG_LOST_INTERVAL. An mDNS announcement from a failed
+member is tried at once (PeerFinder hands it to `sighted`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Container, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agent.domain import parse_hostport
@@ -33,6 +39,16 @@ RECONNECT_INTERVAL = 30.0  # Serf's ReconnectInterval
 RECONNECT_TIMEOUT = 24 * 3600.0
 LONG_LOST_INTERVAL = 600.0
 MAX_FAILED = 256  # failed members remembered for reconnecting; the oldest go first
+# Fast reconnect: for FAST_WINDOW after it failed, a member is tried about every
+# FAST_INTERVAL. A pass starts at most FAST_PER_PASS attempts, with at most MAX_IN_FLIGHT
+# running, each given up after ATTEMPT_TIMEOUT (a dropped SYN would otherwise hold a
+# socket for the whole tcp_timeout): at most 2 connection attempts a second per node, for
+# 10 minutes after the last failure it saw.
+FAST_WINDOW = 600.0
+FAST_INTERVAL = 1.0
+FAST_PER_PASS = 2
+MAX_IN_FLIGHT = 4
+ATTEMPT_TIMEOUT = 2.0
 
 
 def resolve_seeds(seeds: Iterable[str]) -> list[Address]:
@@ -49,24 +65,56 @@ def resolve_seeds(seeds: Iterable[str]) -> list[Address]:
     return out
 
 
+def fast_due(
+    failed: Mapping[str, float],
+    tried: Mapping[str, float],
+    now: float,
+    *,
+    limit: int,
+    busy: Container[str] = (),
+    window: float = FAST_WINDOW,
+    interval: float = FAST_INTERVAL,
+) -> list[str]:
+    """The failed members to try at ``now`` (``failed``: name -> when it failed; ``tried``:
+    name -> our last attempt): those that failed within ``window``, not tried in the last
+    ``interval`` and not being tried (``busy``), at most ``limit``. Round-robin: never
+    tried first (the latest failure first), then the one tried longest ago."""
+    due = [
+        n
+        for n, since in failed.items()
+        if now - since <= window and n not in busy and now - tried.get(n, -math.inf) >= interval
+    ]
+    due.sort(key=lambda n: (tried.get(n, -math.inf), -failed[n], n))
+    return due[: max(limit, 0)]
+
+
 class Rejoiner:
     """The cluster's joiner task and its memory of failed members."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.failed: dict[str, tuple[Address, float]] = {}  # name -> (addr, since)
+        self.tried: dict[str, float] = {}  # name -> when our last attempt started
+        self.trying: set[str] = set()  # attempts running now
+        # attempts by (kind, result): kind fast|slow|long_lost|mdns, result joined|no_answer
+        self.attempts: Counter[tuple[str, str]] = Counter()
         self._next_long_lost = 0.0
+        self._next_seed = 0.0
+        self._seed_delay = REJOIN_MIN
+        self._seeding = False
 
     def member_failed(self, name: str, addr: Address, now: float) -> None:
         self.failed[name] = (addr, now)
+        self.tried.pop(name, None)  # a new failure: first in line again
 
     def member_back(self, name: str) -> None:
         self.failed.pop(name, None)
+        self.tried.pop(name, None)
 
     async def run(self) -> None:
-        """The joiner task: seeds while alone, one reconnect every RECONNECT_INTERVAL."""
-        delay = REJOIN_MIN
-        next_seed = next_reconnect = 0.0
+        """The joiner task: seeds while alone, and the reconnects; it never waits for a
+        join itself (each runs as a task), so one unreachable address holds up nothing."""
+        next_reconnect = 0.0
         loop = asyncio.get_running_loop()
         cluster = self.cluster
         while True:
@@ -77,23 +125,34 @@ class Rejoiner:
                 # first: joining seeds from a stale address (a new lease after the cable
                 # came back) would only time out
                 await cluster.follower.follow()
-            if running and now >= next_seed:
-                next_seed = now + REJOIN_MIN
+                now = loop.time()
+            if running and now >= self._next_seed and not self._seeding:
+                self._next_seed = now + REJOIN_MIN
                 if cluster.has_contacts() and cluster.peers() == 0:
-                    if await self.join_seeds():
-                        delay = REJOIN_MIN
-                    else:
-                        log.info(
-                            "no seed answered (nor a remembered or mDNS-found peer); retrying in"
-                            " %.0fs",
-                            delay,
-                        )
-                        next_seed = now + delay
-                        delay = min(delay * 2, REJOIN_MAX)
+                    self._seeding = True
+                    cluster.spawn(self._seed(now))
+            if running:
+                self.reconnect_fast(now)
             if running and now >= next_reconnect:
                 next_reconnect = now + RECONNECT_INTERVAL
-                await self.reconnect_one(now)
-            await asyncio.sleep(1.0)
+                cluster.spawn(self.reconnect_one(now))
+            await asyncio.sleep(FAST_INTERVAL)
+
+    async def _seed(self, started: float) -> None:
+        try:
+            if await self.join_seeds():
+                self._seed_delay = REJOIN_MIN
+            else:
+                log.info(
+                    "no seed answered (nor a remembered or mDNS-found peer); retrying in %.0fs",
+                    self._seed_delay,
+                )
+                self._next_seed = started + self._seed_delay
+                self._seed_delay = min(self._seed_delay * 2, REJOIN_MAX)
+        except Exception:  # a bug of ours, in a task nobody awaits: never hidden
+            log.exception("joining the seeds failed")
+        finally:
+            self._seeding = False
 
     async def join_seeds(self) -> bool:
         """While alone: seeds, then remembered peers, then whoever mDNS last showed us."""
@@ -115,26 +174,83 @@ class Rejoiner:
             log.info("joined the cluster through %d of %d seeds", n, len(addrs))
         return n > 0
 
+    def reconnect_fast(self, now: float) -> list[str]:
+        """One fast pass: start attempts for the members `fast_due` names; returns them."""
+        if self.cluster.node is None:
+            return []
+        names = fast_due(
+            {n: since for n, (_, since) in self.failed.items()},
+            self.tried,
+            now,
+            limit=min(FAST_PER_PASS, MAX_IN_FLIGHT - len(self.trying)),
+            busy=self.trying,
+        )
+        for name in names:
+            self._start(name, "fast", now, ATTEMPT_TIMEOUT)
+        return names
+
+    def sighted(self, name: str, addr: Address, now: float) -> bool:
+        """mDNS shows ``name`` at ``addr``: if that is a member we hold as failed (by name,
+        or else by address), try it at once, at most once per FAST_INTERVAL, and return
+        True (handled here); False for anyone else."""
+        member = name if name in self.failed else None
+        if member is None:
+            member = next((n for n, (a, _) in self.failed.items() if a == addr), None)
+        if member is None:
+            return False
+        if member in self.trying or now - self.tried.get(member, -math.inf) < FAST_INTERVAL:
+            return True
+        old, since = self.failed[member]
+        if member == name and addr != old:
+            self.failed[member] = (addr, since)  # it moved: its own word is the newest
+        self._start(member, "mdns", now, ATTEMPT_TIMEOUT)
+        return True
+
     async def reconnect_one(self, now: float) -> None:
-        """Try one member that failed in the last RECONNECT_TIMEOUT (as Serf does) and, at
-        most every LONG_LOST_INTERVAL, one that failed before that."""
+        """Try one member that failed in the last RECONNECT_TIMEOUT but is past its fast
+        window (as Serf does) and, at most every LONG_LOST_INTERVAL, one that failed
+        before that."""
         if self.cluster.node is None:
             return
         while len(self.failed) > MAX_FAILED:
             oldest = min(self.failed, key=lambda n: self.failed[n][1])
             del self.failed[oldest]
-        recent = sorted(n for n, (_, t) in self.failed.items() if now - t <= RECONNECT_TIMEOUT)
-        lost = sorted(n for n, (_, t) in self.failed.items() if now - t > RECONNECT_TIMEOUT)
-        tries = [random.choice(recent)] if recent else []
+            self.tried.pop(oldest, None)
+        recent = sorted(
+            n
+            for n, (_, t) in self.failed.items()
+            if FAST_WINDOW < now - t <= RECONNECT_TIMEOUT and n not in self.trying
+        )
+        lost = sorted(
+            n
+            for n, (_, t) in self.failed.items()
+            if now - t > RECONNECT_TIMEOUT and n not in self.trying
+        )
+        tries = [(random.choice(recent), "slow")] if recent else []
         if lost and now >= self._next_long_lost:
             self._next_long_lost = now + LONG_LOST_INTERVAL
-            tries.append(random.choice(lost))
-        await asyncio.gather(*(self._reconnect(n, self.failed[n][0]) for n in tries))
+            tries.append((random.choice(lost), "long_lost"))
+        # the full tcp_timeout: these are rare, and a slow link still gets its chance
+        await asyncio.gather(*(self._start(n, kind, now, None) for n, kind in tries))
 
-    async def _reconnect(self, name: str, addr: Address) -> None:
+    def _start(self, name: str, kind: str, now: float, timeout: float | None) -> asyncio.Task[None]:
+        self.tried[name] = now
+        self.trying.add(name)
+        return self.cluster.spawn(self._reconnect(name, self.failed[name][0], kind, timeout))
+
+    async def _reconnect(self, name: str, addr: Address, kind: str, timeout: float | None) -> None:
         node = self.cluster.node
+        joined = False
         try:
-            if node is not None and await node.join([addr]):
-                log.info("reconnected to failed member %s at %s:%d", name, *addr)
+            joined = node is not None and node.running and await node.join([addr], timeout) > 0
         except TimeoutError:
-            log.debug("failed member %s at %s:%d did not answer", name, *addr)
+            pass
+        except Exception:  # a bug of ours, in a task nobody awaits: never hidden
+            log.exception("reconnecting to %s failed", name)
+        finally:
+            self.trying.discard(name)
+        self.attempts[kind, "joined" if joined else "no_answer"] += 1
+        if joined:
+            log.info("reconnected to failed member %s at %s:%d (%s)", name, *addr, kind)
+        else:
+            log.debug("failed member %s at %s:%d did not answer (%s)", name, *addr, kind)

@@ -1,5 +1,6 @@
 """The fault operations of the harness, and what the cluster must survive: kill -9,
-SIGSTOP/SIGCONT, a pulled cable for two minutes, UDP blocked, two nodes with one name."""
+SIGSTOP/SIGCONT, a pulled cable for two minutes, UDP blocked, a healed partition, two
+nodes with one name."""
 
 from __future__ import annotations
 
@@ -80,6 +81,46 @@ def test_link_down_two_minutes_heals_without_restart(fleet: MakeFleet) -> None:
     took = f.wait_converged(90)
     assert n3.alive() and n3.proc is not None and n3.proc.pid == pid  # no restart
     print(f"healed {took:.1f}s after the cable came back")
+
+
+HEAL_DEADLINE = 10.0  # the old reconnect (one member every 30 s) took 4.5-43 s
+
+
+def test_a_partition_heals_within_seconds_each_time_the_link_returns(fleet: MakeFleet) -> None:
+    """A 2|2 split held until each side has declared the other dead and then forgotten
+    it (gossip_to_the_dead_time, 30 s: before that, gossip to the dead would heal it
+    alone): only a reconnect can join the halves. Twice, as a flapping uplink does. The
+    partition drops packets, so a SYN across it is never answered: each attempt waits
+    for its timeout, as across a real cut link (connect() does not fail at once)."""
+    require_fleet(nft=True)
+    f = fleet()
+    hosts = f.add_many(4)  # mDNS only, no seeds
+    left, right = hosts[:2], hosts[2:]
+    f.start()
+    f.wait_converged(30)
+    for round_ in (1, 2):
+        f.partition(left, right)
+
+        def forgotten() -> bool:
+            for side, other in ((left, right), (right, left)):
+                for h in side:
+                    seen = h.members()
+                    if any(o.name in seen for o in other):
+                        return False
+                    if any(seen.get(s.name, ("",))[0] != "alive" for s in side):
+                        return False
+            return True
+
+        wait(forgotten, 120, "each side to declare the other dead, then forget it", f.describe)
+        f.heal()
+        took = f.wait_converged(HEAL_DEADLINE)
+        attempts: dict[str, float] = {}  # by kind and result, all 4 nodes, so far
+        for h in hosts:
+            for line in h.get("/metrics")[1].splitlines():
+                if line.startswith("edge_agent_reconnect_attempts_total{"):
+                    labels, value = line.split("{")[1].split("} ")
+                    attempts[labels] = attempts.get(labels, 0.0) + float(value)
+        print(f"round {round_}: all 4 saw all alive {took:.1f}s after the heal; {attempts}")
 
 
 def test_duplicate_name_newcomer_fails_and_cluster_keeps_original(fleet: MakeFleet) -> None:

@@ -220,3 +220,17 @@ def test_a_large_user_message_goes_uncompressed_and_arrives_whole() -> None:
         assert getattr(msg, "payload", None) == payload
     assert sent[0][0] == 9  # compress wrapper (memberlist's compressMsg)
     assert sent[1][0] != 9 and len(sent[1]) > len(large)
+
+
+def test_a_join_with_a_timeout_gives_up_then_and_never_after_tcp_timeout() -> None:
+    """A reconnect attempt (agent/shell/rejoin.py) to a member that may still be cut off
+    asks for a short timeout: its stream expires then, with a JoinResult, and frees its
+    socket; without one (or with a longer one) the stream lives for tcp_timeout."""
+    a = endpoint("a", A, None)
+    short, plain, long_ = a.join([B], 0.0, 2.0), a.join([B], 0.0), a.join([B], 0.0, 60.0)
+    deadlines = {s.id: s.deadline for s in a.streams_to_open(0.0)}
+    tcp_timeout = Settings().tcp_timeout
+    assert [deadlines[sid] for sid in (*short, *plain, *long_)] == [2.0, tcp_timeout, tcp_timeout]
+    a.handle_timer(2.01)  # nobody answers
+    results = [e for e in a.events() if isinstance(e, JoinResult)]
+    assert [r.stream_id for r in results] == short and results[0].error is not None
