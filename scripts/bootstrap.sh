@@ -9,9 +9,10 @@ VENV="${VENV:-.venv}"
 
 # System packages. Runtime: what the agent itself needs to run and to build the
 # systemd extra. Test: the real peers the tests use (serf, blackbox_exporter,
-# systemd-analyze, openssl, iproute2 for network namespaces, haproxy for tests/lb).
+# systemd-analyze, openssl, iproute2 for network namespaces, haproxy for tests/lb,
+# prometheus and prometheus-alertmanager (promtool included) for tests/monitoring).
 runtime_pkgs=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev)
-test_pkgs=(serf prometheus-blackbox-exporter haproxy systemd openssl iproute2 procps nftables avahi-daemon avahi-utils dbus chromium chromium-driver fonts-dejavu-core)
+test_pkgs=(serf prometheus-blackbox-exporter prometheus prometheus-alertmanager haproxy systemd openssl iproute2 procps nftables avahi-daemon avahi-utils dbus chromium chromium-driver fonts-dejavu-core)
 
 need_pkgs=("${runtime_pkgs[@]}")
 [ "$profile" = test ] && need_pkgs+=("${test_pkgs[@]}")
