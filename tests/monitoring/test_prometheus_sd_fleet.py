@@ -56,7 +56,16 @@ def test_prometheus_scrapes_every_node_from_one_sd_url(fleet: MakeFleet) -> None
                 "relabel_configs": [
                     {"source_labels": ["__meta_edge_agent_node"], "target_label": "node"}
                 ],
-            }
+            },
+            {  # docs/api.md: two nodes' URLs list the same targets, each scraped once
+                "job_name": "two-urls",
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "http_sd_configs": [
+                    {"url": f"http://{h.ip}:{API_PORT}/v1/sd/prometheus", "refresh_interval": "1s"}
+                    for h in hosts[:2]
+                ],
+            },
         ],
         listen=("127.0.0.1", PROM_PORT),
         wrap=["ip", "netns", "exec", farm.ns],
@@ -78,6 +87,14 @@ def test_prometheus_scrapes_every_node_from_one_sd_url(fleet: MakeFleet) -> None
         # and it scraped the agents' own metrics, not only reached them
         scraped = prom.query("count by (instance) (edge_agent_alertmanager_queued_alerts)")
         assert {r["metric"]["instance"] for r in scraped} == want
+        two = wait(
+            lambda: len(r := prom.query('up{job="two-urls"} == 1')) >= 3 and r,
+            30,
+            "the two-URL job's targets up",
+            partial(_explain, prom),
+        )
+        assert sorted(r["metric"]["instance"] for r in two) == sorted(want)
+        assert len([t for t in prom.targets() if t["labels"]["job"] == "two-urls"]) == 3
     finally:
         prom.stop()
 
