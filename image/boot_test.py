@@ -360,8 +360,8 @@ def check_vm(vm: Vm, key: Path, c: Checks, base_root_mib: int) -> dict[str, floa
     )
     perms = sh("stat -c '%U:%G %a' /etc/edge-agent/keyring /etc/edge-agent/api-token").split("\n")
     c.check(
-        all(p.strip() == "root:edge-agent 640" for p in perms if p.strip()) and len(perms) >= 2,
-        "keyring and token installed root:edge-agent 0640",
+        all(p.strip() == "edge-agent:edge-agent 600" for p in perms if p.strip()) and len(perms) >= 2,
+        "keyring and token installed edge-agent:edge-agent 0600",
         "|".join(perms),
     )
     keyring = sh("cat /etc/edge-agent/keyring").strip()

@@ -180,6 +180,20 @@ def make_app(
             await asyncio.sleep(delay)
         return web.Response(status=status, body=body, content_type="text/plain")
 
+    async def by_host(request: web.Request) -> web.StreamResponse:
+        """GET /healthz: the origin named by the first label of the Host header, so
+        virtual hosts (www.shop.lan, api.shop.lan) pointed at the farm by name are origins
+        of their own with a health path a real site would have (docs/operator-guide.md)."""
+        host = (request.host or "").rsplit(":", 1)[0] if "]" not in (request.host or "") else ""
+        label = host.split(".", 1)[0]
+        if not label:
+            raise web.HTTPBadRequest(text="no Host header to name the origin\n")
+        counter[0] += 1
+        status, body, delay = state.answer(label, clock())
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(status=status, body=body, content_type="text/plain")
+
     def _reply(oid: str | None, b: Behaviour) -> web.Response:
         return web.json_response({"id": oid, "mode": str(b)})
 
@@ -230,6 +244,7 @@ def make_app(
 
     app = web.Application()
     app.router.add_get("/o/{id}", origin)  # also HEAD
+    app.router.add_get("/healthz", by_host)  # the origin named by the Host header
     app.router.add_post("/control/{id}", set_one)
     app.router.add_get("/control/{id}", get_one)
     app.router.add_post("/control", set_default)

@@ -10,8 +10,9 @@ its route to the origins still reaches it).
   is sent; an origin that really dies meanwhile is still declared down everywhere; after
   the cut site a is healthy again and every live origin is up.
 - test_full_partition: site a is cut off entirely (its router forwards nothing). Site a
-  does not declare every origin down at once nor send an origin webhook; sites b and c
-  answer up throughout; after the heal every node sees every other alive.
+  does not declare every origin down at once nor send an origin webhook; its nodes end up
+  impaired vantage points answering unknown for every origin (docs/placement.md); sites b
+  and c answer up throughout; after the heal every node sees every other alive.
 
 Both print the timeline of what each node answered (every change, with its time).
 """
@@ -358,6 +359,16 @@ def test_full_partition_site_a_cannot_fake_an_outage(site_fleet: MakeSites) -> N
             lambda s: all(set(s[n].verdicts.values()) == {"up"} for n in outside),
             RECOVER_WITHIN,
             "sites b and c to answer up for every origin",
+            sides_hold,
+        )
+        # the documented answer on site a's side (docs/placement.md): both nodes impaired
+        # vantage points, every origin unknown (their reports do not count)
+        took = w.until(
+            lambda s: all(
+                s[n].impaired and set(s[n].verdicts.values()) == {"unknown"} for n in inside
+            ),
+            IMPAIRED_WITHIN,
+            "site a's nodes to call themselves impaired and answer unknown",
             sides_hold,
         )
         print("during the partition:")
