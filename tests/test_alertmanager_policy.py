@@ -166,3 +166,45 @@ def test_config_takes_several_alertmanagers_and_refuses_one_twice() -> None:
     with pytest.raises(ConfigError, match=r"array of tables \(\[\[alertmanager\]\]\)"):
         parse_config({"alertmanager": {"url": "http://a:9093"}})
     assert parse_config({}).alertmanagers == ()
+
+
+def test_every_node_sends_the_same_site_alert_through_the_vantage_watch() -> None:
+    """Over real node cores (tests/test_vantage.py's): site a's members cannot reach the
+    origins; every node's watch tells its rules, and every node posts one
+    EdgeAgentSiteImpaired with the same labels, then resolves it when a sees again."""
+    from agent.shell.metrics import Metrics
+    from agent.shell.vantage_watch import VantageWatch
+    from tests.test_vantage import SITES
+    from tests.test_vantage import Fleet as Cores
+
+    f = Cores()
+    f.check(SITES, {})
+    rules = {n: AlertRules(n) for n in SITES}
+    posted: dict[str, list[Alert]] = {n: [] for n in SITES}
+    watches = [
+        VantageWatch(
+            lambda n=n: f.cores[n],  # type: ignore[misc]
+            Metrics(),
+            send=lambda key, payload: None,
+            alerts=False,
+            wall=lambda: T0,
+            on_sites=lambda sites, n=n: posted[n].extend(rules[n].on_sites(sites, T0)),  # type: ignore[misc]
+        )
+        for n in SITES
+    ]
+    for w in watches:
+        w.poll()
+    f.check(["a1", "a2"], dict.fromkeys(f.ids, "down"))
+    for w in watches:
+        w.poll()
+        w.poll()  # a change acts once
+    labels = {n: [a.labels for a in p] for n, p in posted.items()}
+    assert set(map(tuple, labels.values())) == {(site_labels_of("a"),)}
+    f.check(["a1", "a2"], {})
+    for w in watches:
+        w.poll()
+    assert all(len(p) == 2 and p[1].ends_at == T0 for p in posted.values())
+
+
+def site_labels_of(site: str) -> tuple[tuple[str, str], ...]:
+    return (("alertname", SITE_IMPAIRED), ("severity", "warning"), ("site", site))
