@@ -41,6 +41,7 @@ from agent.shell.keyring_file import KeyringError, load_keyring
 from agent.shell.names import NameGuard
 from agent.shell.peer_finder import PeerFinder
 from agent.shell.peers import Peer, PeerStore
+from agent.shell.prometheus_sd import api_tag
 from agent.shell.readdress import AddressFollower
 from agent.shell.refusal_log import RefusalLog
 from agent.shell.rejoin import Rejoiner
@@ -102,8 +103,8 @@ class Cluster:
             tags["weight"] = f"{self.config.node.weight:g}"
         if self.config.node.site is not None:
             tags["site"] = self.config.node.site  # the failure domain (docs/placement.md)
-        if self.api_port:
-            tags["api"] = str(self.api_port)
+        if self.api_port:  # where its API (and /metrics) is: agent/shell/prometheus_sd.py
+            tags["api"] = api_tag(self.config.api.listen, self.api_port)
         if self.token_fingerprint is not None:
             tags[TOKEN_TAG] = self.token_fingerprint
         return tags

@@ -79,6 +79,14 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertmanagerConfig:
+    """An Alertmanager that alerts are POSTed to (``<url>/api/v2/alerts``) by every owner."""
+
+    url: str
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookConfig:
     """Where verdict transitions are POSTed (by the origin's rank-1 owner only)."""
 
@@ -166,6 +174,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
     lb: LbConfig = LbConfig()
+    alertmanagers: tuple[AlertmanagerConfig, ...] = ()
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -260,6 +269,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         "store",
         "webhook",
         "lb",
+        "alertmanager",
     }
     for k in root:
         if k not in known:
@@ -450,6 +460,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         origins.append(spec)
 
     webhooks = _parse_webhooks(problems, root.get("webhook", []))
+    alertmanagers = _parse_alertmanagers(problems, root.get("alertmanager", []))
 
     if problems:
         raise ConfigError(source, problems)
@@ -466,6 +477,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         store=store,
         webhooks=webhooks,
         lb=lb,
+        alertmanagers=alertmanagers,
     )
 
 
@@ -513,6 +525,43 @@ def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
             r.bad("timeout", f"{hook.timeout:g}s is out of range (0..60s)")
         r.finish()
         out.append(hook)
+    return tuple(out)
+
+
+def _parse_alertmanagers(problems: list[str], raw: Any) -> tuple[AlertmanagerConfig, ...]:
+    if not isinstance(raw, list):
+        problems.append("alertmanager: must be an array of tables ([[alertmanager]])")
+        return ()
+    out: list[AlertmanagerConfig] = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            problems.append(f"alertmanager[{i}]: {show(t)} is not a table")
+            continue
+        r = TableReader(problems, f"alertmanager[{i}]", t)
+        url = r.get("url", str, "", "a string")
+        if "url" not in t:
+            r.bad("url", 'missing (the Alertmanager\'s address, e.g. "http://host:9093")')
+        elif isinstance(t["url"], str):
+            if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+                r.bad("url", f'{show(url)} is not an http(s) URL (e.g. "http://host:9093")')
+            elif url.rstrip("/").endswith("/api/v2/alerts") or url.rstrip("/").endswith("/api/v1"):
+                r.bad(
+                    "url",
+                    f"{show(url)}: give the Alertmanager's base address; "
+                    "/api/v2/alerts is added to it",
+                )
+            elif any(url.rstrip("/") == a.url.rstrip("/") for a in out):
+                r.bad("url", f"{show(url)} is given twice (every alert would be sent twice)")
+        am = AlertmanagerConfig(
+            url=url.rstrip("/"),
+            timeout=r.conv(
+                "timeout", field_default(AlertmanagerConfig, "timeout"), duration, "a duration"
+            ),
+        )
+        if not 0 < am.timeout <= 60:
+            r.bad("timeout", f"{am.timeout:g}s is out of range (0..60s)")
+        r.finish()
+        out.append(am)
     return tuple(out)
 
 

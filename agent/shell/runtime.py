@@ -30,6 +30,8 @@ from agent.domain import ConfigError, Health
 from agent.membership import Event, MemberEvent, NodeState, UserMessage
 from agent.node import ReplicationDecodeError, ReplicationMessage
 from agent.shell.agent_check import AgentCheckServer
+from agent.shell.alert_rules import AlertRules
+from agent.shell.alertmanager import AlertmanagerCollector, AlertmanagerSender
 from agent.shell.alerts import AlertPolicy
 from agent.shell.api.backend import ApiBackend
 from agent.shell.api.events import EventHub
@@ -57,6 +59,9 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
 GOSSIP_RETRY = 2.0
+#: s between looks for firing alerts due a re-send (each is re-sent once a minute,
+#: alert_rules.RESEND_INTERVAL; a node that came to own a down origin sends within this)
+ALERT_TICK = 5.0
 TOKEN_RECHECK = 5.0  # s between re-reads of the fleet token file (fleet_token.py)
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
 # sections a SIGHUP reports as changed but applies only at restart
@@ -101,7 +106,11 @@ class Agent:
             send=self.webhooks.send,
             alerts=bool(config.webhooks),
             wall=time.time,
+            on_sites=self._on_sites,
         )
+        # [[alertmanager]]: every owner sends, Alertmanager deduplicates (alert_rules.py)
+        self.alertmanager = AlertmanagerSender(config.alertmanagers, user_agent)
+        self.alert_rules = AlertRules(self.node_name)
         self._verdict_soon = False  # a summary check is queued for this loop pass
         self._verdict_timer: asyncio.TimerHandle | None = None  # the summary's deadline
         self.leds = Leds(config.leds, pin_factory=pin_factory)
@@ -116,6 +125,7 @@ class Agent:
         self.metrics.registry.register(ClusterCollector(self.cluster))
         self.metrics.registry.register(CoordinatorCollector(self.coordinator))
         self.metrics.registry.register(WebhookCollector(self.webhooks))
+        self.metrics.registry.register(AlertmanagerCollector(self.alertmanager))
         self.gc_guard = GcGuard()
         self.metrics.registry.register(GcCollector(self.gc_guard))
         self.views = NodeViews(
@@ -231,7 +241,20 @@ class Agent:
             self._verdict_soon = True
             asyncio.get_running_loop().call_soon(self._flush_verdicts)
         self.alerts.on_verdict(change, record)
+        if self.alertmanager.enabled:
+            self.alertmanager.send(self.alert_rules.on_verdict(change, time.time()))
         self.surfaces.refresh_soon()
+
+    def _on_sites(self, sites: dict[str, list[str]]) -> None:
+        if self.alertmanager.enabled:
+            self.alertmanager.send(self.alert_rules.on_sites(sites, time.time()))
+
+    async def _alert_loop(self) -> None:
+        """Re-send firing alerts to Alertmanager on its expected cadence (alert_rules.py)."""
+        while True:
+            await asyncio.sleep(ALERT_TICK)
+            c = self.coordinator
+            self.alertmanager.send(self.alert_rules.due(time.time(), c.verdict, c.owners))
 
     def _flush_verdicts(self, timer: bool = False) -> None:
         """Log the summary of first verdicts once it is due (verdict_log.py): checked
@@ -258,6 +281,8 @@ class Agent:
     def _on_origins(self, ids: set[str]) -> None:
         gone = [i for i in ids if i not in self.coordinator.placement.origins]
         self.alerts.forget(gone)
+        if self.alertmanager.enabled:
+            self.alertmanager.send(self.alert_rules.forget(gone, time.time()))
         for origin in gone:
             self.verdict_log.forget(origin)
         self.views.origins_changed(ids)  # the sorted ids listings page through
@@ -328,6 +353,7 @@ class Agent:
         self.surfaces.refresh()
         await self.engine.start()
         self.webhooks.start()
+        self.alertmanager.start()
         self.coordinator.start(
             self.config.origins, _loop_time(), alone=not self.cluster.may_find_peers()
         )
@@ -344,6 +370,8 @@ class Agent:
         self.supervisor.spawn("coordinator", self._coordinator_loop)
         self.supervisor.spawn("joiner", self.cluster.run_joiner)
         self.supervisor.spawn("fleet-token", self._token_loop)
+        if self.alertmanager.enabled:
+            self.supervisor.spawn("alertmanager", self._alert_loop)
         self.health.ready = True
         self.surfaces.refresh()
         # everything built at start-up lives for the whole run: keep it out of the
@@ -386,6 +414,8 @@ class Agent:
         changed = [s for s in RESTART_SECTIONS if getattr(new, s) != getattr(self.config, s)]
         if new.webhooks != self.config.webhooks:
             changed.append("webhook")
+        if new.alertmanagers != self.config.alertmanagers:
+            changed.append("alertmanager")
         if changed:
             log.warning("reload: [%s] changed; those take effect at restart", "], [".join(changed))
         problem = self.cluster.reload_keyring()
@@ -433,6 +463,7 @@ class Agent:
                 await self.cluster.leave_and_stop(LEAVE_TIMEOUT)
                 await self.engine.stop()
                 await self.webhooks.stop()
+                await self.alertmanager.stop()
                 self.events.close()
                 await self.server.stop()
                 if self.agent_check is not None:

@@ -39,8 +39,12 @@ class VantageWatch:
         send: Send,
         alerts: bool,
         wall: Callable[[], float],
+        on_sites: Callable[[dict[str, list[str]]], None] | None = None,
     ) -> None:
+        """``on_sites``: told the impaired sites whenever they change (Alertmanager's
+        ``EdgeAgentSiteImpaired``, agent/shell/alert_rules.py)."""
         self.core = core
+        self.on_sites = on_sites
         self.metrics = metrics
         self.send = send
         self.alerts = alerts
@@ -76,6 +80,8 @@ class VantageWatch:
         sites = core.impaired_sites()
         if sites != self.sites:
             self._sites_changed(core, sites)
+            if self.on_sites is not None:
+                self.on_sites(sites)
         self.metrics.impaired_sites.set(len(sites))
         return {"vantage": ("degraded", reason)} if impaired else {}
 

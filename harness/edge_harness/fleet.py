@@ -273,6 +273,9 @@ class Host:
     node_extra: str = ""  # more lines for the [node] table
     switch_ns: str = ""  # the namespace of the switch (bridge) it is plugged into; "" = the fleet's
     gateway: str = ""  # its default route; "" = the fleet's switch address
+    api_listen: str = (
+        f"127.0.0.1:{API_PORT}"  # [api] listen ("0.0.0.0:8080": other hosts scrape it)
+    )
 
     # --- processes ---
     def config_text(self) -> str:
@@ -284,7 +287,7 @@ class Host:
             + f'tags = {{ host = "{self.ns}" }}\n'
             f'[cluster]\nname = "{f.cluster}"\nbind = "0.0.0.0:{GOSSIP_PORT}"\n'
             f"{self.extra_cluster}\n"
-            f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
+            f'[api]\nlisten = "{self.api_listen}"\n'
             + (f'token_file = "{f.token_file}"\n' if self.with_token else "")
             + f"{self.leds_toml}"
             f'[log]\nlevel = "{f.log_level}"\n' + f.origins_toml

@@ -26,6 +26,7 @@ from agent.shell.api.listing import BadQuery, parse_query, stream_json_array, wi
 from agent.shell.api.page import dashboard_routes
 from agent.shell.config import is_loopback
 from agent.shell.metrics import Metrics
+from agent.shell.prometheus_sd import sd_groups
 from agent.shell.views import ORIGIN_FIELDS
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,10 @@ def build_app(backend: Backend) -> web.Application:
     async def members(_: web.Request) -> web.Response:
         return json_response(backend.members_view())
 
+    async def prometheus_sd(_: web.Request) -> web.Response:
+        """Prometheus HTTP SD: every live member's /metrics address (prometheus_sd.py)."""
+        return json_response(sd_groups(backend.members_view()))
+
     def authorize(request: web.Request, *, fleet_wide: bool) -> web.Response | None:
         """Writes need the fleet's bearer token, from [api] token_file.
 
@@ -363,5 +368,6 @@ def build_app(backend: Backend) -> web.Application:
     app.router.add_get("/v1/events", events)
     app.router.add_post("/v1/identify", identify)
     app.router.add_get("/v1/members", members)
+    app.router.add_get("/v1/sd/prometheus", prometheus_sd)
     app.router.add_get("/metrics", metrics_h)
     return app
