@@ -159,20 +159,23 @@ class NodeViews:
         return list(self.iter_origins(self.origin_ids()))
 
     def history(self, ids: Iterable[str]) -> dict[str, Any]:
-        """The last hour of latency of those of ``ids`` this node checked (``origins``:
+        """The last hour of latency of those of ``ids`` this node checks (``origins``:
         id -> {ms, failed}, see agent/checks/history.py), and for the others in the
         catalogue the nodes that check them (``elsewhere``: the fleet replicates a
-        latency band, not a series, so their history is on their owners). ``end`` is
-        the unix time the last point's bucket ends; the points are ``step`` s apart."""
+        latency band, not a series, so their history is on their owners). An origin
+        handed off keeps its points here until they age out, unshown: were it shown,
+        this node's stale line would read as the origin's. ``end`` is the unix time the
+        last point's bucket ends; the points are ``step`` s apart."""
         h, now, co = self.latency_history, self.now(), self.coordinator
         series: dict[str, Any] = {}
         elsewhere: dict[str, list[str]] = {}
         for origin_id in ids:
-            s = h.series(origin_id, now)
-            if s is not None:
-                series[origin_id] = s.as_dict()
-            elif origin_id in co.placement.origins and not co.checks(origin_id):
+            if origin_id not in co.placement.origins:
+                continue
+            if not co.checks(origin_id):
                 elsewhere[origin_id] = list(co.owners(origin_id))
+            elif (s := h.series(origin_id, now)) is not None:
+                series[origin_id] = s.as_dict()
         return {
             "node": self.node_name,
             "step": h.step,
