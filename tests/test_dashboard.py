@@ -34,7 +34,7 @@ from aiohttp import web
 
 from agent.shell.api.app import build_app
 from agent.shell.api.events import EventHub
-from agent.shell.leds import PATTERNS, LedState, patterns_json
+from agent.shell.leds import PATTERNS, RGB_PATTERNS, LedState, patterns_json
 from agent.shell.metrics import Metrics
 from tests.conftest import ROOT, AgentProcess, OriginServer, free_port, require, wait_for
 
@@ -748,3 +748,61 @@ async def test_a_catalogue_of_100000_is_shown_a_page_at_a_time(browser: Browser)
             "a page of down origins",
         )
         assert await browser.js("document.querySelector('#origins tr').dataset.id") == "o000000"
+
+
+async def test_an_rgb_led_is_drawn_as_one_led_in_its_colours(browser: Browser) -> None:
+    """A node with one RGB LED (its pins read back as r, g, b): one LED is drawn, in the
+    state's colours and rhythm as agent/shell/leds.py's RGB_PATTERNS has them."""
+    rgb = RGB_PATTERNS[LedState.IMPAIRED]  # red blinking, amber between the blinks
+    health = {
+        **HEALTHY,
+        "led": {
+            "state": "impaired",
+            "meaning": "x",
+            "pins": {"r": 1.0, "g": 0.0, "b": 0.0},
+            "kind": "gpio",
+        },
+    }
+    async with serving(FixedBackend(health, [])) as url:
+        await browser.goto(url + "/")
+        drawn = await browser.wait(
+            """(() => {
+              const box = document.getElementById('leds');
+              const leds = [...box.querySelectorAll('.led')];
+              return box.dataset.layout === 'rgb' && leds.length === 1 && {
+                rgb: leds[0].dataset.rgb, mode: leds[0].dataset.mode,
+                anim: getComputedStyle(leds[0]).animationName,
+                kind: document.getElementById('led-kind').textContent};
+            })()""",
+            what="one RGB LED drawn",
+        )
+    assert drawn["rgb"] == f"{rgb.colour}/{rgb.off_colour}" and drawn["mode"] == "blink"
+    assert drawn["anim"].startswith("rgb-blink-"), drawn
+    assert drawn["kind"] == ""  # real LEDs: nothing to excuse
+
+
+async def test_history_refuses_bad_queries() -> None:
+    """GET /v1/history: ids or a page, within MAX_IDS; a bad query is a 400 naming it."""
+    backend = FixedBackend(HEALTHY, [{"id": f"o{i}", "verdict": "up"} for i in range(3)])
+    backend.series = {"o1": {"ms": [None] * 59 + [5], "failed": []}}
+    async with serving(backend) as url, aiohttp.ClientSession() as http:
+        async with http.get(url + "/v1/history?ids=o1,o2") as r:
+            assert r.status == 200
+            assert (await r.json())["origins"] == {"o1": {"ms": [None] * 59 + [5], "failed": []}}
+        async with http.get(url + "/v1/history?limit=1&after=o0") as r:
+            assert (
+                r.status == 200
+                and r.headers["Link"] == '</v1/history?after=o1&limit=1>; rel="next"'
+            )
+            assert set((await r.json())["origins"]) == {"o1"}
+        for query, param in (
+            ("ids=", "ids"),
+            ("ids=a/b", "ids"),
+            ("ids=" + ",".join(f"x{i}" for i in range(1001)), "ids"),
+            ("limit=1001", "limit"),
+            ("limit=0", "limit"),
+            ("after=a/b", "after"),
+        ):
+            async with http.get(url + "/v1/history?" + query) as r:
+                body = await r.json()
+                assert r.status == 400 and body["error"].startswith(param + ":"), (query, body)
