@@ -551,7 +551,7 @@ def sparkline_of(oid: str) -> str:
                failed: Number(svg.dataset.failed),
                lines: svg.querySelectorAll('polyline').length,
                marks: svg.querySelectorAll('rect.failed').length,
-               series: history.origins[{json.dumps(oid)}]}};
+               series: sparks.origins[{json.dumps(oid)}]}};
     }})()"""
 
 
@@ -782,7 +782,7 @@ async def test_an_rgb_led_is_drawn_as_one_led_in_its_colours(browser: Browser) -
 
 
 async def test_history_refuses_bad_queries() -> None:
-    """GET /v1/history: ids or a page, within MAX_IDS; a bad query is a 400 naming it."""
+    """GET /v1/history: ids or a page, of 500 at most; a bad query is a 400 naming it."""
     backend = FixedBackend(HEALTHY, [{"id": f"o{i}", "verdict": "up"} for i in range(3)])
     backend.series = {"o1": {"ms": [None] * 59 + [5], "failed": []}}
     async with serving(backend) as url, aiohttp.ClientSession() as http:
@@ -798,8 +798,8 @@ async def test_history_refuses_bad_queries() -> None:
         for query, param in (
             ("ids=", "ids"),
             ("ids=a/b", "ids"),
-            ("ids=" + ",".join(f"x{i}" for i in range(1001)), "ids"),
-            ("limit=1001", "limit"),
+            ("ids=" + ",".join(f"x{i}" for i in range(501)), "ids"),
+            ("limit=501", "limit"),
             ("limit=0", "limit"),
             ("after=a/b", "after"),
         ):

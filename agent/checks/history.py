@@ -120,20 +120,18 @@ class LatencyHistory:
         last = self._bucket[slot]
         if last <= end - self.points:
             return None
-        ms: list[int | None] = []
-        failed: list[int] = []
-        base = slot * self.points
-        for i, b in enumerate(range(end - self.points + 1, end + 1)):
-            if b == last:
-                point = self._point(slot)
-            elif last - self.points < b < last:
-                point = self._ring[base + b % self.points]
-            else:
-                point = _EMPTY
-            low = point & _LOW
-            ms.append(low - 1 if low else None)
-            if point & _FAILED:
-                failed.append(i)
+        n = self.points
+        base = slot * n
+        ring = self._ring[base : base + n].tolist()
+        first = (end + 1) % n  # the ring's place of the window's oldest bucket
+        points = ring[first:] + ring[:first]  # the window's buckets, oldest first
+        # the bucket being filled is not in the ring; places of the buckets after it
+        # hold what they held a window ago
+        filling = last - (end - n + 1)
+        points[filling] = self._point(slot)
+        points[filling + 1 :] = [_EMPTY] * (n - 1 - filling)
+        ms = [(p & _LOW) - 1 if p & _LOW else None for p in points]
+        failed = [i for i, p in enumerate(points) if p & _FAILED]
         return Series(ms, failed)
 
     def window_end(self, now: float) -> float:

@@ -3,8 +3,8 @@
 The dashboard draws its sparklines from it, for the origins of the page it shows
 (``?ids=a,b,c``); a script pages through every origin with ``?limit=&after=`` as it does
 through /v1/origins (the same sorted ids, the same ``Link`` header). Each origin's
-series is built in Python (about 20 µs), so a page holds at most MAX_IDS: a few ms of
-the loop, never a whole catalogue's worth in one answer.
+series is built in Python on the loop (30 µs on the x86 test machine, some 10x that on
+a Pi Zero 2 W), so an answer holds at most MAX_IDS: 15 ms here, never a catalogue's worth.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 from agent.domain import ORIGIN_ID_RE
 from agent.shell.api.listing import BadQuery, parse_query, window
 
-MAX_IDS = 1000  # origins per answer, asked by id or paged
+MAX_IDS = 500  # origins per answer, asked by id or paged
 
 
 class HistoryBackend(Protocol):

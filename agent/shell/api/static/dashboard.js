@@ -20,7 +20,7 @@ let page = []; // the origins shown: their views, sorted by id
 let starts = [null]; // the `after` each page so far starts from
 let pageNo = 0;
 let pageMore = false; // more origins after this page
-let history = { origins: {}, elsewhere: {} }; // /v1/history of the page's origins
+let sparks = { origins: {}, elsewhere: {} }; // /v1/history of the page's origins
 const members = new Map();
 let transitions = [];
 let startedAt = null; // when this node's agent started (unix s), from /v1/health's uptime
@@ -391,12 +391,12 @@ function sparkline(s) {
 
 function sparkCell(o) {
   const td = el("td", "spark-cell");
-  const s = history.origins[o.id];
+  const s = sparks.origins[o.id];
   if (s) {
     td.append(sparkline(s));
     return td;
   }
-  const owners = history.elsewhere[o.id] || (o.mine ? null : o.owners);
+  const owners = sparks.elsewhere[o.id] || (o.mine ? null : o.owners);
   if (!owners || !owners.length) {
     td.append(el("span", "mute", o.mine ? "no check yet" : "not checked"));
     return td;
@@ -536,9 +536,9 @@ async function loadPage() {
 
 async function loadHistory(render = true) {
   if (!page.length) {
-    history = { origins: {}, elsewhere: {} };
+    sparks = { origins: {}, elsewhere: {} };
   } else {
-    history = await getJson(url("/v1/history", { ids: page.map((o) => o.id).join(",") }));
+    sparks = await getJson(url("/v1/history", { ids: page.map((o) => o.id).join(",") }));
   }
   if (render) {
     for (const tr of $("origins").children) {
