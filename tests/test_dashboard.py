@@ -739,6 +739,7 @@ async def test_a_catalogue_of_100000_is_shown_a_page_at_a_time(browser: Browser)
             "document.querySelector('#origins tr').dataset.id === 'o000050'", what="page 2"
         )
         assert await browser.js("document.querySelectorAll('svg').length") < 200
+        await browser.screenshot(OUTPUT / "dashboard-100000.png")
         # a filter walks the catalogue for a page's worth: the 100 down ones
         await browser.js("document.getElementById('only-bad').click()")
         await browser.wait(
