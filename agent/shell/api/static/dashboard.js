@@ -256,6 +256,7 @@ function renderTimeline() {
     .filter(([, ts]) => ts[ts.length - 1].at >= now - HOUR)
     .sort((a, b) => b[1][b[1].length - 1].at - a[1][a[1].length - 1].at)
     .slice(0, TIMELINE_ROWS);
+  box.classList.toggle("empty", rows.length === 0); // shown before it is measured
   const started = startedAt || now - HOUR;
   const oldest = Math.min(now, ...rows.map(([, ts]) => ts[0].at));
   const tick = TICKS.find((s) => (now - Math.min(oldest, started)) / s <= 6) || 600;
