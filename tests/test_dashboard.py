@@ -6,8 +6,9 @@ the W3C WebDriver HTTP protocol with aiohttp: no selenium, no playwright, no bro
 downloads. Both packages are installed by the test setup (scripts/bootstrap.sh); without
 them the tests skip, and under CI=true they fail. Each check waits for a condition in the
 page's DOM with a deadline; nothing sleeps to synchronise. The phone check resizes the
-window until the viewport is 375 CSS px wide. Screenshots (of the viewport) go to
-test-output/ (ignored by git) for a person to look at.
+window until the viewport is 375 CSS px wide. Screenshots (of the viewport) go to the
+artifacts directory, $EDGE_AGENT_ARTIFACTS or else .ci/artifacts/ (ignored by git), for a
+person (or CI, which keeps them) to look at; each test prints where.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,11 @@ from aiohttp import web
 
 from agent.shell.api.app import build_app
 from agent.shell.api.events import EventHub
-from agent.shell.leds import PATTERNS, LedState, patterns_json
+from agent.shell.leds import PATTERNS, RGB_PATTERNS, LedState, patterns_json
 from agent.shell.metrics import Metrics
 from tests.conftest import ROOT, AgentProcess, OriginServer, free_port, require, wait_for
 
-OUTPUT = ROOT / "test-output"
+OUTPUT = Path(os.environ.get("EDGE_AGENT_ARTIFACTS") or ROOT / ".ci" / "artifacts")
 LONG_ID = "checkout-service-behind-the-very-long-load-balancer-name"
 
 
@@ -275,7 +277,7 @@ async def test_dashboard_shows_the_cluster_and_follows_it_live(
     # members, with this node marked
     members = await browser.wait(
         """(() => {
-          const rows = [...document.querySelectorAll('#members tr')];
+          const rows = [...document.querySelectorAll('#members tr[data-name]')];
           const m = Object.fromEntries(rows.map(tr => [tr.dataset.name, tr.dataset.state]));
           return Object.keys(m).length === 3 && Object.values(m).every(s => s === 'alive') && m;
         })()""",
@@ -285,20 +287,25 @@ async def test_dashboard_shows_the_cluster_and_follows_it_live(
     assert await browser.js("document.querySelector('#members td.me').textContent") == "pi-a"
     assert await browser.js("document.getElementById('node').textContent") == "pi-a"
 
-    # origins with verdicts, owners and latency, as the API has them
-    api = {o["id"]: o for o in a.get("/v1/origins")[1]}
-    await browser.wait(f"{verdict_in_dom('shop')} === 'up'", what="shop up in the page")
-    rows = await browser.js(
-        """[...document.querySelectorAll('#origins tr')].map(tr => ({
-             id: tr.dataset.id, verdict: tr.querySelector('.verdict').textContent,
-             owners: tr.querySelector('.owners').textContent,
-             latency: tr.querySelector('.latency').textContent}))"""
-    )
+    # origins with verdicts, owners and latency, as the API has them (once the cluster
+    # has settled: an origin handed to a node that has not checked it yet is unknown)
+    deadline = time.monotonic() + 20
+    while True:
+        api = {o["id"]: o for o in a.get("/v1/origins")[1]}
+        rows = await browser.js(
+            """[...document.querySelectorAll('#origins tr')].map(tr => ({
+                 id: tr.dataset.id, verdict: tr.querySelector('.verdict').textContent,
+                 owners: tr.querySelector('.owners').textContent,
+                 latency: tr.querySelector('.latency').textContent}))"""
+        )
+        shown = {r["id"]: (r["verdict"], r["owners"]) for r in rows}
+        if shown == {i: ("up", ", ".join(o["owners"])) for i, o in api.items()}:
+            break
+        assert time.monotonic() < deadline, (shown, api)
+        await asyncio.sleep(0.1)
     assert [r["id"] for r in rows] == sorted(api)
     for r in rows:
-        assert r["verdict"] == "up"
-        assert r["owners"] == ", ".join(api[r["id"]]["owners"]) and r["owners"]
-        assert r["latency"].endswith("ms"), r  # an exact latency, or a band from a peer
+        assert r["owners"] and r["latency"].endswith("ms"), r  # exact, or a peer's band
 
     # this node's LEDs, drawn from the patterns, agree with its health
     _, health = a.get("/v1/health")
@@ -378,6 +385,7 @@ class FixedBackend:
         self.events = EventHub()
         self.health = health
         self.origins = origins
+        self.series: dict[str, dict[str, Any]] = {}  # /v1/history's origins
 
     def health_view(self) -> dict[str, Any]:
         return self.health
@@ -402,6 +410,16 @@ class FixedBackend:
 
     def transitions_view(self) -> list[dict[str, Any]]:
         return []
+
+    def history_view(self, ids: Sequence[str]) -> dict[str, Any]:
+        return {
+            "node": self.health["node"],
+            "step": 60.0,
+            "points": 60,
+            "end": time.time(),
+            "origins": {i: self.series[i] for i in ids if i in self.series},
+            "elsewhere": {},
+        }
 
     def api_token(self) -> str | None:
         return None
@@ -506,3 +524,286 @@ async def test_page_is_safe_with_hostile_names(browser: Browser) -> None:
         assert await browser.js("document.querySelector('#origins .reason').textContent") == evil
         assert await browser.js("window.__pwned === undefined && !document.querySelector('img')")
         await browser.wait(leds_drawn_as("healthy"), what="healthy LEDs drawn")
+
+
+def at_site(a: AgentProcess, site: str) -> AgentProcess:
+    """Give the node a [node] site (its failure domain, gossiped as the member tag)."""
+    text = a.config.read_text()
+    a.config.write_text(text.replace("[node]\n", f'[node]\nsite = "{site}"\n', 1))
+    return a
+
+
+def get_with_headers(url: str) -> tuple[int, dict[str, str], Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def sparkline_of(oid: str) -> str:
+    """JS: the row's sparkline as drawn, and the series the page drew it from."""
+    return f"""(() => {{
+      const tr = document.querySelector('#origins tr[data-id={json.dumps(oid)}]');
+      const svg = tr && tr.querySelector('svg.spark');
+      if (!svg) return null;
+      return {{points: Number(svg.dataset.points), last: svg.dataset.last,
+               failed: Number(svg.dataset.failed),
+               lines: svg.querySelectorAll('polyline').length,
+               marks: svg.querySelectorAll('rect.failed').length,
+               series: sparks.origins[{json.dumps(oid)}]}};
+    }})()"""
+
+
+async def test_dashboard_draws_history_timeline_sites_and_leds(
+    agent_process: Callable[..., AgentProcess],
+    origin_server: OriginServer,
+    browser: Browser,
+) -> None:
+    """The drawings, from a real 3-node cluster in 2 sites and real checks: latency
+    sparklines, the timeline of a real failure, the members by site, the LEDs; a
+    screenshot is kept as an artifact."""
+    ids = ("shop", "blog", "api", "cdn", "auth")
+    cfg = "".join(
+        f'[[origin]]\nid = "{oid}"\nurl = "{origin_server.url(oid)}"\ninterval = "300ms"\n'
+        f'timeout = "250ms"\nrise = 1\nfall = 1\n'
+        for oid in ids
+    )
+    # pi-c alone in its site owns every origin (an owner from each of 2 sites); pi-a and
+    # pi-b share the others: pi-a checks some origins, and some are checked elsewhere
+    a = at_site(agent_process(cfg, name="pi-a"), "south").start()
+    join = f'join = ["127.0.0.1:{a.gossip_port}"]'
+    nodes = [a] + [
+        at_site(agent_process(cfg, name=name, cluster=join), site).start()
+        for name, site in (("pi-b", "south"), ("pi-c", "north"))
+    ]
+    for n in nodes:
+        n.wait_notify("READY=1", 30)
+    wait_for(
+        lambda: all(n.get("/v1/health")[1]["cluster"]["peers"] == 2 for n in nodes),
+        30,
+        "a cluster of three",
+    )
+
+    def settled() -> bool:  # every origin up, and pi-b has taken its share from pi-a
+        got = a.get("/v1/origins")[1]
+        return {o["verdict"] for o in got} == {"up"} and not all(o["mine"] for o in got)
+
+    wait_for(settled, 30, "every origin up, shared between the sites' nodes")
+    views = {o["id"]: o for o in a.get("/v1/origins")[1]}
+    mine = sorted(i for i, o in views.items() if o["mine"])
+    others = sorted(i for i, o in views.items() if not o["mine"])
+    assert mine and others, views
+
+    # the history API: this node's checks as a series, the others' owners named
+    status, _, h = get_with_headers(a.url + "/v1/history?ids=" + ",".join(ids))
+    assert status == 200 and h["node"] == "pi-a" and h["points"] == 60 and h["step"] == 60
+    assert set(h["origins"]) == set(mine), h
+    for s in h["origins"].values():
+        assert len(s["ms"]) == 60 and isinstance(s["ms"][-1], int) and 0 <= s["ms"][-1] < 250
+    assert {i: sorted(o) for i, o in h["elsewhere"].items()} == {
+        i: sorted(views[i]["owners"]) for i in others
+    }
+    assert abs(h["end"] - time.time()) <= 61
+    status, headers, page = get_with_headers(a.url + "/v1/history?limit=2")
+    assert status == 200 and 'rel="next"' in headers["Link"], headers
+    assert set(page["origins"]) | set(page["elsewhere"]) <= set(sorted(ids)[:2])
+    status, _, err = get_with_headers(a.url + "/v1/history?ids=a/b")
+    assert status == 400 and err["error"].startswith("ids:"), err
+
+    await browser.goto(a.url + "/")
+
+    # members grouped by site, each with its state
+    sites = await browser.wait(
+        """(() => {
+          const out = {};
+          for (const s of document.querySelectorAll('#members section.site')) {
+            out[s.dataset.site] = [...s.querySelectorAll('tr[data-name]')]
+              .map(tr => tr.dataset.name + ':' + tr.dataset.state);
+          }
+          return Object.values(out).flat().length === 3
+            && Object.values(out).flat().every(m => m.endsWith(':alive')) && out;
+        })()""",
+        what="three alive members in their sites",
+    )
+    assert sites == {"north": ["pi-c:alive"], "south": ["pi-a:alive", "pi-b:alive"]}
+    assert (
+        await browser.js(
+            "document.querySelectorAll('#members section.site[data-site=\"south\"] .dots .alive')"
+            ".length"
+        )
+        == 2
+    )
+
+    # a sparkline per origin this node checks, from its real checks; the others name
+    # their owners
+    target = mine[0]
+    drawn = await browser.wait(
+        f"(s => s && s.points >= 1 && s)({sparkline_of(target)})", what="a sparkline drawn"
+    )
+    series = drawn["series"]
+    values = [v for v in series["ms"] if v is not None]
+    assert drawn["points"] == len(values) >= 1 and drawn["lines"] >= 1
+    assert drawn["last"] == str(values[-1]) and drawn["failed"] == 0 == drawn["marks"]
+    _, _, now = get_with_headers(a.url + f"/v1/history?ids={target}")
+    api_values = [v for v in now["origins"][target]["ms"] if v is not None]
+    assert len(api_values) >= len(values)  # the same minutes, or a newer one since
+    for oid in others:  # named, each linked to its own dashboard (the member tag api)
+        cell = await browser.wait(
+            f"""(td => td && td.textContent.startsWith('on ') && {{text: td.textContent,
+                 links: [...td.querySelectorAll('a')].map(x => x.href)}})(
+                 document.querySelector('#origins tr[data-id="{oid}"] .spark-cell'))""",
+            what=f"who checks {oid}",
+        )
+        owners = views[oid]["owners"]
+        assert cell["text"] == "on " + ", ".join(owners), cell
+        want = [n.url + "/" for o in owners for n in nodes if n.name == o]
+        assert cell["links"] == want, cell
+
+    # the LEDs, drawn as health says they are lit
+    state = a.get("/v1/health")[1]["led"]["state"]
+    await browser.wait(leds_drawn_as(state), what=f"the LEDs drawn as {state}")
+
+    # a real origin fails: the timeline marks the transition near "now", the sparkline
+    # marks the failed minute, the LEDs follow
+    origin_server.down.add(target)
+    wait_for(lambda: a.get(f"/v1/origins/{target}")[1]["verdict"] == "down", 20, "down")
+    mark = await browser.wait(
+        f"""(() => {{
+          const svg = document.getElementById('timeline');
+          const m = svg.querySelector(
+            'line.mark[data-origin={json.dumps(target)}][data-to="down"]');
+          return m && {{x: Number(m.getAttribute('x1')), width: Number(svg.getAttribute('width')),
+                        at: Number(m.dataset.at), rows: Number(svg.dataset.rows)}};
+        }})()""",
+        20,
+        "the down transition on the timeline",
+    )
+    assert mark["rows"] >= 1 and mark["x"] > 0.85 * mark["width"], mark  # now is at the right
+    assert abs(mark["at"] - time.time()) < 30
+    api_t = [t for t in a.get("/v1/transitions")[1] if t["origin"] == target and t["to"] == "down"]
+    assert api_t and abs(api_t[-1]["at"] - mark["at"]) < 0.01
+    failed = await browser.wait(
+        f"(s => s && s.failed >= 1 && s)({sparkline_of(target)})", 20, "the failure drawn"
+    )
+    assert failed["marks"] == failed["failed"] and failed["series"]["failed"]
+    state = a.get("/v1/health")[1]["led"]["state"]
+    await browser.wait(leds_drawn_as(state), what=f"the LEDs drawn as {state}")
+    assert state == "some-down", state  # pi-a checks it: amber, as the Pi would show
+
+    shot = OUTPUT / "dashboard-history.png"
+    await browser.screenshot(shot)
+    print(f"\nscreenshot: {shot}")
+    assert shot.stat().st_size > 1000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    origin_server.down.discard(target)
+    await browser.wait(
+        f"!!document.querySelector('#timeline line.mark[data-origin={json.dumps(target)}]"
+        '[data-to="up"]\')',
+        20,
+        "the recovery on the timeline",
+    )
+
+
+async def test_a_catalogue_of_100000_is_shown_a_page_at_a_time(browser: Browser) -> None:
+    """100,000 origins: the page draws one page of them (and their sparklines), and
+    pages on by id; the DOM stays small."""
+    n = 100_000
+    origins = [
+        {
+            "id": f"o{i:06d}",
+            "verdict": "up" if i % 1000 else "down",
+            "owners": ["pi-x"],
+            "mine": True,
+            "observations": [],
+        }
+        for i in range(n)
+    ]
+    backend = FixedBackend({**HEALTHY, "origins": {"up": n - 100, "down": 100}}, origins)
+    backend.series = {
+        "o000001": {"ms": [None] * 50 + list(range(10, 20)), "failed": [55]},
+    }
+    async with serving(backend) as url:
+        await browser.goto(url + "/")
+        await browser.wait(
+            "document.querySelectorAll('#origins tr').length === 50", what="one page"
+        )
+        spark = await browser.wait(
+            f"(s => s && s)({sparkline_of('o000001')})", what="the sparkline of o000001"
+        )
+        assert spark["points"] == 10 and spark["last"] == "19" and spark["failed"] == 1
+        info = await browser.js("document.getElementById('page-info').textContent")
+        assert re.fullmatch("1\u201350 of 100.?000", info), info
+        await browser.js("document.getElementById('next').click()")
+        await browser.wait(
+            "document.querySelector('#origins tr').dataset.id === 'o000050'", what="page 2"
+        )
+        assert await browser.js("document.querySelectorAll('svg').length") < 200
+        await browser.screenshot(OUTPUT / "dashboard-100000.png")
+        # a filter walks the catalogue for a page's worth: the 100 down ones
+        await browser.js("document.getElementById('only-bad').click()")
+        await browser.wait(
+            "(rows => rows.length === 50 && rows.every(tr => tr.dataset.verdict === 'down'))"
+            "([...document.querySelectorAll('#origins tr')])",
+            30,
+            "a page of down origins",
+        )
+        assert await browser.js("document.querySelector('#origins tr').dataset.id") == "o000000"
+
+
+async def test_an_rgb_led_is_drawn_as_one_led_in_its_colours(browser: Browser) -> None:
+    """A node with one RGB LED (its pins read back as r, g, b): one LED is drawn, in the
+    state's colours and rhythm as agent/shell/leds.py's RGB_PATTERNS has them."""
+    rgb = RGB_PATTERNS[LedState.IMPAIRED]  # red blinking, amber between the blinks
+    health = {
+        **HEALTHY,
+        "led": {
+            "state": "impaired",
+            "meaning": "x",
+            "pins": {"r": 1.0, "g": 0.0, "b": 0.0},
+            "kind": "gpio",
+        },
+    }
+    async with serving(FixedBackend(health, [])) as url:
+        await browser.goto(url + "/")
+        drawn = await browser.wait(
+            """(() => {
+              const box = document.getElementById('leds');
+              const leds = [...box.querySelectorAll('.led')];
+              return box.dataset.layout === 'rgb' && leds.length === 1 && {
+                rgb: leds[0].dataset.rgb, mode: leds[0].dataset.mode,
+                anim: getComputedStyle(leds[0]).animationName,
+                kind: document.getElementById('led-kind').textContent};
+            })()""",
+            what="one RGB LED drawn",
+        )
+    assert drawn["rgb"] == f"{rgb.colour}/{rgb.off_colour}" and drawn["mode"] == "blink"
+    assert drawn["anim"].startswith("rgb-blink-"), drawn
+    assert drawn["kind"] == ""  # real LEDs: nothing to excuse
+
+
+async def test_history_refuses_bad_queries() -> None:
+    """GET /v1/history: ids or a page, of 500 at most; a bad query is a 400 naming it."""
+    backend = FixedBackend(HEALTHY, [{"id": f"o{i}", "verdict": "up"} for i in range(3)])
+    backend.series = {"o1": {"ms": [None] * 59 + [5], "failed": []}}
+    async with serving(backend) as url, aiohttp.ClientSession() as http:
+        async with http.get(url + "/v1/history?ids=o1,o2") as r:
+            assert r.status == 200
+            assert (await r.json())["origins"] == {"o1": {"ms": [None] * 59 + [5], "failed": []}}
+        async with http.get(url + "/v1/history?limit=1&after=o0") as r:
+            assert (
+                r.status == 200
+                and r.headers["Link"] == '</v1/history?after=o1&limit=1>; rel="next"'
+            )
+            assert set((await r.json())["origins"]) == {"o1"}
+        for query, param in (
+            ("ids=", "ids"),
+            ("ids=a/b", "ids"),
+            ("ids=" + ",".join(f"x{i}" for i in range(501)), "ids"),
+            ("limit=501", "limit"),
+            ("limit=0", "limit"),
+            ("after=a/b", "after"),
+        ):
+            async with http.get(url + "/v1/history?" + query) as r:
+                body = await r.json()
+                assert r.status == 400 and body["error"].startswith(param + ":"), (query, body)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.checks import CheckEngine, Transition
+from agent.checks import CheckEngine, LatencyHistory, ProbeResult, Transition
 from agent.checks import Status as CheckStatus
 from agent.domain import ConfigError, Health
 from agent.membership import Event, MemberEvent, NodeState, UserMessage
@@ -86,11 +86,13 @@ class Agent:
         self.watchdog = Watchdog.from_env(self.notifier)
         self.events = EventHub()
         self.identify = Identify()
+        self.history = LatencyHistory()  # the dashboard's sparklines (checks/history.py)
         user_agent = f"{config.checks.user_agent}/{__version__}"
         self.engine = CheckEngine(
             concurrency=config.checks.concurrency,
             metrics=self.metrics,
             on_transition=self._on_transition,
+            on_result=self._on_result,
             user_agent=user_agent,
         )
         self.coordinator = Coordinator(self.node_name, config, self.engine)
@@ -136,6 +138,7 @@ class Agent:
             cluster=self.cluster,
             health=self.health,
             identify=self.identify,
+            history=self.history,
             led_pins=self.leds.levels,
             led_kind=lambda: self.leds.kind,
             now=_loop_time,
@@ -223,6 +226,10 @@ class Agent:
         self.coordinator.on_transition(t)
         self.surfaces.refresh_soon()
 
+    def _on_result(self, origin_id: str, result: ProbeResult) -> None:
+        """Every probe this node runs: its latency goes into the last hour's history."""
+        self.history.add(origin_id, result.latency, result.ok, result.at)
+
     def _on_verdict(self, change: VerdictChange) -> None:
         """The fleet's verdict on an origin changed (from any node's observations)."""
         record = change.as_dict()
@@ -283,6 +290,7 @@ class Agent:
         self.alerts.forget(gone)
         if self.alertmanager.enabled:
             self.alertmanager.send(self.alert_rules.forget(gone, time.time()))
+        self.history.forget(gone)
         for origin in gone:
             self.verdict_log.forget(origin)
         self.views.origins_changed(ids)  # the sorted ids listings page through

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.checks import LatencyHistory
 from agent.domain import Health
 from agent.shell.leds import Condition, LedState, led_state_for, meaning
 from agent.shell.origin_index import SortedIds
@@ -61,8 +62,10 @@ class NodeViews:
         now: Callable[[], float],
         wall: Callable[[], float] = time.time,
         led_kind: Callable[[], str] = lambda: "none",
+        history: LatencyHistory | None = None,
     ) -> None:
-        """``led_kind``: what blinks here, Leds.kind ("gpio", "mock" or "none")."""
+        """``led_kind``: what blinks here, Leds.kind ("gpio", "mock" or "none");
+        ``history``: the latency of this node's checks, fed by the runtime."""
         self.config = config
         self.node_name = node_name
         self.coordinator = coordinator
@@ -75,6 +78,7 @@ class NodeViews:
         self.now = now
         self.wall = wall
         self.started_at = wall()
+        self.latency_history = LatencyHistory() if history is None else history
         self.index = SortedIds(lambda: coordinator.placement.origins)
 
     def _wall(self, loop_time: float | None) -> float | None:
@@ -153,6 +157,33 @@ class NodeViews:
 
     def origins(self) -> list[dict[str, Any]]:
         return list(self.iter_origins(self.origin_ids()))
+
+    def history(self, ids: Iterable[str]) -> dict[str, Any]:
+        """The last hour of latency of those of ``ids`` this node checks (``origins``:
+        id -> {ms, failed}, see agent/checks/history.py), and for the others in the
+        catalogue the nodes that check them (``elsewhere``: the fleet replicates a
+        latency band, not a series, so their history is on their owners). An origin
+        handed off keeps its points here until they age out, unshown: were it shown,
+        this node's stale line would read as the origin's. ``end`` is the unix time the
+        last point's bucket ends; the points are ``step`` s apart."""
+        h, now, co = self.latency_history, self.now(), self.coordinator
+        series: dict[str, Any] = {}
+        elsewhere: dict[str, list[str]] = {}
+        for origin_id in ids:
+            if origin_id not in co.placement.origins:
+                continue
+            if not co.checks(origin_id):
+                elsewhere[origin_id] = list(co.owners(origin_id))
+            elif (s := h.series(origin_id, now)) is not None:
+                series[origin_id] = s.as_dict()
+        return {
+            "node": self.node_name,
+            "step": h.step,
+            "points": h.points,
+            "end": self._wall(h.window_end(now)),
+            "origins": series,
+            "elsewhere": elsewhere,
+        }
 
     def counts(self) -> dict[str, int]:
         """Every origin in the fleet catalogue, by verdict (kept incrementally)."""

@@ -155,6 +155,10 @@ CASES = [
     # --- query strings the API does not take are ignored, however odd
     Req("query-garbage", "GET", "/v1/origins?%ZZ=%00&&=&x", None, 200, ""),
     Req("query-10kb-ok", "GET", "/v1/members?q=" + "z" * 7000, None, 200, ""),
+    # --- the latency history's own parameters (ids, a page of at most 500)
+    Req("history-bad-id", "GET", "/v1/history?ids=a%2Fb", None, 400, "ids: 'a/b' is not an id"),
+    Req("history-no-id", "GET", "/v1/history?ids=,", None, 400, "ids: give one or more"),
+    Req("history-501", "GET", "/v1/history?limit=501", None, 400, "limit: 501 is out of range"),
     # --- paths and methods
     Req("unknown-path", "GET", "/nope", None, 404, "no such path"),
     Req("v2-path", "GET", "/v2/health", None, 404, "no such path"),

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from agent.domain import MAX_BATCH_BODY
 from agent.node import LbAnswer
 from agent.shell.api.events import EventHub
+from agent.shell.api.history import history_handler
 from agent.shell.api.listing import BadQuery, parse_query, stream_json_array, window
 from agent.shell.api.page import dashboard_routes
 from agent.shell.config import is_loopback
@@ -62,6 +63,7 @@ class Backend(Protocol):
     def lb_answer_for(self, origin_id: str) -> LbAnswer | None: ...
     def members_view(self) -> list[dict[str, Any]]: ...
     def transitions_view(self) -> list[dict[str, Any]]: ...
+    def history_view(self, ids: Sequence[str]) -> dict[str, Any]: ...
     def api_token(self) -> str | None: ...
     def fleet_write_refusal(self) -> str | None: ...
     async def put_origin(
@@ -365,6 +367,7 @@ def build_app(backend: Backend) -> web.Application:
     app.router.add_put("/v1/origins/{id}", put_origin)
     app.router.add_delete("/v1/origins/{id}", delete_origin)
     app.router.add_get("/v1/transitions", transitions)
+    app.router.add_get("/v1/history", history_handler(backend, lambda m: answer(400, {"error": m})))
     app.router.add_get("/v1/events", events)
     app.router.add_post("/v1/identify", identify)
     app.router.add_get("/v1/members", members)

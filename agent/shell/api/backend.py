@@ -92,6 +92,9 @@ class ApiBackend:
     def transitions_view(self) -> list[dict[str, Any]]:
         return self.views.transitions()
 
+    def history_view(self, ids: Sequence[str]) -> dict[str, Any]:
+        return self.views.history(ids)
+
     def api_token(self) -> str | None:
         """The bearer token writes need, read per request so a rotated file takes effect
         at once. An unreadable or empty file refuses every write with that reason

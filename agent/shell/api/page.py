@@ -6,7 +6,7 @@ fills the page from the JSON API and follows /v1/events. What only Python knows,
 states' meanings and blink patterns (:data:`agent.shell.leds.PATTERNS`), is rendered once here as
 /static/leds.json; the script draws the LEDs from it, so the drawing blinks as they do.
 
-The files are read once, when the app is built (~20 KB), and sent with explicit content
+The files are read once, when the app is built (~34 KB), and sent with explicit content
 types (no MIME table: the agent does not load one) and a strong ETag with
 ``Cache-Control: no-cache``: a browser revalidates on every load (a body-less 304 when
 nothing changed), so after an upgrade it never runs an old script against a new agent.
