@@ -288,8 +288,9 @@ def test_the_operator_guide_walkthrough_works_on_a_three_pi_fleet(
                 r = machines[p].run(block.text, cwd=home)
                 outputs.append((block, r.stdout))
                 print(f"--- on {p}:\n$ {block.text}\n{r.stdout}")
-                assert "status ok" in r.stdout or '"ok"' in r.stdout or " ok" in r.stdout, r.stdout
-                assert all(q in r.stdout for q in PIS), r.stdout
+                assert re.search(r"^status\s+ok$", r.stdout, re.M), r.stdout
+                assert re.search(r"^LEDs\s+healthy:", r.stdout, re.M), r.stdout
+                assert all(re.search(rf"^{q}\b.*\balive\b", r.stdout, re.M) for q in PIS), r.stdout
             continue
         if kind == "monitor" and "background" in block.role:
             prometheus = laptop.spawn(
