@@ -350,12 +350,14 @@ function own(o) {
   return obs.find((x) => x.latency_ms !== null && x.latency_ms !== undefined) || obs[0] || {};
 }
 
-// A member's dashboard, when it advertises its API port (the member tag `api`).
+// A member's dashboard, where its API is (the member tag `api`: a bare port when the API
+// listens on every address, then at the member's gossip address; else "host:port").
 function dashboardOf(name) {
   const m = members.get(name);
-  return m && m.tags && m.tags.api && m.state === "alive"
-    ? "http://" + (m.addr.includes(":") ? "[" + m.addr + "]" : m.addr) + ":" + m.tags.api + "/"
-    : null;
+  if (!(m && m.tags && m.tags.api && m.state === "alive")) return null;
+  const api = String(m.tags.api);
+  if (!/^\d+$/.test(api)) return "http://" + api + "/";
+  return "http://" + (m.addr.includes(":") ? "[" + m.addr + "]" : m.addr) + ":" + api + "/";
 }
 
 function sparkline(s) {
