@@ -46,6 +46,14 @@ def test_labels_are_the_same_on_every_node_and_name_no_node() -> None:
     assert doc["startsAt"] == rfc3339(T0) and doc["labels"]["origin"] == "shop"
 
 
+def test_the_cluster_name_is_a_label_so_two_fleets_alerts_stay_apart() -> None:
+    shop = [AlertRules(n, cluster="shop").on_verdict(change("down"), T0) for n in ("a", "b")]
+    lab = AlertRules("a", cluster="lab").on_verdict(change("down"), T0)
+    assert shop[0][0].labels == shop[1][0].labels  # one fleet: one alert
+    assert dict(shop[0][0].labels)["cluster"] == "shop"
+    assert lab[0].labels != shop[0][0].labels  # the same origin id in another fleet
+
+
 def test_a_node_that_does_not_own_the_origin_does_not_send() -> None:
     assert AlertRules("c").on_verdict(change("down"), T0) == []
     rules = AlertRules("c")

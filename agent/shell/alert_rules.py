@@ -96,10 +96,12 @@ class AlertRules:
         self,
         node_name: str,
         *,
+        cluster: str = "",
         resend: float = RESEND_INTERVAL,
         validity: float = VALIDITY,
     ) -> None:
         self.node_name = node_name
+        self.cluster = cluster  # a label: two fleets sharing an Alertmanager stay apart
         self.resend = resend
         self.validity = validity
         self._origins: dict[str, _Firing] = {}  # origin -> its alert, while last seen down
@@ -112,7 +114,7 @@ class AlertRules:
         f = self._origins.get(change.origin)
         if change.new == "down":
             if f is None:
-                labels = origin_labels(change.origin)
+                labels = origin_labels(change.origin, self.cluster)
                 f = self._origins[change.origin] = _Firing(labels, change.at)
             f.annotations = {
                 "summary": f"origin {change.origin} is down",
@@ -145,7 +147,7 @@ class AlertRules:
         resolve the ones that see again."""
         out = []
         for site in sorted(sites.keys() - self._sites.keys()):
-            f = self._sites[site] = _Firing(site_labels(site), now)
+            f = self._sites[site] = _Firing(site_labels(site, self.cluster), now)
             f.annotations = {
                 "summary": f"site {site} cannot reach origins",
                 "description": "impaired members: " + ", ".join(sites[site]),
@@ -196,13 +198,16 @@ class AlertRules:
         return Alert(f.labels, tuple(sorted(notes.items())), f.starts_at, max(now, f.starts_at))
 
 
-def origin_labels(origin: str) -> Labels:
-    """The labels of an origin's alert: the same on every node (no node label)."""
-    return (("alertname", ORIGIN_DOWN), ("origin", origin), ("severity", "critical"))
+def origin_labels(origin: str, cluster: str = "") -> Labels:
+    """The labels of an origin's alert: the same on every node (no node label); the
+    cluster's name too, when it has one, so two fleets' alerts for one origin id differ."""
+    labels = [("alertname", ORIGIN_DOWN), ("origin", origin), ("severity", "critical")]
+    return tuple(sorted([*labels, ("cluster", cluster)] if cluster else labels))
 
 
-def site_labels(site: str) -> Labels:
-    return (("alertname", SITE_IMPAIRED), ("severity", "warning"), ("site", site))
+def site_labels(site: str, cluster: str = "") -> Labels:
+    labels = [("alertname", SITE_IMPAIRED), ("severity", "warning"), ("site", site)]
+    return tuple(sorted([*labels, ("cluster", cluster)] if cluster else labels))
 
 
 class AlertQueue:

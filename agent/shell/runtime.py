@@ -112,7 +112,7 @@ class Agent:
         )
         # [[alertmanager]]: every owner sends, Alertmanager deduplicates (alert_rules.py)
         self.alertmanager = AlertmanagerSender(config.alertmanagers, user_agent)
-        self.alert_rules = AlertRules(self.node_name)
+        self.alert_rules = AlertRules(self.node_name, cluster=config.cluster.name)
         self._verdict_soon = False  # a summary check is queued for this loop pass
         self._verdict_timer: asyncio.TimerHandle | None = None  # the summary's deadline
         self.leds = Leds(config.leds, pin_factory=pin_factory)

@@ -77,7 +77,12 @@ def hold(seconds: float, invariant: Callable[[], bool], what: str) -> None:
         time.sleep(0.25)
 
 
-LABELS = {"alertname": "EdgeAgentOriginDown", "origin": ORIGIN, "severity": "critical"}
+LABELS = {
+    "alertname": "EdgeAgentOriginDown",
+    "cluster": "edge",
+    "origin": ORIGIN,
+    "severity": "critical",
+}
 FIRING = [("firing", [LABELS])]
 BOTH = [("firing", [LABELS]), ("resolved", [LABELS])]
 

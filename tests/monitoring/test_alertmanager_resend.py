@@ -97,6 +97,7 @@ async def test_resent_on_the_cadence_notified_once_resolved_at_once(
         (first,) = await alerts()
         assert first["labels"] == {
             "alertname": "EdgeAgentOriginDown",
+            "cluster": "edge",
             "origin": "web",
             "severity": "critical",
         }
