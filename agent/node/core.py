@@ -23,6 +23,7 @@ owns the store and decides when a delta is durable; it calls ``publish`` then.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,10 @@ from agent.node.verdicts import VerdictChange, Verdicts
 log = logging.getLogger(__name__)
 
 SETTLE = 3.0  # at most this long after start before checking while looking for peers
-IDLE_TICK = 1.0  # the longest the periodic work sleeps
+#: the longest the periodic work sleeps: a safety net, since every piece of it with a time
+#: of its own (settling, drains, flap holds, site grace, repeated asks, reaping) is in
+#: ``next_deadline``, and changes wake it at once; an idle node wakes that rarely
+IDLE_TICK = 10.0
 REAP_EVERY = 60.0
 #: a failed (not left) member's site still counts towards ``confirm_sites`` this long:
 #: the other side of a partition must not confirm "down" alone while its own checks may be
@@ -592,9 +596,11 @@ class NodeCore:
     # --- periodic work -------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When ``tick`` next has work of its own: settling, or a drain timing out."""
+        """When ``tick`` next has work of its own: settling, a drain timing out, a held
+        member's return, a site's grace ending, a repeated ask, the next reap."""
+        asks = self.proof.next_ask()
         if not self.settled:
-            return self._started_at + SETTLE
+            return min(self._started_at + SETTLE, asks if asks is not None else math.inf)
         return min(
             (
                 t
@@ -602,6 +608,8 @@ class NodeCore:
                     self.handoff.next_deadline(),
                     self.flaps.next_expiry(),
                     self._next_grace_end(),
+                    asks,
+                    self._next_reap,
                 )
                 if t is not None
             ),

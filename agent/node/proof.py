@@ -52,6 +52,10 @@ class Proof:
         self.proven.discard(name)
         self._asks.pop(name, None)
 
+    def next_ask(self) -> float | None:
+        """When the earliest repeated ask falls due (None: nobody waits for one)."""
+        return min((at for at, _ in self._asks.values()), default=None)
+
     def asks_due(self, candidates: Iterable[str], now: float) -> list[str]:
         """The unproven candidates to send a hello asking for an answer now (each one
         then waits a doubling interval); candidates no longer listed are dropped."""

@@ -245,8 +245,9 @@ class Coordinator:
         self.commits.maybe_commit(now, self._meta())
 
     def next_wakeup(self, now: float) -> float:
-        """When ``tick`` next has work: a commit falling due, a drain timing out, the
-        settle time; at most IDLE_TICK away (reaping). Idle nodes wake once a second."""
+        """When ``tick`` next has work: a commit falling due, or the core's next deadline
+        (NodeCore.next_deadline); at most IDLE_TICK away, a safety net. Changes wake the
+        loop at once (``on_work``), so an idle node sleeps until the next deadline."""
         at = [now + IDLE_TICK]
         for t in (self.commits.next_commit(), self.core.next_deadline()):
             if t is not None:
