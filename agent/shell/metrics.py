@@ -110,11 +110,11 @@ class Metrics:
             registry=r,
         )
         self.unknown_origin_lookups = Counter(
-            "edge_agent_api_unknown_origin_lookups",
-            "API lookups of an origin id the fleet does not know (404), by endpoint "
-            "(origin, ready): not bad input, e.g. a load balancer asking about a removed "
-            "origin.",
-            ["endpoint"],
+            "edge_agent_unknown_origin_lookups",
+            "Lookups of a well-formed origin id the fleet does not know, by surface (api: "
+            "GET /v1/origins/{id}, ready: .../ready, agent-check): not bad input, e.g. a "
+            "load balancer still asking about a removed origin.",
+            ["surface"],
             registry=r,
         )
         self.task_restarts = Counter(

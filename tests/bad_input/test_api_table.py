@@ -38,7 +38,7 @@ class Req:
     says: str  # a fragment of the answer's "error" (or of the text, for non-JSON answers)
     headers: dict[str, str] | None = None  # default: the token and a JSON content type
     #: a lookup of an id the fleet does not know is not bad input: it is counted in
-    #: edge_agent_api_unknown_origin_lookups_total{endpoint="origin"} instead
+    #: edge_agent_unknown_origin_lookups_total{surface="api"} instead
     lookup: bool = False
 
 
@@ -247,7 +247,7 @@ def test_request(agent: AgentProcess, r: Req) -> None:
 
 def unknown_lookups(page: str) -> float:
     found = re.search(
-        r'^edge_agent_api_unknown_origin_lookups_total\{endpoint="origin"\} (\S+)$', page, re.M
+        r'^edge_agent_unknown_origin_lookups_total\{surface="api"\} (\S+)$', page, re.M
     )
     return float(found.group(1)) if found else 0.0
 

@@ -63,8 +63,8 @@ def test_the_conventions_promtool_does_not_check(fleet: Cluster) -> None:
     assert {labels["origin"] for labels, _ in expiry} == {"https"}
     assert all(v == fleet.tls.not_after.timestamp() for _, v in expiry), expiry
     assert all(v > time.time() for _, v in expiry)
-    lookups = seen["edge_agent_api_unknown_origin_lookups_total"]
-    assert sum(v for labels, v in lookups if labels["endpoint"] == "origin") >= 3
+    lookups = seen["edge_agent_unknown_origin_lookups_total"]
+    assert sum(v for labels, v in lookups if labels["surface"] == "api") >= 3
     assert not any(
         labels == {"source": "api", "kind": "404"}
         for labels, _ in seen["edge_agent_bad_input_total"]

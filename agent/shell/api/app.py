@@ -172,13 +172,13 @@ def build_app(backend: Backend) -> web.Application:
         link = {"Link": q.next_link(request.path, ids[-1])} if more else None
         return await stream_json_array(request, backend.origins_of(ids, q.fields), headers=link)
 
-    unknown_origin = {e: metrics.unknown_origin_lookups.labels(e) for e in ("origin", "ready")}
+    unknown_origin = {s: metrics.unknown_origin_lookups.labels(s) for s in ("api", "ready")}
 
     async def origin(request: web.Request) -> web.Response:
         oid = request.match_info["id"]
         view = backend.origin_view(oid)
         if view is None:  # an id, well formed, that the fleet does not know: not bad input
-            unknown_origin["origin"].inc()
+            unknown_origin["api"].inc()
             return error(404, f"no origin with id {oid!r}")
         return json_response(view)
 
