@@ -111,7 +111,7 @@ class Metrics:
         )
         self.unknown_origin_lookups = Counter(
             "edge_agent_unknown_origin_lookups",
-            "Lookups of a well-formed origin id the fleet does not know, by surface (api: "
+            "Lookups of an origin id the fleet does not know, by surface (api: "
             "GET /v1/origins/{id}, ready: .../ready, agent-check): not bad input, e.g. a "
             "load balancer still asking about a removed origin.",
             ["surface"],
