@@ -103,6 +103,14 @@ def test_origin_gauge_writes_what_prometheus_client_writes() -> None:
     ours.labels("a").set(1.0)  # unchanged: the same line
     assert ours.render() == generate_latest(registry).decode()
     assert ours.get("d_4") == 29.25 and ours.get("gone") is None and len(ours) == len(values)
+    # the encoded family is kept between scrapes, and follows every change
+    kept = ours.render_bytes()
+    assert kept == ours.render().encode() and ours.render_bytes() is kept
+    ours.labels("a").set(0.0)
+    assert b'edge_agent_origin_up{origin="a"} 0.0' in ours.render_bytes()
+    ours.remove("a")
+    assert b'origin="a"' not in ours.render_bytes()
+    assert ours.render_bytes() == ours.render().encode()
 
 
 def test_metrics_exposition_serves_the_per_origin_gauges() -> None:

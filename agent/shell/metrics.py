@@ -203,7 +203,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """What /metrics serves: the registry, then the per-origin families."""
-        per_origin = (
-            self.origin_up.render() + self.check_duration.render() + self.tls_expiry.render()
+        return b"".join(
+            [
+                generate_latest(self.registry),
+                self.origin_up.render_bytes(),
+                self.check_duration.render_bytes(),
+                self.tls_expiry.render_bytes(),
+            ]
         )
-        return generate_latest(self.registry) + per_origin.encode()
