@@ -122,6 +122,10 @@ def test_amtool_check_config_and_routes() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
     for labels, receivers in (
+        (
+            ["severity=critical", "alertname=EdgeAgentOriginChecksDown", "origin=web"],
+            "on-call,team-chat",
+        ),
         (["severity=critical", "alertname=EdgeAgentOriginDown", "origin=web"], "on-call,team-chat"),
         (["severity=warning", "alertname=EdgeAgentSDCardWear"], "team-chat"),
         (["severity=warning", "alertname=EdgeAgentStorageFault"], "team-chat"),
