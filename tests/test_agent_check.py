@@ -80,7 +80,9 @@ async def test_answers_from_the_fleet_verdict(server: AgentCheckServer) -> None:
     assert await ask(port, b"nope\n") == b"up #no such origin in the fleet (fail open)\n"
     assert sample(server, "edge_agent_lb_answers_total", surface="agent-check", answer="up") == 2
     assert sample(server, "edge_agent_lb_answers_total", surface="agent-check", answer="down") == 2
-    assert bad(server, "unknown-origin") == 1
+    # an id the fleet does not know is a lookup, not bad input
+    assert sample(server, "edge_agent_unknown_origin_lookups_total", surface="agent-check") == 1
+    assert bad(server, "unknown-origin") == 0
     await async_wait_for(lambda: server.open == 0, 5, "every connection closed")
 
 

@@ -103,14 +103,25 @@ def test_origin_gauge_writes_what_prometheus_client_writes() -> None:
     ours.labels("a").set(1.0)  # unchanged: the same line
     assert ours.render() == generate_latest(registry).decode()
     assert ours.get("d_4") == 29.25 and ours.get("gone") is None and len(ours) == len(values)
+    # the encoded family is kept between scrapes, and follows every change
+    kept = ours.render_bytes()
+    assert kept == ours.render().encode() and ours.render_bytes() is kept
+    ours.labels("a").set(0.0)
+    assert b'edge_agent_origin_up{origin="a"} 0.0' in ours.render_bytes()
+    ours.remove("a")
+    assert b'origin="a"' not in ours.render_bytes()
+    assert ours.render_bytes() == ours.render().encode()
 
 
 def test_metrics_exposition_serves_the_per_origin_gauges() -> None:
     m = Metrics()
     m.origin_up.labels("web").set(1)
-    m.tls_expiry_days.labels("web").set(12.5)
+    m.check_duration.labels("web").set(0.012)
+    m.tls_expiry.labels("web").set(1.8e9)
     m.bad_input.labels("api", "400").inc()
     families = {f.name: f for f in text_string_to_metric_families(m.exposition().decode())}
     assert families["edge_agent_origin_up"].samples[0].value == 1.0
-    assert families["edge_agent_origin_tls_expiry_days"].samples[0].labels == {"origin": "web"}
+    assert families["edge_agent_origin_check_duration_seconds"].samples[0].value == 0.012
+    tls = families["edge_agent_origin_tls_expiry_timestamp_seconds"].samples[0]
+    assert tls.labels == {"origin": "web"} and tls.value == 1.8e9
     assert families["edge_agent_bad_input"].samples[0].value == 1.0

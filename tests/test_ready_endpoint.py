@@ -59,7 +59,7 @@ def test_ready_and_agent_check_follow_the_verdict(
         'edge_agent_lb_answers_total{answer="down",surface="ready"} 2.0',
         'edge_agent_lb_answers_total{answer="up",surface="agent-check"} 3.0',
         'edge_agent_lb_answers_total{answer="down",surface="agent-check"} 2.0',
-        'edge_agent_bad_input_total{kind="unknown-origin",source="agent-check"} 1.0',
+        'edge_agent_unknown_origin_lookups_total{surface="agent-check"} 1.0',
         "edge_agent_lb_agent_connections 0.0",
         "edge_agent_lb_agent_refused_total 0.0",
         "edge_agent_peer_spec_unknown_keys_total 0.0",

@@ -1,5 +1,5 @@
-"""The check engine's figures in /metrics: per-origin up and TLS-expiry gauges, probe
-counters and latency histograms.
+"""The check engine's figures in /metrics: per-origin up, check-duration and TLS-expiry
+gauges, probe counters and latency histograms.
 
 Kept apart from the scheduling so the engine reads as a scheduler. Label children are
 cached: a ``labels()`` lookup per probe would cost more than the probe's bookkeeping at
@@ -15,7 +15,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .state import ProbeResult, Status, Transition
 
-_UP_VALUE = {Status.UNKNOWN: -1.0, Status.UP: 1.0, Status.DOWN: 0.0}
+# unknown has no series: a number for it (it was -1) would count in sum() and avg()
+_UP_VALUE = {Status.UP: 1.0, Status.DOWN: 0.0}
 
 
 class Series(Protocol):
@@ -42,16 +43,19 @@ class Figures(Protocol):
     @property
     def origin_up(self) -> PerOrigin: ...
     @property
-    def tls_expiry_days(self) -> PerOrigin: ...
+    def check_duration(self) -> PerOrigin: ...
+    @property
+    def tls_expiry(self) -> PerOrigin: ...
 
 
 class OriginGauges:
     """The gauges of one origin (created on first use, removed with the origin)."""
 
-    __slots__ = ("tls", "up")
+    __slots__ = ("duration", "tls", "up")
 
     def __init__(self) -> None:
         self.up: Any = None
+        self.duration: Any = None
         self.tls: Any = None
 
 
@@ -80,14 +84,25 @@ class CheckMetrics:
     def status(self, origin_id: str, gauges: OriginGauges, status: Status) -> None:
         if self.m is None:
             return
+        value = _UP_VALUE.get(status)
+        if value is None:
+            if gauges.up is not None:
+                self.m.origin_up.remove(origin_id)
+                gauges.up = None
+            return
         if gauges.up is None:
             gauges.up = self.m.origin_up.labels(origin_id)
-        gauges.up.set(_UP_VALUE[status])
+        gauges.up.set(value)
 
     def drop_tls(self, origin_id: str, gauges: OriginGauges) -> None:
-        if self.m is not None and gauges.tls is not None:
-            self.m.tls_expiry_days.remove(origin_id)
+        """The target changed: its certificate and last duration no longer apply."""
+        if self.m is not None:
+            if gauges.tls is not None:
+                self.m.tls_expiry.remove(origin_id)
+            if gauges.duration is not None:
+                self.m.check_duration.remove(origin_id)
         gauges.tls = None
+        gauges.duration = None
 
     def removed(self, origin_id: str, gauges: OriginGauges) -> None:
         if self.m is None:
@@ -117,10 +132,14 @@ class CheckMetrics:
         if hist is None:
             hist = self._latency[kind] = m.check_latency.labels(kind)
         hist.observe(result.latency)
-        if result.tls_expiry_days is not None:
+        if gauges.duration is None:
+            gauges.duration = m.check_duration.labels(origin_id)
+        # to the microsecond: shorter lines, and a value that repeats is not re-formatted
+        gauges.duration.set(round(result.latency, 6))
+        if result.tls_not_after is not None:
             if gauges.tls is None:
-                gauges.tls = m.tls_expiry_days.labels(origin_id)
-            gauges.tls.set(result.tls_expiry_days)
+                gauges.tls = m.tls_expiry.labels(origin_id)
+            gauges.tls.set(result.tls_not_after)
         if transition is not None:
             m.transitions.labels(transition.new.value).inc()
             self.status(origin_id, gauges, transition.new)

@@ -86,15 +86,16 @@ async def probe_http(
     """One HTTP(S) request per ``spec``; latency covers the request and the bounded body read.
 
     Redirects are not followed (a 301 is status 301, as in HAProxy). For https the
-    certificate's days-to-expiry come from the connection's peer certificate (DER, so it
-    works with verification off too); ``wall`` is the wall clock those days are counted
-    from.
+    certificate's notAfter and days to expiry come from the connection's peer certificate
+    (DER, so it works with verification off too); ``wall`` is the wall clock those days
+    are counted from.
     """
     if clock is None:
         clock = asyncio.get_running_loop().time
     start = clock()
     status: int | None = None
     tls_days: float | None = None
+    not_after: float | None = None
     try:
         async with session.request(
             spec.method,
@@ -106,22 +107,25 @@ async def probe_http(
         ) as resp:
             status = resp.status
             if spec.tls:
-                tls_days = _tls_expiry_days(resp, wall)
+                not_after = _tls_not_after(resp)
+                if not_after is not None:
+                    tls_days = (not_after - wall()) / 86400.0
             body = await _read_bounded(resp, body_limit)
     except Exception as exc:
         if not isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError)):
             raise  # a bug: the engine reports it as an internal error
         end = clock()
-        return ProbeResult(False, end - start, describe_error(exc, spec), end, status, tls_days)
+        reason = describe_error(exc, spec)
+        return ProbeResult(False, end - start, reason, end, status, tls_days, not_after)
     end = clock()
     latency = end - start
     if status not in _code_set(spec.expect_status):
         reason = f"status {status} (expected {describe_codes(spec.expect_status)})"
-        return ProbeResult(False, latency, reason, end, status, tls_days)
+        return ProbeResult(False, latency, reason, end, status, tls_days, not_after)
     if spec.expect_body and spec.expect_body.encode() not in body:
         reason = _clip(f"body does not contain {_clip(spec.expect_body, 40)!r}")
-        return ProbeResult(False, latency, reason, end, status, tls_days)
-    return ProbeResult(True, latency, f"status {status}", end, status, tls_days)
+        return ProbeResult(False, latency, reason, end, status, tls_days, not_after)
+    return ProbeResult(True, latency, f"status {status}", end, status, tls_days, not_after)
 
 
 async def probe_tcp(spec: OriginSpec, *, clock: Clock | None = None) -> ProbeResult:
@@ -160,8 +164,9 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _tls_expiry_days(resp: aiohttp.ClientResponse, wall: Clock) -> float | None:
-    """Days until the peer certificate's notAfter, from the connection the response came on.
+def _tls_not_after(resp: aiohttp.ClientResponse) -> float | None:
+    """The peer certificate's notAfter (POSIX seconds), from the connection the response
+    came on.
 
     aiohttp hands the connection back to its pool as soon as the body has arrived, often
     before the caller sees the response, so ``resp.connection`` is usually None already;
@@ -179,8 +184,7 @@ def _tls_expiry_days(resp: aiohttp.ClientResponse, wall: Clock) -> float | None:
     der = sslobj.getpeercert(binary_form=True)
     if not der:
         return None
-    not_after = _not_after(der)
-    return None if not_after is None else (not_after - wall()) / 86400.0
+    return _not_after(der)
 
 
 @lru_cache(maxsize=4096)

@@ -36,6 +36,8 @@ class ProbeResult:
     at: float
     status_code: int | None = None
     tls_expiry_days: float | None = None
+    #: the certificate's notAfter, POSIX seconds (the metric's base unit)
+    tls_not_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

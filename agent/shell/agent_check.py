@@ -10,7 +10,9 @@ agent/node/lb_answer.py; this is only the TCP around it, written as an asyncio P
 - a request is at most MAX_REQUEST bytes (a 1 MB line is answered after 256, then the
   connection is closed); a client that sends nothing is closed after ``read_timeout``;
 - bytes that are not an origin id are answered ``up`` with a description (fail open);
-- every such case is counted in edge_agent_bad_input_total{source="agent-check"}.
+- every such case is counted in edge_agent_bad_input_total{source="agent-check"}; an id
+  the fleet does not know, well formed, is not bad input and is counted in
+  edge_agent_unknown_origin_lookups_total{surface="agent-check"}.
 
 Read-only: it never changes state, and it tells a client no more than an origin's
 verdict and reason, so it is safe to expose on the LAN.
@@ -199,7 +201,10 @@ class AgentCheckServer:
         self.metrics.lb_connections.set(self.open)
 
     def bad(self, kind: str) -> None:
-        self.metrics.bad_input.labels("agent-check", kind).inc()
+        if kind == "unknown-origin":  # a well-formed id the fleet does not know: a lookup
+            self.metrics.unknown_origin_lookups.labels("agent-check").inc()
+        else:
+            self.metrics.bad_input.labels("agent-check", kind).inc()
 
 
 async def _listen(address: HostPort) -> list[socket.socket]:

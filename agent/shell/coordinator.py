@@ -384,10 +384,21 @@ class CoordinatorCollector(Collector):
 
     def collect(self) -> Iterable[Any]:
         c = self.c
-        rep = CounterMetricFamily(
-            "edge_agent_replication", "Replication events, by kind.", labels=["kind"]
+        counts = c.replicator.counters.as_dict()
+        moved = CounterMetricFamily(
+            "edge_agent_replication_bytes",
+            "Replication payload bytes, by direction (in, out; a broadcast counted once).",
+            labels=["direction"],
         )
-        for kind, n in c.replicator.counters.as_dict().items():
+        moved.add_metric(["in"], counts.pop("bytes_in"))
+        moved.add_metric(["out"], counts.pop("bytes_out"))
+        yield moved
+        rep = CounterMetricFamily(
+            "edge_agent_replication_events",
+            "Replication events (messages, exchanges, drops), by kind: docs/replication.md.",
+            labels=["kind"],
+        )
+        for kind, n in counts.items():
             rep.add_metric([kind], n)
         yield rep
         yield CounterMetricFamily(

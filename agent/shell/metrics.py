@@ -6,17 +6,32 @@ Per-origin series are gauges only; histograms are labelled by kind, not origin,
 so 10,000 origins do not become 10,000 x buckets series. The per-origin gauges are kept
 outside the registry as ready-made lines (agent/shell/origin_gauge.py), so a scrape at
 100,000 origins takes milliseconds, not seconds; ``exposition`` serves both.
+
+Names follow Prometheus' conventions (base units, ``_total`` on counters, one unit a
+metric) and /metrics passes ``promtool check metrics``; CHANGELOG.md lists the renames.
+No ``_created`` series: they double every counter's series for a figure no rule uses.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from agent import __version__
 from agent.shell.origin_gauge import OriginGauge
+
+# process-wide in prometheus_client: every registry of this process drops them
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -50,15 +65,34 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.verdict_changes = Counter(
+            "edge_agent_verdict_changes",
+            "Changes of the fleet's verdict on an origin, by new verdict (every node counts "
+            "the same changes).",
+            ["verdict"],
+            registry=r,
+        )
         self.origins_by_verdict = Gauge(
-            "edge_agent_origins", "Origins by current verdict.", ["verdict"], registry=r
+            "edge_agent_origins",
+            "Origins in the fleet by the fleet's current verdict (up, down, disputed, "
+            "unknown); every node reports the same counts.",
+            ["verdict"],
+            registry=r,
         )
         # one series per origin this node checks: written out apart (origin_gauge.py)
         self.origin_up = OriginGauge(
-            "edge_agent_origin_up", "1 if the origin is up, 0 if down, -1 while unknown."
+            "edge_agent_origin_up",
+            "This node's checks' status of each origin it checks: 1 up, 0 down; no series "
+            "while unknown (edge_agent_origins has the fleet's counts by verdict).",
         )
-        self.tls_expiry_days = OriginGauge(
-            "edge_agent_origin_tls_expiry_days", "Days until the origin's TLS certificate expires."
+        self.check_duration = OriginGauge(
+            "edge_agent_origin_check_duration_seconds",
+            "How long the last check of each origin this node checks took, failed or not.",
+        )
+        self.tls_expiry = OriginGauge(
+            "edge_agent_origin_tls_expiry_timestamp_seconds",
+            "When the origin's TLS certificate expires (its notAfter), in seconds since "
+            "the epoch; https origins only.",
         )
         self.checks_in_flight = Gauge(
             "edge_agent_checks_in_flight", "Probes running right now.", registry=r
@@ -73,6 +107,14 @@ class Metrics:
             "edge_agent_bad_input",
             "Rejected input, by source (api, config, packet, stream, file) and kind.",
             ["source", "kind"],
+            registry=r,
+        )
+        self.unknown_origin_lookups = Counter(
+            "edge_agent_unknown_origin_lookups",
+            "Lookups of an origin id the fleet does not know, by surface (api: "
+            "GET /v1/origins/{id}, ready: .../ready, agent-check): not bad input, e.g. a "
+            "load balancer still asking about a removed origin.",
+            ["surface"],
             registry=r,
         )
         self.task_restarts = Counter(
@@ -161,5 +203,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """What /metrics serves: the registry, then the per-origin families."""
-        per_origin = self.origin_up.render() + self.tls_expiry_days.render()
-        return generate_latest(self.registry) + per_origin.encode()
+        return b"".join(
+            [
+                generate_latest(self.registry),
+                self.origin_up.render_bytes(),
+                self.check_duration.render_bytes(),
+                self.tls_expiry.render_bytes(),
+            ]
+        )

@@ -233,7 +233,7 @@ class Agent:
     def _on_verdict(self, change: VerdictChange) -> None:
         """The fleet's verdict on an origin changed (from any node's observations)."""
         record = change.as_dict()
-        self.metrics.transitions.labels(change.new).inc()
+        self.metrics.verdict_changes.labels(change.new).inc()
         self.events.publish("transition", record)
         if self.verdict_log.on_change(change, _loop_time()):
             log.log(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ class Req:
     status: int
     says: str  # a fragment of the answer's "error" (or of the text, for non-JSON answers)
     headers: dict[str, str] | None = None  # default: the token and a JSON content type
+    #: a lookup of an id the fleet does not know is not bad input: it is counted in
+    #: edge_agent_unknown_origin_lookups_total{surface="api"} instead
+    lookup: bool = False
 
 
 def j(v: Any) -> bytes:
@@ -116,8 +120,24 @@ CASES = [
     put("1kb-id", SPEC, 400, "(1024 characters)", path="/v1/origins/" + "a" * 1024),
     put("10kb-id", SPEC, 400, "8190 bytes", path="/v1/origins/" + "a" * 10240),
     put("empty-id", SPEC, 404, "no such path", path="/v1/origins/"),
-    Req("get-unknown-id", "GET", "/v1/origins/nope", None, 404, "no origin with id 'nope'"),
-    Req("get-unicode-id", "GET", "/v1/origins/%C3%A9", None, 404, "no origin with id 'é'"),
+    Req(
+        "get-unknown-id",
+        "GET",
+        "/v1/origins/nope",
+        None,
+        404,
+        "no origin with id 'nope'",
+        lookup=True,
+    ),
+    Req(
+        "get-unicode-id",
+        "GET",
+        "/v1/origins/%C3%A9",
+        None,
+        404,
+        "no origin with id 'é'",
+        lookup=True,
+    ),
     Req("delete-unknown-id", "DELETE", "/v1/origins/nope", None, 404, "no origin with id"),
     Req("delete-10kb-id", "DELETE", "/v1/origins/" + "b" * 10240, None, 400, "8190 bytes"),
     # --- content types: the body is read as JSON whatever the type says (curl -d sends
@@ -209,7 +229,8 @@ def metrics(a: AgentProcess) -> str:
 
 @pytest.mark.parametrize("r", CASES, ids=lambda r: r.id)
 def test_request(agent: AgentProcess, r: Req) -> None:
-    before = bad_input_count(metrics(agent), "api", str(r.status))
+    page = metrics(agent)
+    before, lookups = bad_input_count(page, "api", str(r.status)), unknown_lookups(page)
     status, ctype, answer = send(agent, r)
     assert status == r.status, f"{r.id}: {status} {answer!r:.400}"
     if isinstance(answer, dict) and "error" in answer:
@@ -221,8 +242,18 @@ def test_request(agent: AgentProcess, r: Req) -> None:
     assert r.says in message, f"{r.says!r} not in {message!r:.400}"
     if status >= 400 and r.path.startswith("/v1"):  # the API's own answers are JSON
         assert "json" in ctype or "8190 bytes" in r.says, ctype
-    after = bad_input_count(metrics(agent), "api", str(r.status))
-    assert after - before == (1 if status >= 400 else 0), "edge_agent_bad_input_total"
+    page = metrics(agent)
+    after = bad_input_count(page, "api", str(r.status))
+    bad = status >= 400 and not r.lookup
+    assert after - before == (1 if bad else 0), "edge_agent_bad_input_total"
+    assert unknown_lookups(page) - lookups == (1 if r.lookup else 0), "unknown-origin lookups"
+
+
+def unknown_lookups(page: str) -> float:
+    found = re.search(
+        r'^edge_agent_unknown_origin_lookups_total\{surface="api"\} (\S+)$', page, re.M
+    )
+    return float(found.group(1)) if found else 0.0
 
 
 def test_no_traceback_in_the_log(agent: AgentProcess) -> None:

@@ -171,6 +171,8 @@ async def test_set_origins_add_remove_change(
     assert ups == {"a", "b"}
     await origin.wait_for(lambda: origin.hanging == 1)
     assert served(metrics, "edge_agent_origin_up", {"origin": "a"}) == 1.0
+    # unknown (its first check still running) has no series: no number to sum by mistake
+    assert served(metrics, "edge_agent_origin_up", {"origin": "hang"}) is None
 
     # remove: the in-flight probe is cancelled (the origin sees its client go away)
     engine.set_origins([a, b])
@@ -310,6 +312,10 @@ async def test_metrics_are_recorded(
     assert get("edge_agent_origin_transitions_total", {"status": "up"}) == 2.0
     assert get("edge_agent_origin_transitions_total", {"status": "down"}) == 1.0
     assert (get("edge_agent_check_start_lag_seconds_count") or 0) >= 6
+    for oid in ("up", "down", "tcp"):  # the last check's duration, in seconds
+        took = served(metrics, "edge_agent_origin_check_duration_seconds", {"origin": oid})
+        assert took is not None and 0 < took < 1, (oid, took)
+    assert b"_created" not in metrics.exposition()
 
 
 async def test_tls_expiry_reaches_views_and_metrics(
@@ -323,8 +329,8 @@ async def test_tls_expiry_reaches_views_and_metrics(
     await rec.wait_results("tls", 2)
     v = engine.view("tls")
     assert v is not None and v.tls_expiry_days == pytest.approx(30, abs=0.01)
-    days = served(metrics, "edge_agent_origin_tls_expiry_days", {"origin": "tls"})
-    assert days == pytest.approx(30, abs=0.01)
+    expiry = served(metrics, "edge_agent_origin_tls_expiry_timestamp_seconds", {"origin": "tls"})
+    assert expiry == pytest.approx(time.time() + 30 * 86400, abs=60)
 
 
 async def test_concurrency_bound_is_never_exceeded(

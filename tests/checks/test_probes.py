@@ -162,6 +162,8 @@ async def test_https_expiry_counts_from_the_wall_clock(
     spec = make_spec(tls_origin.url("/ok"), tls_verify=False)
     r = await probe_http(session, spec, wall=lambda: ten_days_before)
     assert r.tls_expiry_days == pytest.approx(10.0, abs=1e-6)
+    # the metric's form: the notAfter itself, in seconds, whatever the clock says
+    assert r.tls_not_after == self_signed.not_after.timestamp()
 
 
 async def test_https_verified_with_a_trusted_certificate(

@@ -175,11 +175,13 @@ def build_app(backend: Backend) -> web.Application:
         link = {"Link": q.next_link(request.path, ids[-1])} if more else None
         return await stream_json_array(request, backend.origins_of(ids, q.fields), headers=link)
 
+    unknown_origin = {s: metrics.unknown_origin_lookups.labels(s) for s in ("api", "ready")}
+
     async def origin(request: web.Request) -> web.Response:
         oid = request.match_info["id"]
         view = backend.origin_view(oid)
-        if view is None:
-            metrics.bad_input.labels("api", "404").inc()
+        if view is None:  # an id, well formed, that the fleet does not know: not bad input
+            unknown_origin["api"].inc()
             return error(404, f"no origin with id {oid!r}")
         return json_response(view)
 
@@ -192,7 +194,7 @@ def build_app(backend: Backend) -> web.Application:
         oid = request.match_info["id"]
         answer = backend.lb_answer_for(oid)
         if answer is None:
-            metrics.bad_input.labels("api", "404").inc()
+            unknown_origin["ready"].inc()
             return error(404, f"no origin with id {oid!r}")
         ready_answers[answer.word].inc()
         return web.Response(
