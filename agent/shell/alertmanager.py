@@ -13,7 +13,6 @@ Alertmanager neither fires forever nor stays missing for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from agent.shell.alert_rules import Alert, AlertQueue
 from agent.shell.config import AlertmanagerConfig
+from agent.shell.http_post import post
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +130,8 @@ class AlertmanagerSender:
     async def _post(self, url: str, timeout: float, batch: list[Alert]) -> str | None:
         assert self._session is not None
         body = json.dumps([a.as_json() for a in batch], separators=(",", ":"))
-        try:
-            async with self._session.post(
-                url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                text = ""
-                with contextlib.suppress(Exception):
-                    text = (await resp.text())[:200]
-                if 200 <= resp.status < 300:
-                    return None
-                return f"HTTP {resp.status} {text.strip()}".strip()
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            return str(e) or type(e).__name__
+        headers = {"Content-Type": "application/json"}
+        return await post(self._session, url, body, headers, timeout, detail=True)
 
 
 class AlertmanagerCollector(Collector):

@@ -20,7 +20,6 @@ in ``edge_agent_webhook_dropped_total{reason="shutdown"}``, so none goes silentl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -32,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent.shell.config import WebhookConfig
+from agent.shell.http_post import post
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +141,7 @@ class Webhooks:
 
     async def _post(self, hook: WebhookConfig, body: str, headers: dict[str, str]) -> str | None:
         assert self._session is not None
-        try:
-            async with self._session.post(
-                hook.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=hook.timeout),
-            ) as resp:
-                with contextlib.suppress(Exception):
-                    await resp.read()
-                if 200 <= resp.status < 300:
-                    return None
-                return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            return str(e) or type(e).__name__
+        return await post(self._session, hook.url, body, headers, hook.timeout)
 
 
 class WebhookCollector(Collector):
