@@ -17,12 +17,13 @@ import csv
 import io
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from edge_harness.children import stop_child
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -202,16 +203,7 @@ class HAProxy:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (then SIGKILL) by PID; safe to call twice."""
-        p = self.proc
-        if p is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop_child(self.proc, timeout)
         self.cleanup()
 
     def cleanup(self) -> None:

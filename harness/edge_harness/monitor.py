@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -20,6 +18,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from edge_harness.children import stop_child
 
 #: a GET of a path on the child's listen address: (status, parsed JSON or text)
 Get = Callable[[str], tuple[int, Any]]
@@ -118,13 +118,4 @@ class Child:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (then SIGKILL) by PID; safe to call twice."""
-        p = self.proc
-        if p is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop_child(self.proc, timeout)
