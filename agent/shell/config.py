@@ -14,7 +14,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -497,16 +497,24 @@ def _parse_lb(problems: list[str], t: Mapping[str, Any]) -> LbConfig:
     return lb
 
 
-def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
+def _each_table(
+    problems: list[str], raw: Any, name: str
+) -> Iterator[tuple[TableReader, dict[str, Any]]]:
+    """A reader for each table of an array of tables (``[[name]]``); what is not one is a
+    problem named by its index, and is skipped."""
     if not isinstance(raw, list):
-        problems.append("webhook: must be an array of tables ([[webhook]])")
-        return ()
-    out = []
+        problems.append(f"{name}: must be an array of tables ([[{name}]])")
+        return
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
-            problems.append(f"webhook[{i}]: {show(t)} is not a table")
+            problems.append(f"{name}[{i}]: {show(t)} is not a table")
             continue
-        r = TableReader(problems, f"webhook[{i}]", t)
+        yield TableReader(problems, f"{name}[{i}]", t), t
+
+
+def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
+    out = []
+    for r, t in _each_table(problems, raw, "webhook"):
         url = r.get("url", str, "", "a string")
         if "url" not in t:
             r.bad("url", "missing (the http(s):// address to POST alerts to)")
@@ -529,15 +537,8 @@ def _parse_webhooks(problems: list[str], raw: Any) -> tuple[WebhookConfig, ...]:
 
 
 def _parse_alertmanagers(problems: list[str], raw: Any) -> tuple[AlertmanagerConfig, ...]:
-    if not isinstance(raw, list):
-        problems.append("alertmanager: must be an array of tables ([[alertmanager]])")
-        return ()
     out: list[AlertmanagerConfig] = []
-    for i, t in enumerate(raw):
-        if not isinstance(t, dict):
-            problems.append(f"alertmanager[{i}]: {show(t)} is not a table")
-            continue
-        r = TableReader(problems, f"alertmanager[{i}]", t)
+    for r, t in _each_table(problems, raw, "alertmanager"):
         url = r.get("url", str, "", "a string")
         if "url" not in t:
             r.bad("url", 'missing (the Alertmanager\'s address, e.g. "http://host:9093")')
