@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,10 +103,28 @@ def agent_config(d: Path, seed: int, origins: int) -> Path:
     return p
 
 
-async def one(
-    argv: list[str], seed: Seed, notify: Path | None, log: Path
-) -> tuple[float, float | None]:
-    """(seconds to the first packet, seconds to READY or None) for one exec."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU so far (clock ticks: 10 ms steps)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Trial:
+    """One exec's figures: wall seconds and CPU seconds to the first packet and READY."""
+
+    def __init__(self) -> None:
+        self.packet = 0.0
+        self.ready: float | None = None
+        self.cpu_packet = 0.0
+        self.cpu_ready: float | None = None
+
+
+async def one(argv: list[str], seed: Seed, notify: Path | None, log: Path) -> Trial:
+    """Exec ``argv`` once and time it (CPU read when each moment is seen, within 2 ms)."""
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)
     sock: socket.socket | None = None
@@ -116,25 +135,30 @@ async def one(
         env["NOTIFY_SOCKET"] = str(notify)
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
-    ready: float | None = None
+    trial = Trial()
+    cpu_packet: float | None = None
     try:
         while time.monotonic() - t0 < DEADLINE:
-            if sock is not None and ready is None:
+            if sock is not None and trial.ready is None:
                 try:
                     while True:
                         msg = sock.recv(4096)
                         if b"READY=1" in msg.split(b"\n"):
-                            ready = time.monotonic() - t0
+                            trial.ready = time.monotonic() - t0
+                            trial.cpu_ready = cpu_seconds(p.pid)
                 except BlockingIOError:
                     pass
-            if seed.first is not None and (sock is None or ready is not None):
+            if seed.first is not None and cpu_packet is None:
+                cpu_packet = cpu_seconds(p.pid)
+            if seed.first is not None and (sock is None or trial.ready is not None):
                 break
             if p.poll() is not None:
                 raise RuntimeError(f"{argv[0]} exited with {p.returncode}; see {log}")
             await asyncio.sleep(0.002)  # polling a clock for a benchmark figure
-        if seed.first is None:
+        if seed.first is None or cpu_packet is None:
             raise RuntimeError(f"no packet reached the seed within {DEADLINE:.0f} s; see {log}")
-        return seed.first - t0, ready
+        trial.packet, trial.cpu_packet = seed.first - t0, cpu_packet
+        return trial
     finally:
         p.terminate()
         try:
@@ -150,75 +174,98 @@ def summary(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.3f} s (min {min(xs):.3f}, max {max(xs):.3f})"
 
 
+async def trials_of(
+    argv_for: Callable[[Path, int], list[str]],
+    label: str,
+    n: int,
+    trials: int,
+    work: Path,
+    notify: bool,
+) -> list[Trial]:
+    out = []
+    for t in range(trials):
+        d = work / f"{label}-{n}-{t}"
+        d.mkdir()
+        seed = Seed()
+        await seed.start()
+        try:
+            trial = await one(
+                argv_for(d, seed.port), seed, d / "notify" if notify else None, d / "run.log"
+            )
+        finally:
+            seed.close()
+        if notify and trial.ready is None:
+            raise RuntimeError(f"{label}, {n} origins, trial {t + 1}: no READY")
+        out.append(trial)
+        ready = f", READY {trial.ready:.3f} s (CPU {trial.cpu_ready:.2f} s)" if notify else ""
+        print(
+            f"  {label}, {n:>5} origins, trial {t + 1}: first packet {trial.packet:.3f} s "
+            f"(CPU {trial.cpu_packet:.2f} s){ready}"
+        )
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="ea-startup-"))
     sizes = [int(x) for x in args.origins.split(",")]
-    rows: list[tuple[str, list[float], list[float]]] = []
+    print(f"load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    rows: list[tuple[str, list[Trial]]] = []
     for n in sizes:
-        packets, readies = [], []
-        for t in range(args.trials):
-            d = work / f"agent-{n}-{t}"
-            d.mkdir()
-            seed = Seed()
-            await seed.start()
-            try:
-                cfg = agent_config(d, seed.port, n)
-                pk, rd = await one(
-                    [EDGE_AGENT, "run", "--config", str(cfg)], seed, d / "notify", d / "agent.log"
-                )
-            finally:
-                seed.close()
-            packets.append(pk)
-            if rd is None:
-                print(f"  edge-agent, {n} origins, trial {t + 1}: no READY", file=sys.stderr)
-                return 1
-            readies.append(rd)
-            print(
-                f"  edge-agent, {n:>5} origins, trial {t + 1}: "
-                f"first packet {pk:.3f} s, READY {rd:.3f} s"
+
+        def agent_argv(d: Path, port: int, n: int = n) -> list[str]:
+            return [EDGE_AGENT, "run", "--config", str(agent_config(d, port, n))]
+
+        rows.append(
+            (
+                f"edge-agent, {n} origins",
+                await trials_of(agent_argv, "edge-agent", n, args.trials, work, True),
             )
-        rows.append((f"edge-agent, {n} origins", packets, readies))
+        )
     serf = shutil.which("serf")
     if serf and not args.no_serf:
-        packets = []
-        for t in range(args.trials):
-            d = work / f"serf-{t}"
-            d.mkdir()
-            seed = Seed()
-            await seed.start()
-            try:
-                argv = [
-                    serf,
-                    "agent",
-                    "-node",
-                    "s0",
-                    "-bind",
-                    f"{LOOPBACK}:{free_port()}",
-                    "-rpc-addr",
-                    f"{LOOPBACK}:{free_port()}",
-                    "-join",
-                    f"{LOOPBACK}:{seed.port}",
-                ]
-                pk, _ = await one(argv, seed, None, d / "serf.log")
-            finally:
-                seed.close()
-            packets.append(pk)
-            print(f"  serf, trial {t + 1}: first packet {pk:.3f} s")
-        rows.append(("serf (Debian)", packets, []))
+
+        def serf_argv(d: Path, port: int) -> list[str]:
+            return [
+                serf,
+                "agent",
+                "-node",
+                "s0",
+                "-bind",
+                f"{LOOPBACK}:{free_port()}",
+                "-rpc-addr",
+                f"{LOOPBACK}:{free_port()}",
+                "-join",
+                f"{LOOPBACK}:{port}",
+            ]
+
+        rows.append(
+            ("serf (Debian)", await trials_of(serf_argv, "serf", 0, args.trials, work, False))
+        )
     print()
-    print(f"{'':28} {'first packet':40} READY")
-    for name, firsts, readys in rows:
-        print(f"{name:28} {summary(firsts):40} {summary(readys) if readys else '-'}")
-    agent_rows = [r for r in rows if r[0].startswith("edge-agent")]
-    big = agent_rows[-1]
+    print(f"{'':26} {'first packet (wall; CPU)':46} READY (wall; CPU)")
+    for name, ts in rows:
+        first = (
+            summary([t.packet for t in ts])
+            + f"; CPU {statistics.median(t.cpu_packet for t in ts):.2f} s"
+        )
+        readys = [t.ready for t in ts if t.ready is not None]
+        ready = (
+            summary(readys) + f"; CPU {statistics.median(t.cpu_ready or 0.0 for t in ts):.2f} s"
+            if readys
+            else "-"
+        )
+        print(f"{name:26} {first:46} {ready}")
+    big = [ts for name, ts in rows if name.startswith("edge-agent")][-1]
+    packet = statistics.median(t.packet for t in big)
+    ready_med = statistics.median(t.ready or 0.0 for t in big)
     print(
         f"\ngoals: first packet <= {GOAL_PACKET} s: "
-        f"{'met' if statistics.median(big[1]) <= GOAL_PACKET else 'MISSED'}; "
+        f"{'met' if packet <= GOAL_PACKET else 'MISSED'}; "
         f"READY <= {GOAL_READY} s with {sizes[-1]} origins: "
-        f"{'met' if statistics.median(big[2]) <= GOAL_READY else 'MISSED'}"
+        f"{'met' if ready_med <= GOAL_READY else 'MISSED'}"
     )
     if serf and not args.no_serf:
-        ratio = statistics.median(big[1]) / statistics.median(rows[-1][1])
+        ratio = packet / statistics.median(t.packet for t in rows[-1][1])
         print(f"first packet, edge-agent / serf: {ratio:.1f}x")
     return 0
 

@@ -582,7 +582,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # aiohttp's static-file handler reads the system's MIME table (/etc/mime.types,
     # ~0.3 MiB resident) at import; Python's built-in table stays.
     mimetypes.knownfiles = []
-    from agent.shell.runtime import Agent
+    from agent.shell.launch import launch  # gossip first; the heavy imports follow it
     from agent.shell.systemd import setup_logging
 
     path = resolve_config_path(args.config)
@@ -593,7 +593,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     setup_logging(cfg.log.level)
     try:
-        asyncio.run(Agent(cfg, path).run())
+        asyncio.run(launch(cfg, path))
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as e:  # the last line of defence: say what happened, exit 1

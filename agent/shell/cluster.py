@@ -30,8 +30,10 @@ from agent.membership import (
     Rejected,
     RemoteState,
     SerfClock,
+    SerfPushPull,
     UserMessage,
     decode_tags,
+    encode_serf_message,
     encode_tags,
 )
 from agent.shell.advertise import advertise_address, is_derived
@@ -47,6 +49,12 @@ from agent.shell.refusal_log import RefusalLog
 from agent.shell.rejoin import Rejoiner
 
 log = logging.getLogger(__name__)
+
+#: events held while nothing is attached to take them (a node that starts gossip before
+#: the rest of it is built: agent/shell/launch.py); far more than a start-up sees
+EARLY_EVENTS = 10_000
+#: peers a node re-syncs with (push/pull) once the rest of it is attached
+RESYNC_PEERS = 3
 
 __all__ = ["ROLE", "Cluster", "KeyringError", "load_keyring"]
 
@@ -85,6 +93,13 @@ class Cluster:
         self._had_peers = False
         self.token_fingerprint: str | None = None  # advertised as tag "wt" (fleet_token.py)
         self._tasks: set[asyncio.Task[None]] = set()
+        # gossip started before the rest of the node (launch.py): events wait here for
+        # attach(), and push/pulls carry no replication digest until then
+        self._early: list[Event] | None = None
+        self._early_dropped = 0
+        self._stub_states = 0  # push/pulls answered without our digest
+        self._meta = b""  # the tags last announced (refresh_meta)
+        self._discovering = False
         # peers refused for their key, encryption or versions: logged once per host and
         # cause, then every 10 minutes with a count (agent/shell/refusal_log.py)
         self.refusal_log = RefusalLog()
@@ -115,8 +130,7 @@ class Cluster:
         if fingerprint == self.token_fingerprint:
             return
         self.token_fingerprint = fingerprint
-        if self.node is not None and self.node.running:
-            self.node.update_meta(encode_tags(self.tags()))
+        self.refresh_meta()
 
     def peer_token_fingerprints(self) -> dict[str, str]:
         """{name: fingerprint} of the live peers that advertise a fleet token."""
@@ -126,22 +140,83 @@ class Cluster:
             if TOKEN_TAG in (tags := decode_tags(m.meta))
         }
 
-    async def start(self) -> None:
-        """Bind the gossip port (OSError if taken) and announce ourselves."""
+    def start_early(self) -> None:
+        """Call before ``start`` when gossip runs ahead of the rest of the node (launch.py):
+        events are held for ``attach``, which replays them in order."""
+        if self.on_event is None and self._early is None:
+            self._early = []
+
+    def attach(
+        self,
+        on_event: Callable[[Event], None],
+        local_state: Callable[[bool], bytes],
+        on_change: Callable[[], None],
+    ) -> None:
+        """Hand the running cluster to the rest of the node: the events held since the
+        early start are delivered, and the peers whose push/pulls carried no digest of ours
+        are synced with again, so neither side waits a push/pull interval for a repair."""
+        self.on_event, self.local_state, self.on_change = on_event, local_state, on_change
+        held, self._early = self._early or [], None
+        if self._early_dropped:
+            log.warning(
+                "%d membership events came before start-up finished and were dropped",
+                self._early_dropped,
+            )
+        for ev in held:
+            on_event(ev)
+        node = self.node
+        if self._stub_states and node is not None and node.running:
+            peers = [m.address for m in self.alive_peers()][:RESYNC_PEERS]
+            if peers:
+                self.spawn(self._resync(peers))
+        self.changed()
+
+    async def _resync(self, peers: list[tuple[str, int]]) -> None:
+        node = self.node
+        if node is None:
+            return
+        try:
+            await node.join(peers)
+        except (TimeoutError, OSError) as e:
+            log.debug("re-sync after start-up: %s", e)
+
+    def _local_state(self, join: bool) -> bytes:
+        """Our push/pull user state. Before ``attach`` there is no store to digest: a
+        plain Serf state, which our peers take as carrying nothing for replication (no
+        repair is sent on it) and Serf agents accept."""
+        if self.local_state is not None:
+            return self.local_state(join)
+        self._stub_states += 1
+        return encode_serf_message(SerfPushPull())
+
+    def refresh_meta(self) -> None:
+        """Announce our tags again if they changed since gossip started (the API's port
+        is known only once it listens; a node that gossips first learns it later)."""
+        node = self.node
+        if node is not None and node.running:
+            meta = encode_tags(self.tags())
+            if meta != self._meta:
+                self._meta = meta
+                node.update_meta(meta)
+
+    async def start(self, *, discover: bool = True) -> None:
+        """Bind the gossip port (OSError if taken) and announce ourselves; ``discover``:
+        start mDNS now too (launch.py starts it once the API's port is known)."""
         if self.config.cluster.keyring_file is not None:
             self.keyring = load_keyring(self.config.cluster.keyring_file)
         bind = self.config.cluster.bind
         adv_host, adv_port = advertise_address(self.config)
+        self._meta = encode_tags(self.tags())
         self.node = MembershipNode(
             self.node_name,
             (bind.host, bind.port),
             advertise=(adv_host, adv_port),
-            meta=encode_tags(self.tags()),
+            meta=self._meta,
             settings=self.config.gossip,
             keyring=self.keyring,
             incarnation_file=self.config.node.data_dir / "incarnation",
             on_event=self._on_event,
-            local_state=self.local_state,
+            local_state=self._local_state,
         )
         await self.node.start()
         self.advertise = (adv_host, adv_port or self.node.port)
@@ -152,7 +227,8 @@ class Cluster:
             why = self.peer_store.unreadable
             self.faults["peers-file"] = ("degraded", f"{self.peer_store.path}: {why}; ignored")
         self._check_loopback()
-        self.finder.start()
+        if discover:
+            self.start_discovery()
         log.info(
             "gossip on %s:%d (advertising %s:%d)%s",
             bind.host,
@@ -160,6 +236,16 @@ class Cluster:
             *self.advertise,
             ", encrypted" if self.keyring else "",
         )
+
+    def start_discovery(self) -> None:
+        """Start mDNS (once): announcing ourselves, with our API's port, and browsing."""
+        if not self._discovering:
+            self._discovering = True
+            self.finder.start()
+
+    @property
+    def running(self) -> bool:
+        return self.node is not None and self.node.running
 
     async def run_joiner(self) -> None:
         """The task that keeps us in the cluster (agent/shell/rejoin.py)."""
@@ -306,6 +392,11 @@ class Cluster:
                 log.warning("name conflict: %s", msg)
         if self.on_event is not None:
             self.on_event(ev)
+        elif self._early is not None:
+            if len(self._early) < EARLY_EVENTS:
+                self._early.append(ev)
+            else:
+                self._early_dropped += 1
 
     def reload_keyring(self) -> str | None:
         """SIGHUP: re-read the keyring file and use it at once (key rotation without a

@@ -14,6 +14,7 @@ member is tried at once (PeerFinder hands it to `sighted`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import random
@@ -62,6 +63,19 @@ def resolve_seeds(seeds: Iterable[str]) -> list[Address]:
             continue
         addr = infos[0][4]
         out.append((str(addr[0]), int(addr[1])))
+    return out
+
+
+def numeric_seeds(seeds: Iterable[str]) -> list[Address] | None:
+    """The seeds' addresses when every one is an IP literal (no lookup needed, so no
+    thread: the first join of a start goes out at once); None when a name needs DNS."""
+    out: list[Address] = []
+    for seed in seeds:
+        try:
+            hp = parse_hostport(seed, default_port=7946)
+            out.append((str(ipaddress.ip_address(hp.host)), hp.port))
+        except ValueError:
+            return None
     return out
 
 
@@ -126,17 +140,28 @@ class Rejoiner:
                 # came back) would only time out
                 await cluster.follower.follow()
                 now = loop.time()
-            if running and now >= self._next_seed and not self._seeding:
-                self._next_seed = now + REJOIN_MIN
-                if cluster.has_contacts() and cluster.peers() == 0:
-                    self._seeding = True
-                    cluster.spawn(self._seed(now))
+            if running and now >= self._next_seed:
+                self.seed_now(now)
             if running:
                 self.reconnect_fast(now)
             if running and now >= next_reconnect:
                 next_reconnect = now + RECONNECT_INTERVAL
                 cluster.spawn(self.reconnect_one(now))
             await asyncio.sleep(FAST_INTERVAL)
+
+    def seed_now(self, now: float) -> bool:
+        """Start joining the seeds (a task) if we are alone and not joining already; the
+        joiner loop does this every REJOIN_MIN at most, and launch.py once at start-up,
+        before the rest of the node is built."""
+        cluster = self.cluster
+        if self._seeding:
+            return False
+        self._next_seed = now + REJOIN_MIN
+        if not cluster.has_contacts() or cluster.peers() > 0:
+            return False
+        self._seeding = True
+        cluster.spawn(self._seed(now))
+        return True
 
     async def _seed(self, started: float) -> None:
         try:
@@ -160,7 +185,10 @@ class Rejoiner:
         node = cluster.node
         if node is None:
             return False
-        addrs = await asyncio.to_thread(resolve_seeds, cluster.config.cluster.join)
+        seeds = cluster.config.cluster.join
+        addrs = numeric_seeds(seeds)
+        if addrs is None:
+            addrs = await asyncio.to_thread(resolve_seeds, seeds)
         addrs += [p.address for p in cluster.remembered]
         addrs += cluster.finder.peers()
         addrs = [a for a in dict.fromkeys(addrs) if a != cluster.advertise and cluster.may_join(a)]

@@ -74,9 +74,15 @@ class Agent:
     """One node. Build it with a Config, then `await run()` until a stop signal."""
 
     def __init__(
-        self, config: Config, config_path: Path | None = None, *, pin_factory: Any = None
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        *,
+        pin_factory: Any = None,
+        cluster: Cluster | None = None,
     ) -> None:
-        """``pin_factory``: gpiozero's, for the LEDs (tests pass a MockFactory)."""
+        """``pin_factory``: gpiozero's, for the LEDs (tests pass a MockFactory);
+        ``cluster``: one whose gossip launch.py started ahead of the rest."""
         self.config = config
         self.config_path = config_path
         self.node_name = node_name(config)
@@ -116,13 +122,10 @@ class Agent:
         self._verdict_soon = False  # a summary check is queued for this loop pass
         self._verdict_timer: asyncio.TimerHandle | None = None  # the summary's deadline
         self.leds = Leds(config.leds, pin_factory=pin_factory)
-        self.cluster = Cluster(
-            config,
-            self.node_name,
-            on_change=self._refresh_soon,
-            on_event=self._on_cluster_event,
-            local_state=self.coordinator.replicator.local_state,
-        )
+        if cluster is None:
+            cluster = Cluster(config, self.node_name)
+        self.cluster = cluster
+        # events held since an early gossip start are delivered in attach(), from start()
         self.coordinator.transport = lambda out: send_outputs(self.cluster.node, out)
         self.metrics.registry.register(ClusterCollector(self.cluster))
         self.metrics.registry.register(CoordinatorCollector(self.coordinator))
@@ -373,7 +376,16 @@ class Agent:
         if self.agent_check is not None and not await self.agent_check.start():
             self.supervisor.spawn("agent-check", self.agent_check.run)
         self.supervisor.spawn("decoder", self.decoder.run)  # before gossip brings deltas
-        await start_gossip(self.cluster, self.health, self.surfaces.refresh)
+        self.cluster.attach(
+            on_event=self._on_cluster_event,
+            local_state=self.coordinator.replicator.local_state,
+            on_change=self._refresh_soon,
+        )
+        if self.cluster.running:  # launch.py started it: announce the API's port now
+            self.cluster.refresh_meta()
+            self.cluster.start_discovery()
+        else:
+            await start_gossip(self.cluster, self.health, self.surfaces.refresh)
         self.supervisor.spawn("surfaces", self.surfaces.run)
         self.supervisor.spawn("coordinator", self._coordinator_loop)
         self.supervisor.spawn("joiner", self.cluster.run_joiner)
