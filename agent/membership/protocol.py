@@ -415,7 +415,11 @@ class Membership:
         return out
 
     def next_timer(self) -> float | None:
-        if self._gossip_parked and (len(self.broadcasts) or len(self.user_broadcasts)):
+        if (
+            self._gossip_parked
+            and (len(self.broadcasts) or len(self.user_broadcasts))
+            and self._gossip_target(self._last_gossip)
+        ):
             self._gossip_parked = False
             self._arm(("gossip",), self._last_gossip + self.settings.gossip_interval)
         while self._timers:
@@ -535,10 +539,12 @@ class Membership:
         elif kind == "gossip":
             self._gossip(now)
             self._last_gossip = now
-            if len(self.broadcasts) or len(self.user_broadcasts):
+            if (len(self.broadcasts) or len(self.user_broadcasts)) and self._gossip_target(now):
                 self._arm(("gossip",), now + self.settings.gossip_interval)
             else:
-                self._gossip_parked = True  # next_timer resumes it when something is queued
+                # nothing queued, or nobody to send it to (a node alone): a tick would send
+                # nothing; next_timer resumes it when both are there again
+                self._gossip_parked = True
         elif kind == "pushpull":
             self._push_pull_random(now)
             interval = push_pull_scale(self.settings.push_pull_interval, self.num_nodes())
@@ -775,6 +781,21 @@ class Membership:
             if not msgs:
                 return
             self._packets.append(SendPacket(node.address, tuple(msgs), node))
+
+    def _gossip_target(self, now: float) -> bool:
+        """Whether a gossip tick at ``now`` would have anyone to send to (``_gossip``'s
+        skip rule: a live or suspect peer, or one dead less than gossip_to_the_dead_time).
+        A node's state_change moves only when its state does, so a parked tick asked with
+        the time it parked sees every later death as recent."""
+        dead_time = self.settings.gossip_to_the_dead_time
+        for n in self.nodes:
+            if n.name == self.name:
+                continue
+            if n.state in (NodeState.ALIVE, NodeState.SUSPECT):
+                return True
+            if n.state == NodeState.DEAD and now - n.state_change <= dead_time:
+                return True
+        return False
 
     def _push_pull_random(self, now: float) -> None:
         nodes = self._k_random(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)

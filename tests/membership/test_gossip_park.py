@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from agent.membership.messages import Alive, UserMsg
+from agent.membership.messages import Alive, Dead, UserMsg
 from agent.membership.protocol import Membership
 from agent.membership.settings import Settings
 
@@ -22,7 +22,12 @@ INTERVAL = 0.2
 
 def core_with_a_peer() -> Membership:
     # only the gossip timer runs: no probes, no push/pull
-    s = Settings(probe_interval=0, push_pull_interval=0, gossip_interval=INTERVAL)
+    return core_with_a_peer_settings(
+        Settings(probe_interval=0, push_pull_interval=0, gossip_interval=INTERVAL)
+    )
+
+
+def core_with_a_peer_settings(s: Settings) -> Membership:
     core = Membership("a", "10.0.0.1", 7946, settings=s, rng=random.Random(3))
     core.start(0.0)
     core.handle_message(Alive(1, "b", bytes([10, 0, 0, 2]), 7946), ("10.0.0.2", 7946), 0.0)
@@ -75,3 +80,56 @@ def test_a_broadcast_queued_right_after_a_tick_waits_for_the_next_tick() -> None
     core.queue_user_broadcast(b"second")  # queued between ticks
     when = core.next_timer()
     assert when is not None and abs(when - (tick + INTERVAL)) < 1e-9, (tick, when)
+
+
+def test_a_node_alone_parks_with_its_broadcasts_queued_and_resumes_when_a_peer_comes() -> None:
+    """Alone (or with only long-dead peers) a tick has nobody to send to: it parks even
+    though its own alive waits in the queue, and the first live peer wakes it."""
+    s = Settings(probe_interval=0, push_pull_interval=0, gossip_interval=INTERVAL)
+    core = Membership("a", "10.0.0.1", 7946, settings=s, rng=random.Random(3))
+    core.start(0.0)
+    fired = drive(core, 30.0)
+    assert len(fired) <= 1, f"a lone node ticked {len(fired)} times"
+    assert core.next_timer() is None and len(core.broadcasts) > 0  # queued, parked
+    core.handle_message(Alive(1, "b", bytes([10, 0, 0, 2]), 7946), ("10.0.0.2", 7946), 30.0)
+    when = core.next_timer()
+    assert when is not None, "a live peer did not resume gossip"
+    assert when <= 30.0 + INTERVAL
+    fired = drive(core, 31.0)
+    assert fired and fired[0][0] == when
+
+
+def drive_from(core: Membership, now: float, until: float) -> list[tuple[float, bool]]:
+    """``drive`` on a clock that is at ``now``: a timer due in the past fires now, as the
+    transport fires it (it resumes a parked tick due one interval after the last)."""
+    fired: list[tuple[float, bool]] = []
+    while (t := core.next_timer()) is not None and max(t, now) <= until:
+        now = max(t, now)
+        core.handle_timer(now)
+        packets = core.packets_to_send()
+        user = any(m and m[0] == UserMsg.TYPE for p in packets for m in p.messages)
+        fired.append((now, user))
+    return fired
+
+
+def test_a_recently_dead_peer_is_still_gossiped_to_then_the_tick_parks() -> None:
+    """memberlist gossips to the dead for gossip_to_the_dead_time (they may be back): a
+    broadcast queued inside that window goes to the dead peer; one queued after it finds
+    nobody, and the tick parks with it queued instead of ticking on."""
+    s = Settings(
+        probe_interval=0,
+        push_pull_interval=0,
+        gossip_interval=INTERVAL,
+        gossip_to_the_dead_time=5.0,
+    )
+    core = core_with_a_peer_settings(s)
+    core.handle_message(Dead(2, "b", "a"), ("10.0.0.2", 7946), 1.0)
+    drive_from(core, 1.0, 3.0)
+    core.queue_user_broadcast(b"inside the window")
+    fired = drive_from(core, 3.0, 5.5)
+    assert any(user for _, user in fired), "nothing sent to the recently dead peer"
+    assert core.next_timer() is None
+    core.queue_user_broadcast(b"after the window")
+    fired = drive_from(core, 8.0, 30.0)
+    assert len(fired) <= 1 and not any(user for _, user in fired)
+    assert core.next_timer() is None and len(core.user_broadcasts) == 1
