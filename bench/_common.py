@@ -268,6 +268,7 @@ def write_agent_config(
     interval: float,
     timeout: float = 2.0,
     concurrency: int = 256,
+    keyring_file: Path | None = None,
 ) -> None:
     lines = [
         "[node]",
@@ -277,6 +278,7 @@ def write_agent_config(
         f'bind = "{LOOPBACK}:{gossip_port}"',
         f'advertise = "{LOOPBACK}:{gossip_port}"',
         "discover = false",
+        *([f'keyring_file = "{keyring_file}"'] if keyring_file is not None else []),
         "replicas = 1",
         "[api]",
         f'listen = "{LOOPBACK}:{api_port}"',
@@ -324,8 +326,11 @@ async def start_agent(
     timeout: float = 2.0,
     concurrency: int = 256,
     ready_timeout: float = 120.0,
+    keyring_file: Path | None = None,
+    argv: Sequence[str] = (EDGE_AGENT,),
 ) -> AgentProc:
-    """Start `edge-agent run` on a fresh config and data dir; return once /v1/health is 200."""
+    """Start `edge-agent run` on a fresh config and data dir; return once /v1/health is 200.
+    ``argv``: what runs `edge-agent` (a bench may load a probe into the process first)."""
     d = children.dir / name
     d.mkdir()
     api_port = free_port()
@@ -339,9 +344,10 @@ async def start_agent(
         interval=interval,
         timeout=timeout,
         concurrency=concurrency,
+        keyring_file=keyring_file,
     )
     log = d / "agent.log"
-    p = children.start([EDGE_AGENT, "run", "--config", str(cfg)], log)
+    p = children.start([*argv, "run", "--config", str(cfg)], log)
     agent = AgentProc(p, f"http://{LOOPBACK}:{api_port}", log)
     deadline = time.monotonic() + ready_timeout
     last = "no answer"

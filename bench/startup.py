@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import EDGE_AGENT, LOOPBACK, compile_agent, free_port
+from _common import EDGE_AGENT, LOOPBACK, compile_agent, cpu_seconds, free_port
 
 DEADLINE = 30.0
 GOAL_READY = 0.5
@@ -101,16 +101,6 @@ def agent_config(d: Path, seed: int, origins: int) -> Path:
     p = d / "agent.toml"
     p.write_text("\n".join(lines) + "\n")
     return p
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """The process's user + system CPU so far (clock ticks: 10 ms steps)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 class Trial:
