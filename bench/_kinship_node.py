@@ -75,6 +75,10 @@ class Node:
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # the loop is closing: end quietly (3.11's stream callback would log a
+            # traceback for a handler task that ends cancelled)
+            pass
         finally:
             writer.close()
 
