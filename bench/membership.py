@@ -1,28 +1,44 @@
-"""Membership figures of issue 3: edge-agent against Debian's serf agent, in one run.
+"""Membership figures of issues 3 and 21: edge-agent against Debian's serf agent and kinship.
 
     .venv/bin/python bench/membership.py [--sizes 5,10] [--trials 5] [--idle-seconds 20]
                                          [--skip-sim | --sim-only] [--sim-nodes 1000]
+                                         [--tools edge-agent,serf,kinship] [--plaintext]
+                                         [--spawn-batch 40]
 
-Part 1, real processes on 127.0.0.1: for each N, a cluster of N `edge-agent run` and,
-separately, one of N `serf agent`; every node joins node 0. agent/ is byte-compiled first,
-as `pip install` leaves a deployed node (the editable venv under PYTHONDONTWRITEBYTECODE
-would otherwise compile every module from source at each start). Measured per cluster:
+Part 1, real processes on 127.0.0.1: for each N, a cluster of N `edge-agent run`, then
+one of N `serf agent`, then one of N kinship nodes (kinship 0.4.0 from PyPI in the bench's
+own venv, bench/.venv-kinship, made on first use; bench/_kinship_node.py); every node
+joins node 0. Encryption is on (the production setting): every node of a tool shares one
+32-byte key, edge-agent's keyring_file, serf's -encrypt, kinship's keys; --plaintext turns
+it off. agent/ is byte-compiled first, as `pip install` leaves a deployed node (the
+editable venv under PYTHONDONTWRITEBYTECODE would otherwise compile every module from
+source at each start). Measured per cluster:
 
-* join convergence: from spawning node 0 (the others are spawned as soon as node 0's
-  gossip port listens) until every node lists all N alive;
+* join convergence: from spawning node 0 (the others are spawned once node 0's gossip
+  port listens, --spawn-batch at a time, a batch once the previous one's control ports
+  listen: N=100 interpreters starting at once would starve 2 cores) until every node
+  lists all N alive;
 * failure detection: kill -9 one non-seed node (a different one each trial), time until
   every survivor reports it dead/failed. Each node's view is polled every 50 ms: ours by
   GET /v1/members, serf's by the RPC `members` call that `serf members` makes (one
   persistent RPC connection per agent: forking the serf CLI 200 times a second would
-  load the 2 cores more than the clusters do). Between trials the victim is restarted
-  (same name, ports and data dir) and the cluster must reconverge; if it does not within
-  the deadline, the cluster is rebuilt (the output says so);
+  load the 2 cores more than the clusters do), kinship's by its node's line protocol
+  (one persistent connection each). A round polls every survivor that has not yet seen
+  the death; its duration is printed (the resolution at N=100). Between trials the
+  victim is restarted (same name, ports and data dir) and the cluster must reconverge;
+  if it does not within the deadline, the cluster is rebuilt (the output says so);
 * idle CPU % per node (utime+stime from /proc/PID/stat over the idle window / wall),
-  VmRSS per node, and idle bytes/s sent per node, counted identically for both tools by
+  VmRSS per node, and idle bytes/s sent per node, counted identically for every tool by
   nftables on the loopback output path, in a table `inet edgebench` this script creates
   and deletes: UDP by source port (so per node), TCP (push/pull) for the whole cluster
   and shared evenly. Bytes are whole IP packets. edge-agent's own /metrics UDP payload
-  counter is shown as a cross-check.
+  counter is shown as a cross-check;
+* false positives, from the idle window to the last trial, about members never killed:
+  refutations (a live node told it is suspect or dead: edge-agent's and serf's WARNING
+  log line, kinship's Stats.refutations), (observer, member) pairs a poll showed not
+  alive, and for kinship its MemberSuspect/MemberDead events.
+
+Deadlines (join, detection, reconvergence) are those of N=40 plus 2 s per node over 40.
 
 Part 2, the deterministic simulator (agent/membership/simulator.py) at 1,000 nodes:
 detection time, false positives under 5 % loss plus 5 % of nodes stalled 2 s, and
@@ -1252,7 +1268,7 @@ def main() -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(f"Membership benchmark (issue 3), {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    print(f"Membership benchmark (issues 3, 21), {time.strftime('%Y-%m-%d %H:%M:%S')}")
     goals: list[str] = []
     if results:
         print(
