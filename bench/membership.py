@@ -473,7 +473,9 @@ class Cluster:
                 if time.monotonic() > limit:
                     raise HarnessError(f"{self.tool}: a start batch did not listen in time")
                 await asyncio.sleep(POLL)
-        t1 = await self.wait_converged(t0 + deadline_for(JOIN_DEADLINE, self.n), "join convergence")
+        # the deadline runs from the last spawn: the batches' start-up is not convergence
+        limit = time.monotonic() + deadline_for(JOIN_DEADLINE, self.n)
+        t1 = await self.wait_converged(limit, "join convergence")
         return t1 - t0
 
     def stop_all(self) -> None:
