@@ -100,7 +100,7 @@ SERF = shutil.which("serf") or "/usr/bin/serf"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 NFT_TABLE = "edgebench"
 POLL = 0.05
-JOIN_DEADLINE = 90.0  # each deadline grows with N (see deadline()): 100 starts share 2 cores
+JOIN_DEADLINE = 90.0  # each deadline grows with N (deadline_for()): 100 starts share 2 cores
 DETECT_DEADLINE = 120.0
 RECONVERGE_DEADLINE = 90.0
 TOOLS = ("edge-agent", "serf", "kinship")
@@ -567,7 +567,10 @@ async def fp_start(cluster: Cluster) -> FpMarks:
     if cluster.tool == "kinship":
         for x in cluster.nodes:
             assert isinstance(x.rpc, KinshipCtl)
-            kin[(cluster.builds, x.name, x.starts)] = await x.rpc.answer()
+            try:
+                kin[(cluster.builds, x.name, x.starts)] = await x.rpc.answer()
+            except (OSError, ConnectionError, TimeoutError, ValueError) as e:
+                raise HarnessError(f"kinship {x.name} did not answer: {e!r}") from None
     return FpMarks(logs, kin)
 
 
@@ -591,7 +594,11 @@ async def fp_finish(cluster: Cluster, marks: FpMarks, res: RealResult) -> None:
     for x in cluster.nodes:
         if x.proc is None or not isinstance(x.rpc, KinshipCtl):
             continue
-        now = await x.rpc.answer()
+        try:
+            now = await x.rpc.answer()
+        except (OSError, ConnectionError, TimeoutError, ValueError) as e:
+            res.problems.append(f"{x.name} did not answer for the false-positive count: {e!r}")
+            continue
         before = marks.kinship.get((cluster.builds, x.name, x.starts), {})
         if x.name not in cluster.killed:
             res.fp_refutes += now["refutations"] - before.get("refutations", 0)
