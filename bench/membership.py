@@ -119,6 +119,20 @@ def deadline_for(base: float, n: int) -> float:
     return base + 2.0 * max(0, n - 40)
 
 
+def ensure_fds(n: int) -> None:
+    """Enough file descriptors for N nodes: the bench holds a connection or two per node
+    (views, RPC, nftables, logs); raises the soft limit towards the hard one if needed."""
+    import resource
+
+    need = 8 * n + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise HarnessError(f"open files limit {hard} < {need} needed for N={n} (ulimit -n)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def listening_ports(host: str = LOOPBACK) -> set[int]:
     """TCP ports LISTENing on host or any address (IPv4), from one read of /proc/net/tcp."""
     want = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}"
@@ -1247,6 +1261,7 @@ def main() -> int:
                 args.kinship_python = ensure_venv(
                     lambda m: print(f"# {m}", file=sys.stderr, flush=True)
                 )
+            ensure_fds(max(args.sizes))
             compile_agent()  # load bytecode like an installed node, not compile at each start
             with ProcSet() as procs:
                 nft.open()
