@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import functools
+import hashlib
 import http.server
 import importlib.metadata as md
 import json
@@ -259,18 +259,25 @@ def alive(a: AgentProcess) -> set[str]:
     return {m["name"] for m in members if m["state"] == "alive"} if code == 200 else set()
 
 
-def cli(me: VenvAgent, home: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    """`edge-agent self-update` from the node's own venv, as an operator runs it."""
+def restart_script(me: VenvAgent, home: Path) -> Path:
+    """What systemctl restart does for the unit: stop the old process, start the new one
+    from <home>/venv (detached: this shell exits, so no zombie of ours lingers)."""
     restart = home / "restart.sh"
-    # what systemctl restart does for the unit: stop the old process, start the new one
     restart.write_text(
-        "#!/bin/sh\nset -e\n"
-        f"kill $(cat {home}/agent.pid) 2>/dev/null || true\n"
-        f"while kill -0 $(cat {home}/agent.pid) 2>/dev/null; do sleep 0.1; done\n"
+        "#!/bin/sh\n"
+        f"pid=$(cat {home}/agent.pid 2>/dev/null)\n"
+        'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; '
+        'while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; fi\n'
         f"{home}/venv/bin/edge-agent run --config {me.config} >/dev/null 2>>{me.stderr_path} &\n"
         f"echo $! > {home}/agent.pid\n"
     )
     restart.chmod(0o755)
+    return restart
+
+
+def cli(me: VenvAgent, home: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """`edge-agent self-update` from the node's own venv, as an operator runs it."""
+    restart = restart_script(me, home)
     r = subprocess.run(
         [
             str(home / "venv" / "bin" / "edge-agent"),
@@ -298,7 +305,7 @@ def cli(me: VenvAgent, home: Path, *args: str) -> tuple[int, dict]:  # type: ign
 def test_update_then_a_broken_update_rolls_back(
     node: tuple[VenvAgent, AgentProcess, Path], wheels: dict[str, Path]
 ) -> None:
-    me, peer, home = node
+    me, _peer, home = node
     out: list[str] = []
     opts = su.Options(
         str(wheels["two"]), home=home, deadline=60, restart=me.restart, config=me.config
@@ -340,7 +347,7 @@ def test_update_then_a_broken_update_rolls_back(
 
 def snapshot(me: AgentProcess) -> su.Snapshot:
     try:
-        code, h = me.get("/v1/health")
+        _code, h = me.get("/v1/health")
         _, members = me.get("/v1/members")
     except OSError as e:
         return su.Snapshot(error=str(e))
@@ -350,18 +357,11 @@ def snapshot(me: AgentProcess) -> su.Snapshot:
 def test_the_cli_updates_from_an_http_url_and_refuses_bad_input(
     node: tuple[VenvAgent, AgentProcess, Path], wheels: dict[str, Path], tmp_path: Path
 ) -> None:
-    me, peer, home = node
+    me, _peer, home = node
     # the agent as the restart script will manage it from now on
     me.stop()
     me.proc = None
-    pid = subprocess.Popen(
-        [str(home / "venv" / "bin" / "edge-agent"), "run", "--config", str(me.config)],
-        env=me.env,
-        stdout=subprocess.DEVNULL,
-        stderr=me.stderr_path.open("ab"),
-        start_new_session=True,
-    ).pid
-    (home / "agent.pid").write_text(f"{pid}\n")
+    subprocess.run([str(restart_script(me, home))], check=True, env=me.env)
     try:
         wait_for(lambda: alive(me) == {"updated", "peer"}, 30, "the node back")
         handler = functools.partial(
