@@ -11,12 +11,11 @@ No systemd here: the restart is a callable that stops the agent and starts
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import hashlib
 import http.server
 import importlib.metadata as md
+import importlib.util
 import json
 import os
 import re
@@ -24,9 +23,9 @@ import shutil
 import subprocess
 import sys
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,32 +122,13 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
-def rewheel(wheel: Path, version: str, broken: bool = False) -> Path:
-    """The same wheel as release ``version`` (a new dist-info, __version__ and RECORD);
-    ``broken``: its agent installs, answers --version and check-config, and fails on `run`."""
-    old = su.wheel_version(wheel.name)
-    out = wheel.with_name(wheel.name.replace(f"-{old}-", f"-{version}-"))
-    records: list[str] = []
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            name = item.filename.replace(
-                f"edge_agent-{old}.dist-info", f"edge_agent-{version}.dist-info"
-            )
-            data = src.read(item)
-            if name == "agent/__init__.py":
-                data = data.replace(f'"{old}"'.encode(), f'"{version}"'.encode())
-            elif name.endswith(".dist-info/METADATA"):
-                data = data.replace(f"Version: {old}\n".encode(), f"Version: {version}\n".encode())
-            elif name == "agent/shell/runtime.py" and broken:
-                data += b"\nimport edge_agent_module_that_is_not_there  # noqa\n"
-            if name.endswith(".dist-info/RECORD"):
-                record = name
-                continue
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            records.append(f"{name},sha256={digest.decode()},{len(data)}")
-            dst.writestr(name, data)
-        dst.writestr(record, "\n".join([*records, f"{record},,"]) + "\n")
-    return out
+def _pi_checks() -> Any:
+    """image/pi_checks.py (not a package): its rewheel() makes the releases here too."""
+    spec = importlib.util.spec_from_file_location("pi_checks", ROOT / "image" / "pi_checks.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def runtime_distributions() -> list[md.Distribution]:
@@ -199,13 +179,13 @@ def plain_venv(path: Path, wheel: Path) -> None:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    built = build_wheel(tmp_path_factory.mktemp("build"))
     out = tmp_path_factory.mktemp("wheels")
-    built = shutil.copy(built, out)
+    built = Path(shutil.copy(build_wheel(tmp_path_factory.mktemp("build")), out))
+    rewheel = _pi_checks().rewheel
     return {
-        "one": rewheel(Path(built), "0.1.0+one"),
-        "two": rewheel(Path(built), "0.1.0+two"),
-        "broken": rewheel(Path(built), "0.1.0+broken", broken=True),
+        "one": rewheel(built, "0.1.0+one"),
+        "two": rewheel(built, "0.1.0+two"),
+        "broken": rewheel(built, "0.1.0+broken", broken=True),
     }
 
 
@@ -275,7 +255,7 @@ def restart_script(me: VenvAgent, home: Path) -> Path:
     return restart
 
 
-def cli(me: VenvAgent, home: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def cli(me: VenvAgent, home: Path, *args: str) -> tuple[int, dict[str, Any]]:
     """`edge-agent self-update` from the node's own venv, as an operator runs it."""
     restart = restart_script(me, home)
     r = subprocess.run(
@@ -339,6 +319,7 @@ def test_update_then_a_broken_update_rolls_back(
     assert res.code == su.EXIT_ROLLED_BACK, "\n".join(out)
     assert "rolled back to" in res.message, res.message
     assert (home / "venv").resolve() == good
+    assert (home / "previous").resolve().name == "0.1.0+one-initial"  # as before the try
     assert me.get("/v1/health")[1]["version"] == "0.1.0+two"
     assert not any("broken" in p.name for p in (home / "releases").iterdir())
     assert "edge_agent_module_that_is_not_there" in me.stderr(), "\n".join(out)

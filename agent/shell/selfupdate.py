@@ -349,6 +349,7 @@ class Updater:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         base = self.baseline()
+        before_previous = lay.previous_release()
         old = self.switch(target, current)
         ok, why = self.restart_and_wait(version, base)
         if ok:
@@ -358,6 +359,8 @@ class Updater:
         self.say(f"rolling back to {old.name}")
         old_version = json.loads((old / MARKER).read_text())["version"]
         self.switch(old, target, previous=None)
+        if before_previous is not None and (before_previous / MARKER).exists():
+            lay.point(lay.previous, before_previous)  # as it was before this update
         ok, back = self.restart_and_wait(old_version, base)
         shutil.rmtree(target, ignore_errors=True)
         if ok:
