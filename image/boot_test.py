@@ -517,10 +517,6 @@ def main() -> int:
             figures[vm.name] = check_vm(vm, key, c, base_root_mib)
         t_cluster = check_cluster(vms, c, time.monotonic() + 120) if len(vms) == 2 else None
         check_bad_config(vms[0], key, c)
-        # --- issue 22 (image/pi_checks.py): the LEDs' gpiochip by label, self-update ---
-        import pi_checks  # beside this file
-
-        pi_checks.run_from_boot_test(vms, key, c, work)
         print("\nfigures:")
         for vm in vms:
             f = figures.get(vm.name, {})

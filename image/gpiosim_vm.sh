@@ -67,10 +67,11 @@ for m in netfs 9pnet 9pnet_virtio 9p configfs gpio-sim; do insmod /lib/mod/\$m.k
 mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs devtmpfs /host/dev
 mount -t configfs none /host/sys/kernel/config
+mount -t tmpfs tmpfs /host/run   # lgpio's notification FIFOs go to \$LG_WD (else the cwd)
 echo "guest kernel: \$(uname -r)"
 chroot /host /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONDONTWRITEBYTECODE=1 HOME=/root \\
   $WORK/gvenv/bin/python -u $REPO/image/pi_checks.py gpiochip --python $WORK/gvenv/bin/python \\
-  --env "PYTHONPATH=$REPO PYTHONDONTWRITEBYTECODE=1"
+  --env "PYTHONPATH=$REPO PYTHONDONTWRITEBYTECODE=1 LG_WD=/run"
 echo "PI_CHECKS_RC=\$?"
 poweroff -f
 EOF

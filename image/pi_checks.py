@@ -9,8 +9,8 @@ image/boot_test.py calls these once the image's VM answers ssh; each takes
   c: Checks                   boot_test's Checks object (c.check(ok, what, detail))
 
 and, for the update, ``put(local: Path, remote: str)`` that copies a host file into the
-guest. Python stdlib only, like boot_test.py. boot_test.py calls them all through
-:func:`run_from_boot_test` (one line at the end of its checks); by hand:
+guest. Python stdlib only, like boot_test.py. boot_test.py calls them through
+:func:`run_checks` (its run_pi_checks hook, for the virt and the raspi4b VM); by hand:
 
     import pi_checks
     pi_checks.check_gpiochip_by_label(sh, c)                  # gpio-sim, one chip a board
@@ -46,6 +46,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,8 @@ from agent.shell.leds import Leds, LedState
 sim = pathlib.Path(sys.argv[1])
 leds = Leds(LedsConfig(green=17, amber=27, red=22, gpiochip=sys.argv[2]))
 leds.set(LedState.HEALTHY)
-read = lambda n: (sim / f"sim_gpio{n}" / "value").read_text().strip()
+def read(n):  # what the simulated line is driven to ("-": a real chip, not read back)
+    return "-" if sys.argv[1] == "-" else (sim / f"sim_gpio{n}" / "value").read_text().strip()
 print(json.dumps({"kind": leds.kind, "problem": leds.problem, "shown": leds.describe(),
                   "green": read(17), "amber": read(27), "red": read(22)}))
 leds.close()
@@ -248,8 +250,12 @@ def check_self_update(
     members: int | None = None,
 ) -> None:
     """Update to "good", then try "broken": rolled back by itself. ``members``: how many
-    members must be alive afterwards (the VMs of the boot test)."""
+    members must be alive afterwards (default: as many as before the update)."""
     print("self-update (under the image's systemd)")
+    alive = 'edge-agent members --json | grep -c \'"state": "alive"\''
+    if members is None:
+        counted = sh(alive).strip()
+        members = int(counted) if counted.isdigit() else 0
     for w in wheels.values():
         put(w, f"/root/{w.name}")
     before = sh("readlink -f /opt/edge-agent/venv; edge-agent --version").split()
@@ -290,37 +296,82 @@ def check_self_update(
         "rolled back to the good release by itself, active again",
         now,
     )
-    if members is not None:
-        seen = sh('edge-agent members --json | grep -c \'"state": "alive"\'').strip()
-        c.check(seen == str(members), f"{members} members alive after the rollback", seen)
+    seen = sh(alive).strip()
+    c.check(seen == str(members), f"{members} members alive after the rollback", seen)
     print(f"  .     before: {' '.join(before)}")
 
 
 # --- the call site in boot_test.py ----------------------------------------------------------------
 
 
-def run_from_boot_test(vms: list[Any], key: Path, c: Checks, work: Path) -> None:
-    """Both checks on the first VM of image/boot_test.py (its ``Vm`` objects: ``ssh(key,
-    command, timeout)`` and ``ssh_port``), the update judged against all VMs' cluster."""
-    vm = vms[0]
+class _Check:
+    """boot_test's ``check`` function as the Checks object the functions above take."""
+
+    def __init__(self, check: Callable[..., bool]) -> None:
+        self.check = check
+
+
+def put_through_shell(shell: Callable[..., Any], local: Path, remote: str) -> None:
+    """Copy a file into the guest with shell commands only (base64 in 60 kB pieces: one
+    argument may not exceed 128 kB), then compare its sha256."""
+    data = base64.b64encode(local.read_bytes()).decode()
+    tmp = shlex.quote(remote + ".b64")
+    shell(f": > {tmp}")
+    for i in range(0, len(data), 60000):
+        shell(f"printf %s {data[i : i + 60000]} >> {tmp}", timeout=120)
+    r = shell(
+        f"base64 -d {tmp} > {shlex.quote(remote)} && rm {tmp} && sha256sum {shlex.quote(remote)}"
+    )
+    want = hashlib.sha256(local.read_bytes()).hexdigest()
+    if not str(r.stdout).startswith(want):
+        raise RuntimeError(f"copying {local.name} into the guest: {r.stdout} {r.stderr}")
+
+
+def check_real_header_chip(sh: Sh, c: Checks, label: str, python: str = AGENT_PYTHON) -> None:
+    """On an emulated board (QEMU raspi4b): the kernel's own pin controller is found by its
+    label, and the LEDs open it through lgpio (gpiozero's pin map from the label: QEMU's
+    firmware-less boot has no board revision in the device tree)."""
+    print(f"LEDs: the board's own header chip ({label})")
+    out = sh(f"{python} -m agent.shell.gpiochip --json")
+    try:
+        choice = json.loads(out.strip().splitlines()[-1])["choice"]
+    except (ValueError, IndexError, KeyError):
+        choice = {}
+    c.check(choice.get("label") == label, f"the header chip found by its label {label}", out)
+    out = sh(f"cd /tmp && {python} -c {shlex.quote(LED_SCRIPT)} - auto 2>&1 | tail -n 1")
+    try:
+        got: dict[str, Any] = json.loads(out)
+    except ValueError:
+        got = {}
+    c.check(
+        got.get("kind") == "gpio" and got.get("problem") is None,
+        "the LEDs drive it through lgpio (no fault)",
+        out,
+    )
+
+
+def run_checks(shell: Callable[..., Any], check: Callable[..., bool], machine: str) -> None:
+    """image/boot_test.py's hook (run_pi_checks): ``shell(command, timeout=120)`` runs a
+    command as root in the guest and returns a CompletedProcess; ``check(ok, what,
+    detail="")`` records a result; ``machine`` is "virt" or "raspi4b".
+
+    virt: gpio-sim chips with each board's label, then self-update (a good release, then a
+    broken one rolled back). raspi4b: the emulated Pi 4's own GPIO chip, by its label."""
+    c = _Check(check)
 
     def sh(command: str) -> str:
-        r = vm.ssh(key, command, timeout=900)
+        r = shell(command, timeout=900)
         return str(r.stdout) + (str(r.stderr) if r.returncode else "")
 
-    def put(local: Path, remote: str) -> None:
-        with open(local, "rb") as f:
-            subprocess.run(
-                ["ssh", "-i", str(key), "-p", str(vm.ssh_port), "-o", "StrictHostKeyChecking=no",
-                 "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-                 "-o", "LogLevel=ERROR", "root@127.0.0.1", f"cat > {shlex.quote(remote)}"],
-                stdin=f, check=True, capture_output=True, timeout=300,
-            )  # fmt: skip
-
+    if machine == "raspi4b":
+        check_real_header_chip(sh, c, "pinctrl-bcm2711")
+        return
     check_gpiochip_by_label(sh, c)
-    wheels_dir = work / "pi-wheels"
-    wheels_dir.mkdir(exist_ok=True)
-    check_self_update(sh, c, put, release_wheels(wheels_dir), deadline=300, members=len(vms))
+    with tempfile.TemporaryDirectory(prefix="edge-agent-pi-checks.") as work:
+        wheels = release_wheels(Path(work))
+        check_self_update(
+            sh, c, lambda local, remote: put_through_shell(shell, local, remote), wheels, 300
+        )
 
 
 # --- run here ------------------------------------------------------------------------------------

@@ -103,6 +103,17 @@ def test_a_moved_venv_gets_its_scripts_repointed(tmp_path: Path) -> None:
     assert str(new) in (new / "bin" / "activate").read_text()
 
 
+def test_pi_checks_copies_a_wheel_into_a_guest_with_shell_commands_only(tmp_path: Path) -> None:
+    # image/pi_checks.py's put for boot_test's hook, whose shell() takes commands only
+    def shell(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+
+    local = tmp_path / "edge_agent-9-py3-none-any.whl"
+    local.write_bytes(os.urandom(150_000))
+    _pi_checks().put_through_shell(shell, local, str(tmp_path / "copied.whl"))
+    assert (tmp_path / "copied.whl").read_bytes() == local.read_bytes()
+
+
 # --- real venvs, wheels and agents -------------------------------------------------------------
 
 
