@@ -1236,9 +1236,10 @@ install a new release of the agent from a wheel (a path or an http(s) URL) into 
 its own beside the running one, switch /opt/edge-agent/venv to it, restart the agent, and
 go back to the previous release if the new one is not healthy in time (docs/self-update.md)."""
 SELF_UPDATE_CODES = """exit status:
-  0  updated (or already running that release; --rollback: rolled back)
-  1  the new release was not healthy in time: rolled back, the previous one runs
-  2  nothing was changed: bad wheel, download, install or config check, or another update running
+  0  ok: updated, already running that release, or --rollback done
+  1  runtime error: the new release was not healthy in time; rolled back, the previous runs
+  2  usage or config error, or nothing changed: bad wheel, download, install or config
+     check, or another update running
   3  rolled back, but the previous release is not healthy either: look at the node"""
 
 
