@@ -25,7 +25,7 @@ done
 mkdir -p "$WORK"/apt/{lists/partial,cache/archives/partial} "$WORK/debs"
 cd "$WORK"
 
-# --- the kernel: trixie-backports' amd64 image, binary and modules ---------------------------
+# --- the kernel: trixie-backports' amd64 kernel (base, binary, modules) ---------------------
 printf 'deb %s trixie main\ndeb %s trixie-backports main\n' "$MIRROR" "$MIRROR" > apt/sources.list
 APT=(-o Dir::Etc::sourcelist="$WORK/apt/sources.list" -o Dir::Etc::sourceparts=-
      -o Dir::State::Lists="$WORK/apt/lists" -o Dir::Cache="$WORK/apt/cache"
@@ -35,9 +35,12 @@ if [ ! -f kernel.ok ]; then
   image=$(apt-cache "${APT[@]}" depends linux-image-amd64/trixie-backports | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
   [ -n "$image" ] || { echo "no linux-image in trixie-backports" >&2; exit 1; }
   ver=${image#linux-image-}
-  (cd debs && apt-get "${APT[@]}" download "linux-binary-$ver" "linux-modules-$ver" 2>&1 | grep -v '^W:' || true)
+  # the image package is empty: vmlinuz and config are in linux-base-*, the modules in
+  # linux-modules-*, the rest in linux-binary-*
+  (cd debs && apt-get "${APT[@]}" download "linux-base-$ver" "linux-binary-$ver" "linux-modules-$ver" 2>&1 | grep -v '^W:' || true)
   rm -rf kroot && mkdir kroot
-  for d in debs/linux-binary-"$ver"_*.deb debs/linux-modules-"$ver"_*.deb; do dpkg-deb -x "$d" kroot; done
+  for p in base binary modules; do dpkg-deb -x debs/linux-"$p-$ver"_*.deb kroot; done
+  [ -f "kroot/usr/lib/modules/$ver/vmlinuz" ] || { echo "no vmlinuz for $ver" >&2; exit 1; }
   echo "$ver" > kernel.ok
 fi
 ver=$(cat kernel.ok)
