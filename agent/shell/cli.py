@@ -1175,6 +1175,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(api_port=args.port)
 
 
+# --- self-update (issue 22) -------------------------------------------------------------------
+
+
+def cmd_self_update(args: argparse.Namespace) -> int:
+    """Install a release from a wheel, keep the previous one, roll back if it is not healthy
+    (agent/shell/selfupdate.py; docs/self-update.md). Exit codes are its own (see --help)."""
+    from agent.shell import selfupdate as su
+
+    try:
+        target = _target(args)
+    except ClientConfigError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        return su.EXIT_UNCHANGED
+    target.socket_failed = None
+
+    def probe() -> su.Snapshot:
+        target.socket_failed = None  # the agent restarts: its socket comes back
+        try:
+            health = _call(target, "GET", "/v1/health", timeout=3).doc
+            members = _call(target, "GET", "/v1/members", timeout=3).doc
+        except ApiError as e:
+            return su.Snapshot(error=str(e))
+        if not isinstance(health, dict) or not isinstance(members, list):
+            return su.Snapshot(error="not an answer edge-agent understands")
+        alive = frozenset(
+            str(m.get("name")) for m in members if isinstance(m, dict) and m.get("state") == "alive"
+        )
+        return su.Snapshot(health, alive)
+
+    config = Path(args.config) if args.config else resolve_config_path(None)
+    opts = su.Options(
+        source=args.source or "",
+        home=Path(args.home),
+        deadline=args.deadline,
+        restart_command=args.restart_command,
+        find_links=args.find_links or [],
+        sha256=args.sha256,
+        config=config,
+        python=args.python,
+    )
+    say = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
+    updater = su.Updater(opts, probe, say)
+    if args.rollback:
+        out = updater.rollback()
+    elif not args.source:
+        print("edge-agent self-update: give a wheel (path or URL), or --rollback", file=sys.stderr)
+        return su.EXIT_UNCHANGED
+    else:
+        out = updater.run()
+    if args.json:
+        print(out.as_json())
+    elif out.code != su.EXIT_OK:
+        print(f"edge-agent: {out.message}", file=sys.stderr)
+    return out.code
+
+
+SELF_UPDATE_HELP = """\
+install a new release of the agent from a wheel (a path or an http(s) URL) into a venv of
+its own beside the running one, switch /opt/edge-agent/venv to it, restart the agent, and
+go back to the previous release if the new one is not healthy in time (docs/self-update.md)."""
+SELF_UPDATE_CODES = """exit status:
+  0  ok: updated, already running that release, or --rollback done
+  1  runtime error: the new release was not healthy in time; rolled back, the previous runs
+  2  usage or config error, or nothing changed: bad wheel, download, install or config
+     check, or another update running
+  3  rolled back, but the previous release is not healthy either: look at the node"""
+
+
 class UsageError(Exception):
     """A command line argparse refuses: main says it (as JSON under --json), exit 2."""
 
@@ -1381,6 +1449,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--inter", type=_haproxy_time, default="2s", help="agent-inter (default 2s)")
     s.set_defaults(func=cmd_haproxy_config)
+
+    s = sub.add_parser(
+        "self-update",
+        help="install a new release from a wheel, with an automatic rollback",
+        description=SELF_UPDATE_HELP,
+        epilog=SELF_UPDATE_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("source", nargs="?", metavar="WHEEL", help="an edge_agent-*.whl path or URL")
+    s.add_argument("--rollback", action="store_true", help="go back to the previous release")
+    s.add_argument("--sha256", help="the wheel's expected sha256")
+    s.add_argument(
+        "--find-links",
+        action="append",
+        metavar="DIR",
+        help="where newer dependencies' wheels are (repeatable; the wheel's own directory "
+        "is always searched)",
+    )
+    s.add_argument(
+        "--deadline",
+        type=float,
+        default=120.0,
+        help="seconds the new release has to be healthy (default 120)",
+    )
+    s.add_argument("--home", default="/opt/edge-agent", help="where venv and releases/ are")
+    s.add_argument(
+        "--restart-command",
+        default="systemctl restart edge-agent",
+        help="how to restart the agent (default: systemctl restart edge-agent)",
+    )
+    s.add_argument("--python", help="the Python for new venvs (default: the running venv's)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    here(s, "--api", "--socket", "--config")
+    s.set_defaults(func=cmd_self_update)
 
     s = sub.add_parser(
         "keygen", help="print a new gossip encryption key (as `serf keygen`)", **common

@@ -124,6 +124,8 @@ class LedsConfig:
     rgb: tuple[int, int, int] | None = None
     common_anode: bool = False  # the RGB LED's common leg goes to 3.3 V: pins drive low to light
     act: bool = False
+    # which /dev/gpiochipN is the header: "auto" (by label), a number, or a label
+    gpiochip: int | str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,15 @@ def _pin(v: Any) -> int | None:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 27:
         raise ValueError
     return v
+
+
+def _gpiochip(v: Any) -> int | str:
+    from agent.shell.gpiochip import parse_setting
+
+    try:
+        return parse_setting(v)
+    except ValueError as e:
+        raise Problem(f"is not usable: {e}") from None
 
 
 def _rgb_pins(v: Any) -> tuple[int, int, int]:
@@ -419,6 +430,7 @@ def parse_config(root: Mapping[str, Any], source: str = "<string>") -> Config:
         rgb=rgb if layout == "rgb" else None,
         common_anode=r.get("common_anode", bool, ld.common_anode, "true or false"),
         act=r.get("act", bool, ld.act, "true or false"),
+        gpiochip=r.conv("gpiochip", ld.gpiochip, _gpiochip, '"auto", a chip number or a label'),
     )
     used = [p for p in pins.values() if p is not None] + list(leds.rgb or ())
     if len(used) != len(set(used)):

@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 from agent.domain import HealthStatus as Status
 from agent.shell.config import LEDS_COLOURS, LedsConfig
+from agent.shell.gpiochip import find as find_gpiochip
+from agent.shell.gpiochip import says_raspberry_pi
 
 log = logging.getLogger(__name__)
 
@@ -406,21 +408,58 @@ def looks_like_pi() -> bool:
     """True when this machine has a GPIO chip or says it is a Raspberry Pi."""
     if any(Path("/dev").glob("gpiochip*")) or Path("/dev/gpiomem").exists():
         return True
-    try:
-        return "Raspberry Pi" in Path("/proc/device-tree/model").read_text(errors="replace")
-    except OSError:
-        return False
+    return says_raspberry_pi()
 
 
 _told_no_gpio = False
 
+#: A board revision per header chip label, for a kernel booted without the Pi firmware's
+#: ``/system/linux,revision`` (UEFI or U-Boot boots, QEMU's raspi4b): gpiozero needs a board
+#: to map BCM pin numbers, and GPIO0..27 sit on the same header pins on every 40-pin board.
+FALLBACK_REVISIONS: Mapping[str, int] = MappingProxyType(
+    {"pinctrl-rp1": 0xC04170, "pinctrl-bcm2711": 0xC03111, "pinctrl-bcm2835": 0xA02082}
+)
 
-def default_pin_factory(*, pwm: bool = False) -> Any:
-    """None to use gpiozero's own pin factory (on a Pi), else a new MockFactory to own.
 
-    ``GPIOZERO_PIN_FACTORY`` is honoured as gpiozero documents it. Failing to load a real
-    factory on something that looks like a Pi is a warning (lgpio missing, or the unit's
-    device sandbox); off a Pi mock pins are expected, and said once per process. ``pwm``
+def lgpio_factory(number: int, label: str = "") -> Any:
+    """gpiozero's LGPIOFactory on ``/dev/gpiochip{number}``, found by label (gpiochip.py)
+    rather than gpiozero's own guess (chip 4 on a Pi 5 when it exists, else 0). Where the
+    kernel does not tell the board's revision, the revision of a board with that label is
+    used (FALLBACK_REVISIONS)."""
+    from gpiozero.exc import PinUnknownPi
+    from gpiozero.pins.lgpio import LGPIOFactory
+    from gpiozero.pins.local import get_pi_revision
+
+    fallback = FALLBACK_REVISIONS.get(label)
+
+    class HeaderFactory(LGPIOFactory):
+        def _get_revision(self) -> int:
+            try:
+                return int(get_pi_revision())
+            except PinUnknownPi:
+                if fallback is None:
+                    raise
+                log.info(
+                    "LEDs: the kernel does not say which Pi this is: using the pin map of "
+                    "a board with %s",
+                    label,
+                )
+                return fallback
+
+    return HeaderFactory(chip=number)
+
+
+def default_pin_factory(
+    *, pwm: bool = False, gpiochip: int | str = "auto"
+) -> tuple[Any, str | None]:
+    """(a pin factory for the LEDs to own, or None for gpiozero's global one; a problem).
+
+    ``GPIOZERO_PIN_FACTORY`` is honoured as gpiozero documents it. Otherwise the header's
+    gpiochip is found by label, or as ``[leds] gpiochip`` says (gpiochip.py), and driven
+    through lgpio. The problem is a sentence for /v1/health when the LEDs cannot light
+    although they should (no header chip on a Raspberry Pi, the configured chip missing,
+    lgpio unable to open it); mock pins are driven then. Off a Pi (no chip with a Pi
+    label, nothing saying Pi) mock pins are expected, and said once per process. ``pwm``
     asks for mock pins that can dim (an RGB LED mixes amber from red and some green).
     """
     global _told_no_gpio
@@ -431,20 +470,36 @@ def default_pin_factory(*, pwm: bool = False) -> Any:
         return MockFactory(pin_class=MockPWMPin) if pwm else MockFactory()
 
     if Device.pin_factory is not None:
-        return None
-    if looks_like_pi() or os.environ.get("GPIOZERO_PIN_FACTORY"):
+        return None, None
+    if os.environ.get("GPIOZERO_PIN_FACTORY"):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # gpiozero warns about each fallback it tries
                 Device.ensure_pin_factory()
-            return None
+            return None, None
         except Exception as e:
             log.warning("GPIO present but unusable (%s): LEDs drive mock pins", e)
-            return mock()
+            return mock(), None
+    choice, chips = find_gpiochip(gpiochip)
+    if choice.number is not None:
+        try:
+            factory = lgpio_factory(choice.number, choice.label)
+        except Exception as e:
+            problem = f"cannot open /dev/gpiochip{choice.number} ({choice.why}): {e}"
+            log.warning("LEDs: %s: driving mock pins", problem)
+            return mock(), problem
+        log.info("LEDs: GPIO on /dev/gpiochip%d: %s", choice.number, choice.why)
+        return factory, None
+    if choice.fault:
+        log.warning("LEDs: %s: driving mock pins", choice.problem)
+        return mock(), choice.problem
     if not _told_no_gpio:
         _told_no_gpio = True
-        log.info("no GPIO here: LEDs drive mock pins")
-    return mock()
+        if chips:
+            log.info("no Raspberry Pi GPIO here (%s): LEDs drive mock pins", choice.problem)
+        else:
+            log.info("no GPIO here: LEDs drive mock pins")
+    return mock(), None
 
 
 #: Where Linux lists the board's own LEDs; tests point :class:`Leds` at a temp dir instead.
@@ -555,7 +610,11 @@ class Leds:
             from gpiozero.pins.mock import MockFactory
 
             if pin_factory is None:
-                pin_factory = self._own_factory = default_pin_factory(pwm=rgb)
+                pin_factory, problem = default_pin_factory(pwm=rgb, gpiochip=config.gpiochip)
+                self._own_factory = pin_factory
+                if problem is not None:
+                    self._failed = True
+                    self.problem = problem
             self.mock = isinstance(pin_factory or Device.pin_factory, MockFactory)
         except Exception as e:
             self._error("cannot load gpiozero", e)
@@ -722,7 +781,7 @@ class Leds:
             try:
                 factory.close()
             except Exception as e:
-                self._error("cannot close the mock pin factory", e)
+                self._error("cannot close the pin factory", e)
 
     def __enter__(self) -> Leds:
         return self
