@@ -95,7 +95,14 @@ class _CountRefutes(logging.Handler):
 
 
 def run_one(
-    n: int, seed: int, fp_window: float, push_pull: bool, encrypt: bool, broadcasts: int = 3
+    n: int,
+    seed: int,
+    fp_window: float,
+    push_pull: bool,
+    encrypt: bool,
+    broadcasts: int = 3,
+    memberlist_ticker: bool = False,
+    skip_fp: bool = False,
 ) -> dict[str, Any]:
     """One simulation of n nodes; the figures as a dict (printed as JSON by the child)."""
     from agent.membership.messages import NodeState
@@ -108,7 +115,12 @@ def run_one(
     core_log = logging.getLogger("agent.membership")
     core_log.addHandler(refutes)
     core_log.propagate = False  # counted, not printed: 10^4 nodes log a lot at WARNING
-    settings = Settings() if push_pull else Settings(push_pull_interval=0.0)
+    settings = Settings(
+        push_pull_interval=Settings().push_pull_interval if push_pull else 0.0,
+        gossip_park=not memberlist_ticker,
+    )
+    out["memberlist_ticker"] = memberlist_ticker
+    out["skip_fp"] = skip_fp
     rng = random.Random(seed + 1)
 
     def note(msg: str) -> None:
@@ -237,6 +249,19 @@ def run_one(
     note(f"broadcast: rounds {rounds} ({wall['broadcast']:.0f} s wall)")
     checkpoint()
 
+    def finish() -> dict[str, Any]:
+        out["wall"] = wall
+        out["wall_total"] = sum(wall.values())
+        out["sim_seconds"] = sim.now
+        out["packets"] = sim.packets_sent
+        out["bad_input"] = sim.bad_input()
+        out["peak_rss_mib"] = peak_rss_mib()
+        core_log.removeHandler(refutes)
+        return out
+
+    if skip_fp:
+        return finish()
+
     # --- false positives: 5 % loss, 1 % stalled ------------------------------------------
     w = time.monotonic()
     stall_s = min_t / 2
@@ -302,14 +327,7 @@ def run_one(
     sim.run_for(0.02)
     out["pushpull_exchange_s"] = time.monotonic() - w
 
-    out["wall"] = wall
-    out["wall_total"] = sum(wall.values())
-    out["sim_seconds"] = sim.now
-    out["packets"] = sim.packets_sent
-    out["bad_input"] = sim.bad_input()
-    out["peak_rss_mib"] = peak_rss_mib()
-    core_log.removeHandler(refutes)
-    return out
+    return finish()
 
 
 # --- the parent: one child per N, then the tables -------------------------------------------
@@ -328,10 +346,14 @@ def table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...]) -> None:
 
 
 def report(r: dict[str, Any]) -> None:
-    n, d, b, fp = r["n"], r["detect"], r["broadcast"], r["fp"]
+    n, d = r["n"], r["detect"]
+    b = r.get("broadcast", {"rounds": [], "unreached": [], "retransmit_limit": 0})
+    b.setdefault("retransmit_log", math.nan)
+    ticker = "memberlist's ticker" if r.get("memberlist_ticker") else "parked gossip tick"
     print(
         f"\n## N={n:,} (seed {r['seed']}, {'AES-GCM' if r['encrypted'] else 'plaintext'}, "
-        f"push/pull {'on' if r['push_pull'] else 'off'}; {r['sim_seconds']:.0f} s simulated)\n"
+        f"push/pull {'on' if r['push_pull'] else 'off'}, {ticker}; "
+        f"{r['sim_seconds']:.0f} s simulated)\n"
     )
     lo, hi, swim = d["suspicion_min"], d["suspicion_max"], d["swim_first"]
     rows = [
@@ -352,6 +374,10 @@ def report(r: dict[str, Any]) -> None:
          f"retransmit limit {b['retransmit_limit']} = 4 x ceil(log10(N+1)) "
          f"(4 x log10(N+1) = {f(b['retransmit_log'], 1)}) sends per node"),
         ("  nodes never reached (each)", " / ".join(str(x) for x in b["unreached"]), "0"),
+    ]  # fmt: skip
+    fp = r.get("fp")
+    if fp is not None:
+        rows += [
         (f"false positives: dead, live members ({f(fp['measured'], 0)} s)",
          f"{fp['dead_events']} events, {fp['dead_members']} members", "0"),
         ("  suspicions of live members",
@@ -363,17 +389,21 @@ def report(r: dict[str, Any]) -> None:
         ("  live members not alive somewhere, at end", str(fp["not_alive_at_end"]), "0"),
         ("  packets / bytes per node-second", f"{f(fp['packets_per_node_s'])} / "
          f"{f(fp['bytes_per_node_s'], 0)}", "5 % loss"),
+        ("one push/pull exchange (s wall)", f(r["pushpull_exchange_s"], 2),
+         "all N members, both ways"),
+        ]  # fmt: skip
+    rows += [
         ("simulator: wall time total (s)", f(r["wall_total"], 0),
          ", ".join(f"{k} {v:.0f}" for k, v in r["wall"].items())),
         ("simulator: peak RSS (MiB)", f(r["peak_rss_mib"], 0),
          f"tables {f(r['rss_tables_mib'], 0)} MiB = {f(r['bytes_per_entry'], 0)} B per entry"),
-        ("one push/pull exchange (s wall)", f(r["pushpull_exchange_s"], 2),
-         "all N members, both ways"),
     ]  # fmt: skip
     table(rows, ("figure", "measured", "bound / note"))
+    if "broadcast" not in r or ("fp" not in r and not r.get("skip_fp")):
+        print("NOTE: the run stopped before its last phases (figures so far)")
     if r["steady_events"]:
         print(f"NOTE: {r['steady_events']} member events in the 5 s of steady state")
-    if r["bad_input"]:
+    if r.get("bad_input"):
         print(f"bad input: {r['bad_input']}")
 
 
@@ -412,13 +442,33 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fp-window", type=float, default=30.0)
     ap.add_argument("--broadcasts", type=int, default=3, help="tag updates to time")
+    ap.add_argument(
+        "--memberlist-ticker",
+        action="store_true",
+        help="gossip every interval as memberlist does (no parked tick sending at once)",
+    )
+    ap.add_argument("--skip-fp", action="store_true", help="no false-positive phase")
     ap.add_argument("--push-pull", action="store_true", help="keep memberlist's push/pull on")
     ap.add_argument("--plaintext", action="store_true", help="no cluster key (no AES-GCM)")
+    ap.add_argument("--report", help="print the tables from a child's JSON lines (a file)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the child: one N, JSON out
     args = ap.parse_args()
+    if args.report:  # format the figures a child printed (the last JSON line of a file)
+        with open(args.report) as fh:
+            res = json.loads(fh.read().strip().splitlines()[-1])
+        res.setdefault("wall_total", sum(res["wall"].values()))
+        report(res)
+        return 0
     if args.one:
         res = run_one(
-            args.one, args.seed, args.fp_window, args.push_pull, not args.plaintext, args.broadcasts
+            args.one,
+            args.seed,
+            args.fp_window,
+            args.push_pull,
+            not args.plaintext,
+            args.broadcasts,
+            args.memberlist_ticker,
+            args.skip_fp,
         )
         print(json.dumps(res))
         return 0
@@ -427,6 +477,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)]
         cmd += ["--fp-window", str(args.fp_window), "--broadcasts", str(args.broadcasts)]
         cmd += ["--push-pull"] if args.push_pull else []
+        cmd += ["--memberlist-ticker"] if args.memberlist_ticker else []
+        cmd += ["--skip-fp"] if args.skip_fp else []
         cmd += ["--plaintext"] if args.plaintext else []
         print(f"# simulating N={n} ...", file=sys.stderr, flush=True)
         p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)

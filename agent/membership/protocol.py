@@ -535,7 +535,7 @@ class Membership:
         elif kind == "gossip":
             self._gossip(now)
             self._last_gossip = now
-            if len(self.broadcasts) or len(self.user_broadcasts):
+            if len(self.broadcasts) or len(self.user_broadcasts) or not self.settings.gossip_park:
                 self._arm(("gossip",), now + self.settings.gossip_interval)
             else:
                 self._gossip_parked = True  # next_timer resumes it when something is queued
