@@ -110,7 +110,8 @@ def run_one(
     from agent.membership.simulator import Simulator
 
     out: dict[str, Any] = {"n": n, "seed": seed, "encrypted": encrypt, "push_pull": push_pull}
-    wall: dict[str, float] = {}
+    wall: dict[str, float] = {}  # per phase, seconds of wall time
+    cpu: dict[str, float] = {}  # and of this process's CPU (the machine may be shared)
     refutes = _CountRefutes()
     core_log = logging.getLogger("agent.membership")
     core_log.addHandler(refutes)
@@ -129,19 +130,22 @@ def run_one(
     def checkpoint() -> None:
         """The figures so far, one JSON line: a long run killed midway still has them."""
         out["wall"] = wall
+        out["cpu"] = cpu
         out["peak_rss_mib"] = peak_rss_mib()
         out["sim_seconds"] = sim.now
         print(json.dumps(out), flush=True)
 
     # --- build and converge ------------------------------------------------------------
-    r0, w = rss_mib(), time.monotonic()
+    r0, w, c = rss_mib(), time.monotonic(), time.process_time()
     sim = Simulator(n, seed=seed, settings=settings, encrypt=encrypt)
     wall["build"] = time.monotonic() - w
-    r1, w = rss_mib(), time.monotonic()
+    cpu["build"] = time.process_time() - c
+    r1, w, c = rss_mib(), time.monotonic(), time.process_time()
     sim.converge()
     gc.collect()
     gc.freeze()  # the tables are long-lived: keep the collector from walking them again
     wall["converge"] = time.monotonic() - w
+    cpu["converge"] = time.process_time() - c
     r2 = rss_mib()
     out["rss_base_mib"] = r0
     out["rss_endpoints_mib"] = r1 - r0
@@ -151,10 +155,11 @@ def run_one(
     note(f"converged in {wall['build'] + wall['converge']:.1f} s wall, RSS {r2:.0f} MiB")
     checkpoint()
 
-    w = time.monotonic()
+    w, c = time.monotonic(), time.process_time()
     i0 = len(sim.observed)  # before: each node's join event for itself, at its start
     sim.run_for(5.0)
     wall["steady"] = time.monotonic() - w
+    cpu["steady"] = time.process_time() - c
     out["steady_events"] = len(sim.observed) - i0  # any here: it was not converged
     gossip = settings.gossip_interval
 
@@ -169,7 +174,7 @@ def run_one(
     # --- detection -----------------------------------------------------------------------
     names = list(sim.nodes)
     victim = names[rng.randrange(1, n)]
-    w = time.monotonic()
+    w, c = time.monotonic(), time.process_time()
     t_kill = sim.now
     sim.kill(victim)
     live = [x.name for x in sim.live_nodes()]
@@ -193,6 +198,7 @@ def run_one(
     done = run_until(scan_dead, t_kill + max_t + 60, 0.5, "detection")
     times = [dead_at[x] - t_kill for x in live if x in dead_at]
     wall["detection"] = time.monotonic() - w
+    cpu["detection"] = time.process_time() - c
     out["detect"] = {
         "observers": len(live),
         "reached": len(times),
@@ -212,7 +218,7 @@ def run_one(
     checkpoint()
 
     # --- broadcast spread ----------------------------------------------------------------
-    w = time.monotonic()
+    w, c = time.monotonic(), time.process_time()
     rounds: list[float] = []
     unreached: list[int] = []
     sim.run_for(3.0)  # let the dead broadcast finish (~1.5 s), so the update travels alone
@@ -239,6 +245,7 @@ def run_one(
         unreached.append(len(others) - len(seen))
         sim.run_for(2.0)  # the queues drain (7 ticks at 10,000) before the next one
     wall["broadcast"] = time.monotonic() - w
+    cpu["broadcast"] = time.process_time() - c
     out["broadcast"] = {
         "rounds": rounds,
         "unreached": unreached,
@@ -251,6 +258,7 @@ def run_one(
 
     def finish() -> dict[str, Any]:
         out["wall"] = wall
+        out["cpu"] = cpu
         out["wall_total"] = sum(wall.values())
         out["sim_seconds"] = sim.now
         out["packets"] = sim.packets_sent
@@ -263,7 +271,7 @@ def run_one(
         return finish()
 
     # --- false positives: 5 % loss, 1 % stalled ------------------------------------------
-    w = time.monotonic()
+    w, c = time.monotonic(), time.process_time()
     stall_s = min_t / 2
     live_names = [x.name for x in sim.live_nodes()]
     stalled = rng.sample(live_names, max(1, round(0.01 * len(live_names))))
@@ -287,6 +295,7 @@ def run_one(
     t_end = sim.now
     sim.loss = 0.0
     wall["false_positives"] = time.monotonic() - w
+    cpu["false_positives"] = time.process_time() - c
     evs = [o for o in sim.observed[j:] if o.member in live_set]
     dead = [o for o in evs if o.kind == "dead"]
     sus = [o for o in evs if o.kind == "suspect"]
@@ -321,7 +330,7 @@ def run_one(
 
     # --- what one push/pull exchange costs at this N -------------------------------------
     a, b = sim.live_nodes()[:2]
-    w = time.monotonic()
+    w, c = time.monotonic(), time.process_time()
     a.endpoint.join([b.addr], sim.now)
     sim.flush(a.name)
     sim.run_for(0.02)
@@ -395,6 +404,8 @@ def report(r: dict[str, Any]) -> None:
     rows += [
         ("simulator: wall time total (s)", f(r["wall_total"], 0),
          ", ".join(f"{k} {v:.0f}" for k, v in r["wall"].items())),
+        ("simulator: CPU time total (s)", f(sum(r.get("cpu", {}).values()) or math.nan, 0),
+         ", ".join(f"{k} {v:.0f}" for k, v in r.get("cpu", {}).items())),
         ("simulator: peak RSS (MiB)", f(r["peak_rss_mib"], 0),
          f"tables {f(r['rss_tables_mib'], 0)} MiB = {f(r['bytes_per_entry'], 0)} B per entry"),
     ]  # fmt: skip
@@ -408,30 +419,40 @@ def report(r: dict[str, Any]) -> None:
 
 
 def scaling(results: list[dict[str, Any]]) -> None:
+    """Per phase, the seconds the simulator spent: CPU where the run recorded it (the
+    machine may be shared), else wall; idle is the 5 s of steady state per node-second."""
     print("\n## scaling of the simulator itself\n")
     rows = []
     for r in results:
-        n = r["n"]
-        run = r["wall_total"] - r["wall"]["build"] - r["wall"]["converge"]
+        n, t = r["n"], r.get("cpu") or r["wall"]
+        kind = "CPU" if r.get("cpu") else "wall"
+
+        def cell(phase: str, t: dict[str, float] = t) -> str:
+            return f(t[phase], 0) if phase in t else "-"
+
         rows.append(
             (
                 f"{n:,}",
-                f(r["wall"]["build"] + r["wall"]["converge"], 1),
-                f(run, 0),
-                f(r["sim_seconds"], 0),
-                f(run / r["sim_seconds"] / n * 1e6, 0),
+                kind,
+                f(t["build"] + t["converge"], 1),
+                f(t["steady"] / 5.0 / n * 1e6, 0) if "steady" in t else "-",
+                cell("detection"),
+                cell("broadcast"),
+                cell("false_positives"),
                 f(r["peak_rss_mib"], 0),
                 f(r["bytes_per_entry"], 0),
             )
         )
     head = (
         "N",
-        "start (s)",
-        "run (s)",
-        "simulated (s)",
-        "wall us per node-second",
-        "peak RSS (MiB)",
-        "B per member entry",
+        "seconds of",
+        "start",
+        "idle us/node-s",
+        "detection",
+        "broadcast",
+        "false pos.",
+        "peak RSS MiB",
+        "B per entry",
     )
     table(rows, head)
 
