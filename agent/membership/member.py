@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from agent.membership.messages import DEFAULT_VSN, NodeState, ip_from_wire
@@ -18,6 +18,9 @@ class Member:
     incarnation: int = 0
     state: NodeState = NodeState.DEAD
     state_change: float = 0.0
+    # held by several cores at once (the simulator's converged start, Membership.
+    # adopt_members): a core copies the record before it changes it
+    shared: bool = field(default=False, compare=False, repr=False)
 
     @property
     def host(self) -> str:
@@ -45,8 +48,9 @@ class Member:
         }[self.state]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def host_of(raw: bytes) -> str:
-    """Wire IP bytes -> text ("" when unusable); cached: it runs for every packet sent."""
+    """Wire IP bytes -> text ("" when unusable); cached: it runs for every packet sent
+    (16,384 entries: every member of a 10,000-node cluster, a few MiB at most)."""
     ip = ip_from_wire(raw)
     return str(ip) if ip is not None else ""

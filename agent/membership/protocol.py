@@ -539,7 +539,8 @@ class Membership:
         elif kind == "gossip":
             self._gossip(now)
             self._last_gossip = now
-            if (len(self.broadcasts) or len(self.user_broadcasts)) and self._gossip_target(now):
+            queued = len(self.broadcasts) or len(self.user_broadcasts)
+            if (queued and self._gossip_target(now)) or not self.settings.gossip_park:
                 self._arm(("gossip",), now + self.settings.gossip_interval)
             else:
                 # nothing queued, or nobody to send it to (a node alone): a tick would send
@@ -931,6 +932,7 @@ class Membership:
             log.warning("refuting an alive message for ourselves (%s)", a.node)
         else:
             self.broadcasts.queue(Broadcast(encode_message(a), a.node))
+            state = self._own(state)
             state.vsn = a.vsn
             state.incarnation = a.incarnation
             state.meta = a.meta
@@ -964,6 +966,7 @@ class Membership:
             log.warning("refuting a suspect message (from %s)", s.from_node)
             return
         self.broadcasts.queue(Broadcast(encode_message(s), s.node))
+        state = self._own(state)
         state.incarnation = s.incarnation
         state.state = NodeState.SUSPECT
         state.state_change = now
@@ -1011,6 +1014,7 @@ class Membership:
             log.warning("refuting a dead message (from %s)", d.from_node)
             return
         self.broadcasts.queue(Broadcast(encode_message(d), d.node, on_finished))
+        state = self._own(state)
         state.incarnation = d.incarnation
         state.state = NodeState.LEFT if d.node == d.from_node else NodeState.DEAD
         state.state_change = now
@@ -1031,6 +1035,34 @@ class Membership:
         self.broadcasts.queue(Broadcast(encode_message(a), me.name))
 
     # --- helpers -------------------------------------------------------------------------
+
+    def adopt_members(
+        self, nodes: list[Member], node_map: dict[str, Member], addr_names: dict[Address, str]
+    ) -> None:
+        """Take a converged member table built once for many cores (the simulator's
+        converged start: 10,000 protocol joins, each merging up to 10,000 members, would
+        take hours). The records are ``shared``: each is copied by the first core that
+        changes it (_own), so 10,000 tables of 10,000 members hold 10,000 records, not
+        10^8. The containers are copied here; our own record stays ours; the probe order
+        is shuffled with our rng, as joins in a random order would leave it."""
+        me = self.node_map[self.name]
+        self.node_map = dict(node_map)
+        self.node_map[self.name] = me
+        self.addr_names = dict(addr_names)
+        self.addr_names[me.address] = self.name
+        self.nodes = [n for n in nodes if n.name != self.name]
+        self.nodes.append(me)
+        self.rng.shuffle(self.nodes)
+        self.probe_index = 0
+
+    def _own(self, m: Member) -> Member:
+        """This core's own copy of a record it is about to change (see adopt_members)."""
+        if not m.shared:
+            return m
+        mine = _copy(m)
+        self.node_map[m.name] = mine
+        self.nodes[list(map(id, self.nodes)).index(id(m))] = mine
+        return mine
 
     def _reset_nodes(self, now: float) -> None:
         """Forget nodes dead or left longer than gossip_to_the_dead_time; reshuffle."""

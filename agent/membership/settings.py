@@ -22,6 +22,10 @@ class Settings:
     retransmit_mult: int = 4
     gossip_interval: float = 0.2
     gossip_nodes: int = 3
+    # the gossip tick sleeps while nothing is queued and, after a long sleep, sends a
+    # newly queued message at once; False ticks every gossip_interval as memberlist's
+    # ticker does, where a message waits for the next tick (bench/simulate.py compares)
+    gossip_park: bool = True
     gossip_to_the_dead_time: float = 30.0
     push_pull_interval: float = 30.0
     tcp_timeout: float = 10.0
