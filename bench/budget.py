@@ -468,6 +468,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         (work / "token").write_text(TOKEN + "\n")
         (work / "token").chmod(0o600)
         res["cgroups"] = f"v{cgroups.version}: {', '.join(map(str, cgroups.parents.values()))}"
+        res["cgroup_parents"] = sorted({str(d) for d in cgroups.parents.values()})
         print(f"cgroups {res['cgroups']}", flush=True)
 
         # the origin farm, outside the cgroups
