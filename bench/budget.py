@@ -339,6 +339,7 @@ class Snapshot:
     cpu: list[float]
     cpu_stat: list[CpuStat]
     log_offset: list[int]
+    majflt: list[int]  # major page faults (a page read back from disk: memory pressure)
     metrics: list[dict[str, float]]
     host: tuple[int, int, int]
     others_cpu: float  # the farm's processes and this script
@@ -354,11 +355,20 @@ async def snapshot(cluster: Cluster, farm_pids: list[int]) -> Snapshot:
         cpu=[cpu_seconds(n.proc.pid) for n in cluster.nodes],
         cpu_stat=[n.group.cpu_stat() for n in cluster.nodes],
         log_offset=[n.log.stat().st_size for n in cluster.nodes],
+        majflt=[_majflt(n.proc.pid) for n in cluster.nodes],
         metrics=metrics,
         host=host_jiffies(),
         others_cpu=sum(_cpu_or_zero(p) for p in farm_pids) + t.user + t.system,
         load=os.getloadavg(),
     )
+
+
+def _majflt(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[9])  # field 12 of stat(5)
+    except OSError:
+        return 0
 
 
 def _cpu_or_zero(pid: int) -> float:
@@ -597,6 +607,7 @@ async def measure(
             [_cpu_or_zero(n.proc.pid) for n in nodes],
             [n.group.cpu_stat() for n in nodes],
             [n.log.stat().st_size for n in nodes],
+            [_majflt(n.proc.pid) for n in nodes],
             s1_metrics,
             host_jiffies(),
             sum(_cpu_or_zero(p) for p in farm_pids) + sum(os.times()[:2]),
@@ -643,6 +654,7 @@ def cluster_state(cluster: Cluster, res: dict[str, Any], s0: Snapshot, s1: Snaps
                 * (st1.throttled - st0.throttled)
                 / max(1, st1.periods - st0.periods),
                 "throttled_s": st1.throttled_s - st0.throttled_s,
+                "major_faults": s1.majflt[i] - s0.majflt[i],
                 "checks": d("checks_ok") + d("checks_fail"),
                 "checks_per_s": (d("checks_ok") + d("checks_fail")) / wall,
                 "failed": d("checks_fail"),
@@ -693,7 +705,7 @@ def report(res: dict[str, Any], half: float) -> None:
     print(f"\nwindow {res['window_s']:.0f} s; per node:")
     hdr = (
         "node   CPU%   thr%  checks/s  late  lag>1s  late-timer  busy-pass  ping-gap  "
-        "peak MiB  VmHWM  anon  file  hits  OOM  susp"
+        "peak MiB  VmHWM  anon  file  hits  OOM  majflt  susp"
     )
     print(hdr)
     for r in per:
@@ -707,7 +719,8 @@ def report(res: dict[str, Any], half: float) -> None:
             f"{late_t:9.3f}s {busy_t:9.3f}s "
             f"{r['ping_gap_s']:8.1f}s {'n/a' if peak is None else f'{peak:8.1f}'} "
             f"{r['vm_hwm_mib']:6.1f} {r['anon_mib']:5.1f} {r['file_mib']:5.1f} "
-            f"{r['limit_hits']:5d} {r['oom_kills']:4d} {r['events']['suspicions']:5d}"
+            f"{r['limit_hits']:5d} {r['oom_kills']:4d} {r['major_faults']:7d} "
+            f"{r['events']['suspicions']:5d}"
         )
     susp = sum(r["events"]["suspicions"] for r in per)
     accus = sum(r["events"]["accusations"] for r in per)
@@ -744,9 +757,8 @@ def report(res: dict[str, Any], half: float) -> None:
         (s for r in per for s in ((r["stalls"] or {}).get("top") or [])), key=lambda s: -s["s"]
     )[:5]
     if worst:
-        print(
-            f"longest stalls in the window (over {stalls[0]['record_s'] if stalls[0] else '?'} s):"
-        )
+        record = next((s["record_s"] for s in stalls if s), "?")
+        print(f"longest stalls in the window (over {record} s):")
         for s in worst:
             print(f"  {s['s'] * 1000:7.0f} ms {s['kind']:<4} {s['cause'][:150]}")
     print(
