@@ -37,6 +37,7 @@ class Figures(Protocol):
     checks: Counter
     check_latency: Histogram
     check_lag: Histogram
+    checks_late: Counter
     checks_in_flight: Gauge
     transitions: Counter
 
@@ -75,6 +76,11 @@ class CheckMetrics:
     def lag(self, seconds: float) -> None:
         if self.m is not None:
             self.m.check_lag.observe(seconds)
+
+    def late(self, kind: str) -> None:
+        """A probe started more than one interval after it was due: a missed deadline."""
+        if self.m is not None:
+            self.m.checks_late.labels(kind).inc()
 
     def stalled(self, kind: str) -> None:
         """A result not recorded: this node's loop was stalled (engine.STALL_GRACE)."""

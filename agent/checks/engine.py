@@ -151,6 +151,7 @@ class CheckEngine:
         self._seq = itertools.count()
         self._running = 0
         self.stalled = 0  # results not recorded because this node was stalled
+        self.late = 0  # probes started more than one interval late (missed deadlines)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._alarm = Alarm()
@@ -383,7 +384,11 @@ class CheckEngine:
         assert loop is not None and self._session is not None
         spec = entry.spec
         start = loop.time()
-        self._metrics.lag(start - due if start > due else 0.0)
+        lag = start - due if start > due else 0.0
+        self._metrics.lag(lag)
+        if lag > entry.state.interval(spec):  # a missed deadline (bench/budget.py counts them)
+            self.late += 1
+            self._metrics.late(spec.kind)
         try:
             try:
                 result = await self._probe(self._session, spec, clock=loop.time)

@@ -125,8 +125,11 @@ class OriginState:
 
         Deterministic given ``rng``'s state.
         """
-        base = spec.effective_down_interval if self.status is Status.DOWN else spec.interval
-        return jittered(base, rng)
+        return jittered(self.interval(spec), rng)
+
+    def interval(self, spec: OriginSpec) -> float:
+        """The interval in force, unjittered: down_interval while down, else interval."""
+        return spec.effective_down_interval if self.status is Status.DOWN else spec.interval
 
 
 def jittered(base: float, rng: random.Random, jitter: float = JITTER) -> float:

@@ -103,6 +103,14 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
             registry=r,
         )
+        self.checks_late = Counter(
+            "edge_agent_checks_late",
+            "Probes that started more than one interval after they were due (a missed "
+            "check deadline: the concurrency bound, or a busy or starved event loop), by "
+            "origin kind.",
+            ["kind"],
+            registry=r,
+        )
         self.bad_input = Counter(
             "edge_agent_bad_input",
             "Rejected input, by source (api, config, packet, stream, file) and kind.",

@@ -513,3 +513,24 @@ async def test_a_timeout_with_the_loop_running_is_a_failure(
     t, n = await rec.next()
     assert (t.old, t.new, n) == (Status.UNKNOWN, Status.DOWN, 1)
     assert t.reason == "timeout after 300ms" and engine.stalled == 0
+
+
+async def test_a_probe_started_more_than_one_interval_late_is_a_missed_deadline(
+    origin: OriginServer, rec: Recorder, make_engine: Callable[..., CheckEngine]
+) -> None:
+    """bench/budget.py's "missed check deadlines": probes on time are not counted; one
+    that starts more than an interval after it was due (this node's loop blocked) is."""
+    metrics = Metrics()
+    engine = make_engine(metrics=metrics)
+    engine.set_origins([make_spec(origin.url("/ok"), "a", interval=0.5)], immediate=True)
+    await engine.start()
+    await rec.wait_results("a", 2)
+    assert engine.late == 0
+    assert served(metrics, "edge_agent_checks_late_total", {"kind": "http"}) is None
+    n = len(rec.results["a"])
+    # the fault injected: the loop is blocked right after a result, so the next probe
+    # (due 0.45-0.55 s after the last one started) starts about a second past its due time
+    time.sleep(1.5)
+    await rec.wait_results("a", n + 1)
+    assert engine.late == 1
+    assert served(metrics, "edge_agent_checks_late_total", {"kind": "http"}) == 1
