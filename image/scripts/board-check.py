@@ -344,7 +344,8 @@ def check(root: Path, boot: Path) -> int:
     )
     r.line(f"root=LABEL={ROOT_LABEL}" in cmdline, f"cmdline.txt root=LABEL={ROOT_LABEL}")
     r.line(
-        bool(initrd_names) and any(n.endswith(("sbin/e2fsck", "sbin/fsck.ext4")) for n in initrd_names),
+        bool(initrd_names)
+        and any(n.endswith(("sbin/e2fsck", "sbin/fsck.ext4")) for n in initrd_names),
         f"initramfs {initrds[0].name if initrds else '?'}: e2fsck (fsck.repair=yes before /)",
     )
 
@@ -376,6 +377,10 @@ def check(root: Path, boot: Path) -> int:
     return 0
 
 
+def driver_list(drivers: list[tuple[str, bool]]) -> str:
+    return ", ".join(f"{m} ({'built in' if bi else 'module'})" for m, bi in drivers) or "NO DRIVER"
+
+
 def describe(
     need: Need, board: Board, trees: list[Node], kernel: Kernel, in_initrd: set[str]
 ) -> tuple[str, bool]:
@@ -393,7 +398,9 @@ def describe(
                 per_dtb[current] = True
         lacking = [d for d, found in per_dtb.items() if not found]
         drivers = sorted({d for c in compats for d in kernel.drivers_for_compatible(c)})
-        drv = ", ".join(f"{m} ({'built in' if bi else 'module'})" for m, bi in drivers) or "NO DRIVER"
+        drv = (
+            ", ".join(f"{m} ({'built in' if bi else 'module'})" for m, bi in drivers) or "NO DRIVER"
+        )
         ok = not lacking and bool(drivers)
         text = f'"{need.compatible}" -> {drv}'
         if lacking:
@@ -402,7 +409,9 @@ def describe(
         builtin = any(bi for _, bi in drivers)
     elif need.pci:
         drivers = kernel.drivers_for_pci(need.pci)
-        drv = ", ".join(f"{m} ({'built in' if bi else 'module'})" for m, bi in drivers) or "NO DRIVER"
+        drv = (
+            ", ".join(f"{m} ({'built in' if bi else 'module'})" for m, bi in drivers) or "NO DRIVER"
+        )
         ok = bool(drivers)
         text = f"PCI {need.pci} -> {drv}"
         mods = [m for m, bi in drivers if not bi]
