@@ -88,7 +88,8 @@ LGPIO_SDIST=$CACHE/sdist/lgpio-$LGPIO_VERSION.tar.gz
 
 # --- stage 1: the Debian root (cached) ----------------------------------------------------
 pkgs=$(grep -Ev '^\s*(#|$)' "$IMAGE_DIR/packages.txt" | tr '\n' ',' | sed 's/,$//')
-key=$(cat "$IMAGE_DIR/packages.txt" "$IMAGE_DIR/scripts/stage1-kernel.sh" "$IMAGE_DIR/rootfs/etc/fstab" <(echo "$SUITE $MIRROR v2") |
+# (the package list without its comments: rewording one does not rebuild the root)
+key=$(cat <(printf '%s\n' "$pkgs") "$IMAGE_DIR/scripts/stage1-kernel.sh" "$IMAGE_DIR/rootfs/etc/fstab" <(echo "$SUITE $MIRROR v2") |
       sha256sum | cut -c1-16)
 ROOT_TAR=$CACHE/rootfs-$SUITE-arm64-$key.tar
 # Options common to both mmdebstrap runs: the apt archive cache is synced in and out
