@@ -32,7 +32,7 @@ bench:           ## print the figures (see bench/)
 image:           ## build the Raspberry Pi image, as root (image/out/; see docs/image.md)
 	@bash image/build.sh
 
-image-test:      ## boot the built image under QEMU (2 VMs) and check it; after make image
+image-test:      ## as root: boot the built image under QEMU (2 virt VMs, then an emulated Pi 4) and check it; after make image
 	@python3 -u image/boot_test.py $(IMAGE_TEST_ARGS)
 
 clean:

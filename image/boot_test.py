@@ -1,14 +1,27 @@
 #!/usr/bin/env python3
 """Boot the built image under QEMU and prove it comes up as a working edge-agent node.
 
-`make image-test` runs this (as root, after `make image`). For each VM it copies the image
-(sparse), makes the copy 512 MiB larger (so the first-boot growth has room), writes the
-first-boot settings onto the copy's FAT boot partition with mtools (edge-agent.toml, a
-gossip keyring, an API token, authorized_keys, a hostname for the first VM only, a
-networkd file for the VM-to-VM link), takes Debian's kernel and initrd out of that
-partition, and boots it with qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG) under the
-image's own systemd. Then, through forwarded loopback ports only (QEMU user networking with
-restrict=on: the guests reach nothing else), it checks that
+`make image-test` runs this (as root, after `make image`). It boots the image under two
+emulations, one after the other (`--machine virt|raspi4b|all`, default all):
+
+  virt     two VMs of QEMU's generic `virt` machine (-cpu cortex-a72, the host's
+           qemu-system-aarch64) that form one gossip cluster over a private link
+           (QEMU socket netdev over 127.0.0.1; addresses from TEST-NET-1, 192.0.2.0/24);
+  raspi4b  one emulated Raspberry Pi 4 (QEMU >= 9: Debian 12's 7.2 has no raspi4b, so
+           trixie's qemu-system-aarch64 runs from a trixie amd64 root that this script
+           builds once with mmdebstrap into the image cache). It boots what a Pi 4's
+           firmware would: the kernel and initramfs named by config.txt, the board's own
+           bcm2711-rpi-4-b.dtb and cmdline.txt as written, all read from the image's boot
+           partition, the root from the image as an SD card. QEMU's raspi4b has no GENET
+           Ethernet, so the guest's network is a USB network adapter on the board's USB
+           (dwc2) port, which the image's DHCP config already covers (usb*).
+
+For each VM it copies the image (sparse) onto a bigger "card" (so the first-boot growth
+has room), writes the first-boot settings onto the copy's FAT boot partition with mtools
+(edge-agent.toml, a gossip keyring, an API token, authorized_keys, a hostname for the
+first VM only, a networkd file for the VM-to-VM link), boots it under the image's own
+systemd, and then, through forwarded loopback ports only (QEMU user networking with
+restrict=on: the guests reach nothing else), checks that
 
   - the agent reached READY (Type=notify: ActiveState=active) and /v1/health answers 200;
   - the hostname and the config from the boot partition were applied (and the secrets
@@ -18,16 +31,19 @@ restrict=on: the guests reach nothing else), it checks that
   - journald writes to /run only, no swap, / mounted noatime,commit=30, root grown;
   - ssh takes keys only and root has no password;
   - a bad edge-agent.toml is rejected without touching the running config;
-  - with two VMs (the default), they form one gossip cluster over a private link
-    (QEMU socket netdev over 127.0.0.1; addresses from TEST-NET-1, 192.0.2.0/24).
+  - (raspi4b) the kernel runs on the Pi 4 device tree, / is on the SD card, the GPIO chip
+    is there;
+  - the checks of image/pi_checks.py, if that file exists (see run_pi_checks).
 
 It prints the time from starting QEMU to the first 200 from /v1/health and to READY.
-Exit status 0 when every check passed. Python stdlib only.
+Missing host tools (QEMU, mtools, fdisk, ssh, mmdebstrap) are installed with apt when run
+as root, as `make image` does. Exit status 0 when every check passed. Python stdlib only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -53,7 +69,23 @@ HOST_TOOLS = {
     "sfdisk": "fdisk",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "mmdebstrap": "mmdebstrap",  # for the trixie root that runs QEMU's raspi4b
 }
+CACHE = Path(os.environ.get("EDGE_IMAGE_CACHE", "/var/cache/edge-agent-image"))
+MIRROR = os.environ.get("EDGE_IMAGE_MIRROR", "http://deb.debian.org/debian")
+QEMU_ROOT = CACHE / "qemu-trixie-amd64"  # trixie's qemu-system-arm (10.x): has raspi4b
+RASPI_CARD = 4 << 30  # QEMU wants an SD card whose size is a power of 2
+RASPI_DTB = "bcm2711-rpi-4-b.dtb"
+# Runs QEMU from the trixie root: the test's work directory bind-mounted at the same path,
+# /dev and /proc for QEMU, all in a private mount namespace that vanishes with QEMU.
+IN_QEMU_ROOT = """
+root=$1 work=$2; shift 2
+mkdir -p "$root$work"
+mount --bind "$work" "$root$work"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+exec chroot "$root" "$@"
+"""
 
 
 def free_port() -> int:
@@ -66,14 +98,95 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
 
 
+def ensure_host_tools(tools: dict[str, str]) -> bool:
+    """Install what is missing with apt when root (as image/build.sh does); else say what."""
+    missing = {t: p for t, p in tools.items() if not shutil.which(t)}
+    if not missing:
+        return True
+    pkgs = sorted(set(missing.values()))
+    if os.geteuid() != 0:
+        print(
+            "image-test: missing host tools: "
+            + ", ".join(f"{t} (apt: {p})" for t, p in missing.items())
+            + "; run as root (sudo make image-test) to have them installed",
+            file=sys.stderr,
+        )
+        return False
+    print(f"image-test: installing host packages: {' '.join(pkgs)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *pkgs],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    still = [t for t in missing if not shutil.which(t)]
+    if still:
+        print(f"image-test: still missing after apt: {', '.join(still)}", file=sys.stderr)
+    return not still
+
+
+def qemu_root_version() -> str | None:
+    qemu = QEMU_ROOT / "usr/bin/qemu-system-aarch64"
+    if not qemu.exists():
+        return None
+    r = subprocess.run(
+        ["chroot", str(QEMU_ROOT), "qemu-system-aarch64", "-version"],
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    m = re.search(r"version (\d+\.\d+(\.\d+)?)", r.stdout)
+    return m[1] if m else None
+
+
+def ensure_qemu_root() -> str:
+    """A Debian trixie amd64 root with qemu-system-arm, built once (about 1 minute)."""
+    version = qemu_root_version()
+    if version:
+        return version
+    print(f"building {QEMU_ROOT} (Debian trixie amd64 + qemu-system-arm; once)")
+    t0 = time.monotonic()
+    tmp = QEMU_ROOT.with_name(QEMU_ROOT.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "mmdebstrap",
+            "--variant=apt",
+            "--mode=root",
+            "--format=directory",
+            "--include=qemu-system-arm",
+            '--aptopt=APT::Install-Recommends "false"',
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            '--customize-hook=chroot "$1" apt-get clean',
+            "trixie",
+            str(tmp),
+            f"deb {MIRROR} trixie main",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    shutil.rmtree(QEMU_ROOT, ignore_errors=True)
+    tmp.rename(QEMU_ROOT)
+    version = qemu_root_version()
+    if not version:
+        raise RuntimeError(f"no working qemu-system-aarch64 in {QEMU_ROOT}")
+    print(f"  trixie QEMU {version} ready in {time.monotonic() - t0:.0f} s")
+    return version
+
+
 @dataclass
 class Vm:
     name: str
     index: int
     work: Path
     hostname: str | None
-    link_ip: str
+    link_ip: str  # the address the agent advertises
     peer_ip: str | None
+    link: bool = True  # a second NIC on the VM-to-VM link (virt); raspi4b has only usb0
     ssh_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -175,12 +288,23 @@ timeout = "1s"
 """
 
 
-def prepare(vm: Vm, base: Path, pubkey: str) -> tuple[Path, Path, str]:
-    """Copy the image, put the first-boot files on its boot partition, return kernel/initrd."""
+@dataclass
+class BootFiles:
+    """What a Pi's firmware would take from the boot partition, copied out of it."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    dtb: Path | None = None
+
+
+def prepare(vm: Vm, base: Path, pubkey: str, card_size: int, dtb: str | None = None) -> BootFiles:
+    """Copy the image onto a card of card_size, put the first-boot files on its boot
+    partition, and take out the kernel and initramfs that config.txt names (and a dtb)."""
     vm.img = vm.work / f"{vm.name}.img"
     run(["cp", "--sparse=always", str(base), str(vm.img)])
     with open(vm.img, "r+b") as f:  # a bigger "card": the root must grow into it
-        f.truncate(base.stat().st_size + 512 * 1024 * 1024)
+        f.truncate(card_size)
     fat = f"{vm.img}@@{boot_partition_offset(vm.img)}"
     files = vm.work / f"{vm.name}-boot"
     files.mkdir()
@@ -191,25 +315,33 @@ def prepare(vm: Vm, base: Path, pubkey: str) -> tuple[Path, Path, str]:
     (files / "authorized_keys").write_text(pubkey)
     if vm.hostname:
         (files / "hostname").write_text(vm.hostname + "\n")
-    (files / "network").mkdir()
-    (files / "network" / "10-test-link.network").write_text(
-        f"[Match]\nMACAddress={vm.mac_link}\n\n[Network]\nAddress={vm.link_ip}/24\n"
-        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-    )
+    if vm.link:
+        (files / "network").mkdir()
+        (files / "network" / "10-test-link.network").write_text(
+            f"[Match]\nMACAddress={vm.mac_link}\n\n[Network]\nAddress={vm.link_ip}/24\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        )
     for p in sorted(files.iterdir()):
         mtools("mcopy", "-s", "-o", "-i", fat, str(p), "::/")
-    listing = mtools("mdir", "-b", "-i", fat, "::/")
-    names = [line.rsplit("/", 1)[-1] for line in listing.split()]
-    kernel = sorted(n for n in names if n.startswith("vmlinuz-"))[-1]
-    initrd = sorted(n for n in names if n.startswith("initrd.img-"))[-1]
+    # As the firmware does: config.txt names the kernel and the initramfs.
+    config = mtools("mtype", "-i", fat, "::/config.txt")
+    kline = re.search(r"^kernel=(\S+)", config, re.M)
+    iline = re.search(r"^initramfs\s+(\S+)", config, re.M)
+    if not kline or not iline:
+        raise RuntimeError(f"config.txt names no kernel or initramfs:\n{config}")
+    kernel, initrd = kline[1], iline[1]
     cmdline = mtools("mtype", "-i", fat, "::/cmdline.txt").strip()
-    out_k, out_i = vm.work / f"{vm.name}-{kernel}", vm.work / f"{vm.name}-{initrd}"
-    mtools("mcopy", "-i", fat, f"::/{kernel}", str(out_k))
-    mtools("mcopy", "-i", fat, f"::/{initrd}", str(out_i))
-    return out_k, out_i, cmdline
+    out = BootFiles(vm.work / f"{vm.name}-{kernel}", vm.work / f"{vm.name}-{initrd}", cmdline)
+    mtools("mcopy", "-i", fat, f"::/{kernel}", str(out.kernel))
+    mtools("mcopy", "-i", fat, f"::/{initrd}", str(out.initrd))
+    if dtb:
+        out.dtb = vm.work / f"{vm.name}-{dtb}"
+        mtools("mcopy", "-i", fat, f"::/{dtb}", str(out.dtb))
+    return out
 
 
-def start(vm: Vm, kernel: Path, initrd: Path, link: str, smp: int, mem: int) -> None:
+def start(vm: Vm, boot: BootFiles, link: str, smp: int, mem: int) -> None:
+    """QEMU's generic virt machine: the image's kernel, root by label, virtio devices."""
     console = vm.work / f"{vm.name}-console.log"
     cmd = [
         "qemu-system-aarch64",
@@ -224,9 +356,9 @@ def start(vm: Vm, kernel: Path, initrd: Path, link: str, smp: int, mem: int) -> 
         "-accel",
         "tcg,thread=multi",
         "-kernel",
-        str(kernel),
+        str(boot.kernel),
         "-initrd",
-        str(initrd),
+        str(boot.initrd),
         # Pi-like: root by label, eth0; console on QEMU's PL011
         "-append",
         "root=LABEL=EDGEROOT rw rootwait fsck.repair=yes net.ifnames=0 console=ttyAMA0",
@@ -257,6 +389,53 @@ def start(vm: Vm, kernel: Path, initrd: Path, link: str, smp: int, mem: int) -> 
         "-serial",
         f"file:{console}",
     ]
+    vm.started = time.monotonic()
+    with open(vm.work / f"{vm.name}-qemu.err", "wb") as err:
+        vm.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
+
+
+def start_raspi4b(vm: Vm, boot: BootFiles) -> None:
+    """QEMU's raspi4b from the trixie root: kernel, initramfs, dtb and cmdline.txt as the
+    Pi 4's firmware would load them, the image as its SD card, a USB network adapter."""
+    assert boot.dtb is not None
+    serial0, serial1 = vm.work / f"{vm.name}-ttyAMA0.log", vm.work / f"{vm.name}-console.log"
+    qemu = [
+        "qemu-system-aarch64",
+        "-M",
+        "raspi4b",
+        "-m",
+        "2G",
+        "-accel",
+        "tcg,thread=multi",
+        "-kernel",
+        str(boot.kernel),
+        "-initrd",
+        str(boot.initrd),
+        "-dtb",
+        str(boot.dtb),
+        "-append",
+        boot.cmdline,
+        "-drive",
+        f"file={vm.img},format=raw,if=sd,cache=unsafe",
+        "-netdev",
+        "user,id=n0,restrict=on,"
+        f"hostfwd=tcp:127.0.0.1:{vm.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{vm.api_port}-:8080",
+        "-device",
+        f"usb-net,netdev=n0,mac={vm.mac_user}",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        # the PL011 (ttyAMA0: Bluetooth on a real Pi 4), then the mini UART (ttyS1: GPIO 14/15)
+        "-serial",
+        f"file:{serial0}",
+        "-serial",
+        f"file:{serial1}",
+    ]
+    cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", IN_QEMU_ROOT]
+    cmd += ["sh", str(QEMU_ROOT), str(vm.work), *qemu]
     vm.started = time.monotonic()
     with open(vm.work / f"{vm.name}-qemu.err", "wb") as err:
         vm.proc = subprocess.Popen(
@@ -360,7 +539,8 @@ def check_vm(vm: Vm, key: Path, c: Checks, base_root_mib: int) -> dict[str, floa
     )
     perms = sh("stat -c '%U:%G %a' /etc/edge-agent/keyring /etc/edge-agent/api-token").split("\n")
     c.check(
-        all(p.strip() == "edge-agent:edge-agent 600" for p in perms if p.strip()) and len(perms) >= 2,
+        all(p.strip() == "edge-agent:edge-agent 600" for p in perms if p.strip())
+        and len(perms) >= 2,
         "keyring and token installed edge-agent:edge-agent 0600",
         "|".join(perms),
     )
@@ -456,7 +636,12 @@ def check_cluster(vms: list[Vm], c: Checks, deadline: float) -> float | None:
             for v in views
         ):
             c.check(True, f"{want} VMs form one gossip cluster (encrypted, over 192.0.2.0/24)")
-            names = sorted(m["name"] for m in views[0])  # type: ignore[index]
+            first = views[0]
+            names = (
+                sorted(m["name"] for m in first if isinstance(m, dict))
+                if isinstance(first, list)
+                else []
+            )
             print(f"  .     members: {', '.join(names)}")
             return time.monotonic() - t0
         time.sleep(2)
@@ -464,34 +649,103 @@ def check_cluster(vms: list[Vm], c: Checks, deadline: float) -> float | None:
     return None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("image", nargs="?", type=Path, default=DEFAULT_IMAGE)
-    ap.add_argument("--vms", type=int, default=2, choices=(1, 2))
-    ap.add_argument("--timeout", type=float, default=420, help="seconds to wait for boot")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = ap.parse_args()
+def check_raspi4b(vm: Vm, key: Path, c: Checks) -> None:
+    """What only the emulated Pi 4 shows: its own device tree, / on the SD card, its GPIO."""
 
-    missing = [f"{t} (apt: {p})" for t, p in HOST_TOOLS.items() if not shutil.which(t)]
-    if missing:
-        print("image-test: missing host tools: " + ", ".join(missing), file=sys.stderr)
-        return 2
-    base: Path = args.image.resolve()
-    if not base.is_file():
-        print(f"image-test: no image at {args.image}: run `make image` first", file=sys.stderr)
-        return 2
-    print(f"image: {base} ({base.stat().st_size / 2**20:.0f} MiB)")
-    table = json.loads(run(["sfdisk", "--json", str(base)]).stdout)["partitiontable"]
-    base_root_mib = int(table["partitions"][1]["size"]) * 512 // 2**20
+    def sh(command: str) -> str:
+        r = vm.ssh(key, command)
+        return r.stdout + (r.stderr if r.returncode else "")
 
-    work = Path(tempfile.mkdtemp(prefix="edge-agent-image-test."))
-    vms: list[Vm] = []
-    c = Checks()
-    t_start = time.monotonic()
+    model = sh("tr -d '\\0' < /proc/device-tree/model").strip()
+    c.check(model.startswith("Raspberry Pi 4"), f"kernel runs on the Pi 4 device tree ({model})")
+    compat = sh("tr '\\0' ' ' < /proc/device-tree/compatible").strip()
+    c.check("brcm,bcm2711" in compat, "device tree compatible brcm,bcm2711", compat)
+    root = sh("findmnt -n -o SOURCE /").strip()
+    c.check(root.startswith("/dev/mmcblk"), f"/ is on the SD card ({root})", root)
+    # The GPIO chip's label, through the venv's Python and the kernel's chip-info ioctl
+    # would need the agent's code; sysfs shows the driver that owns each gpiochip.
+    chips = sh(
+        "for d in /sys/bus/gpio/devices/gpiochip*; do "
+        'echo "$(basename $d) $(basename $(readlink -f $d/device 2>/dev/null || echo ?))"; done'
+    ).strip()
+    c.check(
+        "gpio" in chips and ("7e200000" in chips or "pinctrl" in chips or "gpio@" in chips),
+        "the BCM2711 GPIO controller has a gpiochip",
+        chips,
+    )
+    nic = sh("ls /sys/class/net").split()
+    c.check(
+        "usb0" in nic,
+        "network over the emulated USB adapter (usb0; no GENET in QEMU)",
+        " ".join(nic),
+    )
+
+
+def run_pi_checks(vm: Vm, key: Path, c: Checks, machine: str) -> None:
+    """Hook for image/pi_checks.py (the `pi` helper's LED-by-label and self-update checks).
+
+    Contract: if image/pi_checks.py exists, it exposes
+        run_checks(shell, check, machine) -> None
+    where shell(command, timeout=120) runs a command as root in the guest and returns a
+    subprocess.CompletedProcess[str], check(ok, what, detail="") records one result, and
+    machine is "virt" or "raspi4b". Nothing runs when the file is absent.
+    """
+    sys.path.insert(0, str(IMAGE_DIR))
     try:
-        key = work / "id_ed25519"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
-        pubkey = (work / "id_ed25519.pub").read_text()
+        import pi_checks  # type: ignore[import-not-found]  # image/pi_checks.py, if present
+    except ImportError:
+        print(f"  .     image/pi_checks.py absent: no LED/self-update checks on {vm.name}")
+        return
+    finally:
+        sys.path.remove(str(IMAGE_DIR))
+
+    def shell(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return vm.ssh(key, command, timeout=timeout)
+
+    print(f"{vm.name}: image/pi_checks.py")
+    pi_checks.run_checks(shell, c.check, machine)
+
+
+def stop(vms: list[Vm]) -> None:
+    for vm in vms:
+        if vm.proc and vm.proc.poll() is None:
+            vm.proc.send_signal(signal.SIGTERM)
+            try:
+                vm.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                vm.proc.kill()
+                vm.proc.wait()
+
+
+def console_tail(vms: list[Vm]) -> None:
+    for vm in vms:
+        log = vm.work / f"{vm.name}-console.log"
+        if log.exists():
+            print(f"--- {vm.name} console (last 40 lines) ---")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        err = vm.work / f"{vm.name}-qemu.err"
+        if err.exists() and err.stat().st_size:
+            print(f"--- {vm.name} qemu stderr ---\n{err.read_text(errors='replace')[-2000:]}")
+
+
+def figure_line(vm: Vm, f: dict[str, float]) -> str:
+    return (
+        f"{vm.name}: qemu start -> ssh {vm.t_ssh or float('nan'):.1f} s, "
+        f"-> /v1/health 200 {vm.t_health or float('nan'):.1f} s; "
+        f"guest kernel -> agent READY {f.get('kernel_to_ready_s', float('nan')):.1f} s; "
+        f"root {f.get('root_mib', 0):.0f} MiB"
+    )
+
+
+def run_virt(
+    args: argparse.Namespace, base: Path, work: Path, key: Path, pubkey: str, c: Checks
+) -> list[str]:
+    """The generic virt machine: one or two VMs, the two forming a cluster."""
+    print(f"\n== virt: {args.vms} VM(s), QEMU's generic arm64 machine")
+    base_root_mib = root_mib_of(base)
+    vms: list[Vm] = []
+    lines: list[str] = []
+    try:
         ips = ["192.0.2.11", "192.0.2.12"]
         for i in range(args.vms):
             peer = ips[1 - i] if args.vms == 2 else None
@@ -499,17 +753,20 @@ def main() -> int:
             vms.append(Vm(f"vm{i + 1}", i, work, hostname, ips[i], peer))
         link_port = free_port()
         smp, mem = (2, 1536) if args.vms == 1 else (1, 1024)
-        prepared = [prepare(vm, base, pubkey) for vm in vms]
-        print(f"boot partition cmdline.txt (used by a real Pi): {prepared[0][2]}")
-        c.check("root=LABEL=EDGEROOT" in prepared[0][2], "cmdline.txt boots root=LABEL=EDGEROOT")
-        for i, (vm, (kernel, initrd, _)) in enumerate(zip(vms, prepared, strict=True)):
+        card = base.stat().st_size + 512 * 1024 * 1024
+        prepared = [prepare(vm, base, pubkey, card) for vm in vms]
+        print(f"boot partition cmdline.txt (used by a real Pi): {prepared[0].cmdline}")
+        c.check(
+            "root=LABEL=EDGEROOT" in prepared[0].cmdline, "cmdline.txt boots root=LABEL=EDGEROOT"
+        )
+        for i, (vm, boot) in enumerate(zip(vms, prepared, strict=True)):
             link = f"listen=127.0.0.1:{link_port}" if i == 0 else f"connect=127.0.0.1:{link_port}"
-            start(vm, kernel, initrd, link, smp, mem)
+            start(vm, boot, link, smp, mem)
             if i == 0 and len(vms) > 1:
                 time.sleep(1)  # the listening end of the link first
         print(
             f"booting {len(vms)} VM(s): TCG, {smp} vCPU and {mem} MiB each, "
-            f"kernel {prepared[0][0].name.split('-', 1)[1]}"
+            f"kernel {prepared[0].kernel.name.split('-', 1)[1]}"
         )
         wait_up(vms, key, time.monotonic() + args.timeout)
         figures: dict[str, dict[str, float]] = {}
@@ -517,33 +774,96 @@ def main() -> int:
             figures[vm.name] = check_vm(vm, key, c, base_root_mib)
         t_cluster = check_cluster(vms, c, time.monotonic() + 120) if len(vms) == 2 else None
         check_bad_config(vms[0], key, c)
-        print("\nfigures:")
-        for vm in vms:
-            f = figures.get(vm.name, {})
-            print(
-                f"  {vm.name}: qemu start -> ssh {vm.t_ssh or float('nan'):.1f} s, "
-                f"-> /v1/health 200 {vm.t_health or float('nan'):.1f} s; "
-                f"guest kernel -> agent READY {f.get('kernel_to_ready_s', float('nan')):.1f} s; "
-                f"root {f.get('root_mib', 0):.0f} MiB"
-            )
+        run_pi_checks(vms[0], key, c, "virt")
+        lines = [f"virt {figure_line(vm, figures.get(vm.name, {}))}" for vm in vms]
         if t_cluster is not None:
-            print(f"  cluster of {len(vms)} converged {t_cluster:.1f} s after both answered")
+            lines.append(
+                f"virt cluster of {len(vms)} converged {t_cluster:.1f} s after both answered"
+            )
+    finally:
+        stop(vms)
+        if c.failed:
+            console_tail(vms)
+    return lines
+
+
+def run_raspi4b(
+    args: argparse.Namespace, base: Path, work: Path, key: Path, pubkey: str, c: Checks
+) -> list[str]:
+    """An emulated Raspberry Pi 4 booting what its firmware would take from the card."""
+    version = ensure_qemu_root()
+    print(
+        f"\n== raspi4b: one emulated Raspberry Pi 4 (trixie's QEMU {version}, TCG, 4 cores, 2 GiB)"
+    )
+    base_root_mib = root_mib_of(base)
+    vm = Vm("pi4", 2, work, "edge-test-pi4", "10.0.2.15", None, link=False)
+    try:
+        boot = prepare(vm, base, pubkey, RASPI_CARD, dtb=RASPI_DTB)
+        kernel = boot.kernel.name.split("-", 1)[1]
+        print(f"  kernel {kernel}, {RASPI_DTB}, cmdline.txt: {boot.cmdline}")
+        start_raspi4b(vm, boot)
+        wait_up([vm], key, time.monotonic() + args.timeout)
+        if vm.proc is not None and vm.proc.poll() is not None:
+            c.check(False, "raspi4b QEMU kept running", f"exit {vm.proc.returncode}")
+        figures = check_vm(vm, key, c, base_root_mib)
+        check_raspi4b(vm, key, c)
+        run_pi_checks(vm, key, c, "raspi4b")
+        return [f"raspi4b {figure_line(vm, figures)}"]
+    finally:
+        stop([vm])
+        with contextlib.suppress(OSError):
+            (QEMU_ROOT / str(work).lstrip("/")).rmdir()  # the bind mount point
+        if c.failed:
+            console_tail([vm])
+
+
+def root_mib_of(image: Path) -> int:
+    table = json.loads(run(["sfdisk", "--json", str(image)]).stdout)["partitiontable"]
+    return int(table["partitions"][1]["size"]) * 512 // 2**20
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("image", nargs="?", type=Path, default=DEFAULT_IMAGE)
+    ap.add_argument(
+        "--machine",
+        choices=("all", "virt", "raspi4b"),
+        default="all",
+        help="which emulation(s) to boot (default: virt, then raspi4b)",
+    )
+    ap.add_argument("--vms", type=int, default=2, choices=(1, 2), help="VMs of the virt test")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for each boot")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+
+    tools = dict(HOST_TOOLS)
+    if args.machine == "virt":
+        tools.pop("mmdebstrap")
+    if not ensure_host_tools(tools):
+        return 2
+    base: Path = args.image.resolve()
+    if not base.is_file():
+        print(f"image-test: no image at {args.image}: run `make image` first", file=sys.stderr)
+        return 2
+    print(f"image: {base} ({base.stat().st_size / 2**20:.0f} MiB)")
+
+    work = Path(tempfile.mkdtemp(prefix="edge-agent-image-test."))
+    c = Checks()
+    t_start = time.monotonic()
+    lines: list[str] = []
+    try:
+        key = work / "id_ed25519"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
+        pubkey = (work / "id_ed25519.pub").read_text()
+        if args.machine in ("all", "virt"):
+            lines += run_virt(args, base, work, key, pubkey, c)
+        if args.machine in ("all", "raspi4b"):
+            lines += run_raspi4b(args, base, work, key, pubkey, c)
+        print("\nfigures:")
+        for line in lines:
+            print(f"  {line}")
         print(f"  whole test {time.monotonic() - t_start:.0f} s")
     finally:
-        for vm in vms:
-            if vm.proc and vm.proc.poll() is None:
-                vm.proc.send_signal(signal.SIGTERM)
-                try:
-                    vm.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    vm.proc.kill()
-                    vm.proc.wait()
-        if c.failed:
-            for vm in vms:
-                log = work / f"{vm.name}-console.log"
-                if log.exists():
-                    print(f"--- {vm.name} console (last 40 lines) ---")
-                    print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
         if args.keep:
             print(f"work directory kept: {work}")
         else:

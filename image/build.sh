@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Build the edge-agent Raspberry Pi image (Pi 3/4, arm64, Debian bookworm): `make image`.
+# Build the edge-agent Raspberry Pi image (Pi 5, 4/400/CM4, 3, Zero 2 W; arm64, Debian 13 trixie):
+# `make image`.
 #
-#   stage 1  mmdebstrap an arm64 root: packages.txt + Debian's kernel + raspi-firmware.
+#   stage 1  mmdebstrap an arm64 root: packages.txt + Debian's kernel (trixie-backports: the first
+#            Debian kernel with the Pi 5's RP1 drivers) + raspi-firmware.
 #            Slow (12-20 min under emulation), so it is cached as a tarball keyed by
 #            everything that goes into it. The lgpio wheel is compiled once, also cached.
 #   stage 2  unpack that root, add the edge-agent venv (pinned wheels), the unit, the
 #            first-boot service and the SD-card settings (rootfs/ + scripts/stage2-configure.sh).
 #   stage 3  assemble the disk image without mounting anything: sfdisk on a sparse file,
-#            mkfs.vfat + mcopy for the boot partition, mkfs.ext4 -d for the root.
+#            mkfs.vfat + mcopy for the boot partition, mkfs.ext4 -d for the root. Before it,
+#            scripts/board-check.py lists every board's device tree and drivers from the kernel
+#            package's own files and fails the build if one is missing.
 #
 # Run as root. Downloads go only to Debian's mirror and PyPI, and are cached in
 # $EDGE_IMAGE_CACHE (default /var/cache/edge-agent-image). Output: image/out/ (or $EDGE_IMAGE_OUT).
@@ -19,7 +23,8 @@ IMAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$IMAGE_DIR")
 CACHE=${EDGE_IMAGE_CACHE:-/var/cache/edge-agent-image}
 OUT=${EDGE_IMAGE_OUT:-$IMAGE_DIR/out}
-SUITE=bookworm
+SUITE=trixie
+PYTHON_VERSION=3.13   # trixie's python3: the pinned wheels are downloaded for it
 MIRROR=${EDGE_IMAGE_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${EDGE_IMAGE_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 LGPIO_VERSION=0.2.2.0
@@ -56,7 +61,9 @@ if ! arch-test arm64 >/dev/null 2>&1; then
   arch-test arm64 >/dev/null || die "cannot run arm64 binaries (binfmt_misc + qemu-user-static)"
 fi
 
-mkdir -p "$CACHE"/{apt,wheels,sdist} "$OUT"
+# Wheels are kept per target Python (a cache from the bookworm image held cp311 wheels).
+WHEELS=$CACHE/wheels-cp${PYTHON_VERSION/./}
+mkdir -p "$CACHE"/{apt,sdist} "$WHEELS" "$OUT"
 
 # --- Python wheels (host side, for aarch64) -------------------------------------------------
 # --isolated: ignore this machine's pip.conf/env (extra indexes, constraints); --cert: the
@@ -66,14 +73,14 @@ need_download=0
 while read -r req; do
   name=${req%%==*}; ver=${req#*==}
   norm=$(printf '%s' "$name" | tr '-' '_')
-  ls "$CACHE/wheels/" 2>/dev/null | grep -qi "^${norm}-${ver}-" || need_download=1
+  ls "$WHEELS/" 2>/dev/null | grep -qi "^${norm}-${ver}-" || need_download=1
 done < <(grep -E '^[A-Za-z0-9]' "$IMAGE_DIR/requirements.txt")
 if [ "$need_download" = 1 ]; then
-  log "downloading pinned aarch64 wheels into $CACHE/wheels"
-  "${PIP[@]}" download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" \
+  log "downloading pinned aarch64 wheels into $WHEELS"
+  "${PIP[@]}" download -q --no-deps --only-binary=:all: -d "$WHEELS" \
     --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
     --platform manylinux_2_28_aarch64 --platform manylinux_2_36_aarch64 \
-    --python-version 3.11 --implementation cp -r "$IMAGE_DIR/requirements.txt"
+    --python-version "$PYTHON_VERSION" --implementation cp -r "$IMAGE_DIR/requirements.txt"
 fi
 LGPIO_SDIST=$CACHE/sdist/lgpio-$LGPIO_VERSION.tar.gz
 [ -f "$LGPIO_SDIST" ] ||
@@ -81,7 +88,8 @@ LGPIO_SDIST=$CACHE/sdist/lgpio-$LGPIO_VERSION.tar.gz
 
 # --- stage 1: the Debian root (cached) ----------------------------------------------------
 pkgs=$(grep -Ev '^\s*(#|$)' "$IMAGE_DIR/packages.txt" | tr '\n' ',' | sed 's/,$//')
-key=$(cat "$IMAGE_DIR/packages.txt" "$IMAGE_DIR/scripts/stage1-kernel.sh" "$IMAGE_DIR/rootfs/etc/fstab" <(echo "$SUITE $MIRROR v1") |
+# (the package list without its comments: rewording one does not rebuild the root)
+key=$(cat <(printf '%s\n' "$pkgs") "$IMAGE_DIR/scripts/stage1-kernel.sh" "$IMAGE_DIR/rootfs/etc/fstab" <(echo "$SUITE $MIRROR v2") |
       sha256sum | cut -c1-16)
 ROOT_TAR=$CACHE/rootfs-$SUITE-arm64-$key.tar
 # Options common to both mmdebstrap runs: the apt archive cache is synced in and out
@@ -90,13 +98,16 @@ MMDEBSTRAP=(mmdebstrap --architectures=arm64 --mode=root --format=tar --skip=ess
   --aptopt='APT::Install-Recommends "false"'
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives/'
   --setup-hook="sync-in '$CACHE/apt' /var/cache/apt/archives/")
+# trixie-backports: only the kernel is taken from it (stage1-kernel.sh: apt-get -t); apt's default
+# priorities keep every other package on trixie.
 SOURCES=("deb $MIRROR $SUITE main non-free-firmware"
          "deb $MIRROR $SUITE-updates main non-free-firmware"
-         "deb $SECURITY_MIRROR $SUITE-security main non-free-firmware")
+         "deb $SECURITY_MIRROR $SUITE-security main non-free-firmware"
+         "deb $MIRROR $SUITE-backports main non-free-firmware")
 if [ -f "$ROOT_TAR" ]; then
   log "stage 1: cached root $ROOT_TAR"
 else
-  log "stage 1: mmdebstrap $SUITE arm64 (about 13 minutes cold: the initramfs is built under emulation)"
+  log "stage 1: mmdebstrap $SUITE arm64 (12 to 20 minutes cold: the initramfs is built under emulation)"
   t1=$(date +%s)
   "${MMDEBSTRAP[@]}" --variant=minbase --include="$pkgs" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -113,12 +124,12 @@ else
 fi
 
 # --- the lgpio wheel (cached), compiled in a throwaway arm64 root --------------------------
-if ! ls "$CACHE"/wheels/lgpio-"$LGPIO_VERSION"-*.whl >/dev/null 2>&1; then
+if ! ls "$WHEELS"/lgpio-"$LGPIO_VERSION"-*.whl >/dev/null 2>&1; then
   log "compiling the lgpio $LGPIO_VERSION wheel for aarch64 (once; about 4 minutes)"
   t1=$(date +%s)
   "${MMDEBSTRAP[@]}" --variant=apt \
     --include=gcc,libc6-dev,swig,python3-dev,python3-pip,python3-setuptools,python3-wheel \
-    --customize-hook="sh '$IMAGE_DIR/scripts/build-lgpio-wheel.sh' \"\$1\" '$LGPIO_SDIST' '$CACHE/wheels'" \
+    --customize-hook="sh '$IMAGE_DIR/scripts/build-lgpio-wheel.sh' \"\$1\" '$LGPIO_SDIST' '$WHEELS'" \
     --customize-hook="sync-out /var/cache/apt/archives '$CACHE/apt'" \
     "$SUITE" /dev/null "${SOURCES[0]}"
   log "lgpio wheel took $(( $(date +%s) - t1 )) s"
@@ -142,11 +153,11 @@ find "$WORK/src" -name '__pycache__' -prune -exec rm -rf {} +
 AGENT_VERSION=$(python3 -c 'import re,sys; print(re.search(r"__version__\s*=\s*\"([^\"]+)\"", open(sys.argv[1]).read()).group(1))' "$REPO/agent/__init__.py")
 while read -r req; do
   name=${req%%==*}; ver=${req#*==}; norm=$(printf '%s' "$name" | tr '-' '_')
-  f=$(ls "$CACHE/wheels/" | grep -i "^${norm}-${ver}-" | head -n 1)
-  [ -n "$f" ] || die "no wheel for $req in $CACHE/wheels"
-  cp "$CACHE/wheels/$f" "$ROOT/tmp/wheels/"
+  f=$(ls "$WHEELS/" | grep -i "^${norm}-${ver}-" | head -n 1)
+  [ -n "$f" ] || die "no wheel for $req in $WHEELS"
+  cp "$WHEELS/$f" "$ROOT/tmp/wheels/"
 done < <(grep -E '^[A-Za-z0-9]' "$IMAGE_DIR/requirements.txt")
-cp "$CACHE"/wheels/lgpio-"$LGPIO_VERSION"-*.whl "$ROOT/tmp/wheels/"
+cp "$WHEELS"/lgpio-"$LGPIO_VERSION"-*.whl "$ROOT/tmp/wheels/"
 cp "$IMAGE_DIR/requirements.txt" "$ROOT/tmp/wheels/"
 
 # Files of the appliance (owned by root; modes as in the tree), the unit from systemd/.
@@ -180,6 +191,12 @@ mkdir -p "$BOOT_DIR"
 cp -a "$ROOT/boot/firmware/." "$BOOT_DIR/"
 find "$ROOT/boot/firmware" -mindepth 1 -delete
 cp "$IMAGE_DIR/boot/README.txt" "$IMAGE_DIR/boot/edge-agent.toml.example" "$BOOT_DIR/"
+
+# Every board's device tree and drivers, from the kernel package's own files, the boot
+# partition and the initramfs: printed, and the build stops if one is missing.
+log "board check: device trees and drivers for Pi 5, Pi 4/400/CM4, Pi 3, Zero 2 W"
+python3 "$IMAGE_DIR/scripts/board-check.py" "$ROOT" "$BOOT_DIR" ||
+  die "board check failed: a board's device tree or driver is missing (see above)"
 
 root_kib=$(du -sk --apparent-size "$ROOT" | cut -f1)
 # ext4 overhead (inode tables, journal) is about 6 %; round up to whole MiB.

@@ -2,7 +2,7 @@
 # mmdebstrap customize hook of the throwaway wheel-builder root (runs on the build host;
 # $1 = an arm64 root with gcc, swig and python3-dev; $2 = the lgpio sdist; $3 = where the
 # wheel goes). lgpio is gpiozero's pin factory for /dev/gpiochip*: Debian's kernel has no
-# /dev/gpiomem, bookworm has no python3-lgpio and PyPI no aarch64 wheel, so it is compiled
+# /dev/gpiomem, trixie has no python3-lgpio and PyPI no aarch64 wheel, so it is compiled
 # here, once (build.sh caches the wheel). PYPI=1 makes its setup.py link the bundled C
 # library statically (otherwise it wants a system liblgpio).
 set -eu

@@ -1,6 +1,10 @@
 #!/bin/sh
 # mmdebstrap customize hook of stage 1 (runs on the build host; $1 = the arm64 root).
 # Installs Debian's arm64 kernel and raspi-firmware, with the initramfs built once, not twice.
+# The kernel comes from trixie-backports: trixie's own 6.12 has the Pi 5's device tree but not
+# the drivers of its RP1 I/O chip (rp1_pci, clk-rp1, pinctrl-rp1, the macb Ethernet glue arrived
+# in 6.17), so on a Pi 5 it would boot without Ethernet or GPIO. scripts/board-check.py proves
+# from the installed package that every board's dtb and drivers are there.
 set -eu
 root=$1
 in_root() { chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
@@ -26,15 +30,22 @@ trap restore_resolv EXIT
 printf 'COMPRESS=zstd\nFSTYPE=ext4\n' > "$root/etc/initramfs-tools/conf.d/edge-agent-image.conf"
 cp "$(dirname "$0")/../rootfs/etc/fstab" "$root/etc/fstab"
 sed -i 's/^update_initramfs=.*/update_initramfs=no/' "$root/etc/initramfs-tools/update-initramfs.conf"
-in_root apt-get install -y --no-install-recommends linux-image-arm64 raspi-firmware
+in_root apt-get install -y --no-install-recommends -t trixie-backports linux-image-arm64 raspi-firmware
 sed -i 's/^update_initramfs=.*/update_initramfs=yes/' "$root/etc/initramfs-tools/update-initramfs.conf"
 
 # raspi-firmware writes cmdline.txt from this file; set it only now (a pre-created conffile
-# stops dpkg at a prompt). The serial console is ttyS1 on Pi 3/4 (the mini UART on GPIO 14/15).
+# stops dpkg at a prompt). The serial console is ttyS1 on Pi 3/4 (the mini UART on GPIO 14/15)
+# and ttyAMA10 on the Pi 5 (its 3-pin debug UART); a console the board lacks is ignored, and
+# the last one (tty0, HDMI) gets /dev/console.
+# CMA=0: no cma= on the command line. The hook cannot see the board in a chroot, so it would
+# write cma=64M for every board, which its own notes say can make a Pi 4 unbootable; without
+# it each board uses its device tree's CMA region, as on a Pi 4 installed by Debian itself.
 f="$root/etc/default/raspi-firmware"
 sed -i -e 's/^#\?ROOTPART=.*/ROOTPART=LABEL=EDGEROOT/' \
-       -e 's/^#\?CONSOLES=.*/CONSOLES="ttyS1,115200 tty0"/' "$f"
+       -e 's/^#\?CONSOLES=.*/CONSOLES="ttyS1,115200 ttyAMA10,115200 tty0"/' \
+       -e 's/^#\?CMA=.*/CMA=0/' "$f"
 grep -q '^ROOTPART=' "$f" || echo 'ROOTPART=LABEL=EDGEROOT' >> "$f"
+grep -q '^CMA=' "$f" || echo 'CMA=0' >> "$f"
 kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
 [ -e "$root/boot/initrd.img-$kver" ] || in_root update-initramfs -c -k "$kver"
 # Copies kernel, initrd and dtbs to /boot/firmware and writes config.txt and cmdline.txt
