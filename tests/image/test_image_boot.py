@@ -1,8 +1,9 @@
 """The flashable image boots under QEMU to a working agent (image/boot_test.py).
 
 Opt-in: it needs a built image (`make image`, 15 to 25 min cold) and root, and the boot
-test (two virt VMs, then an emulated Raspberry Pi 4) takes many minutes under TCG, so it runs only when EDGE_AGENT_IMAGE_TEST=1 (or through
-`make image-test`). Once asked for, a missing image or tool is a failure, not a skip.
+test (two virt VMs, then an emulated Raspberry Pi 4) takes many minutes under TCG, so it
+runs only when EDGE_AGENT_IMAGE_TEST=1 (or through `make image-test`). Once asked for, a
+missing image or tool is a failure, not a skip.
 EDGE_AGENT_IMAGE may name an image other than image/out/edge-agent.img.
 """
 
