@@ -488,6 +488,9 @@ def check_vm(vm: Vm, key: Path, c: Checks, base_root_mib: int) -> dict[str, floa
     c.check(vm.t_ssh is not None, "ssh with the key from authorized_keys on the boot partition")
     code, body = health(vm)
     c.check(code == 200, "GET /v1/health answers 200", f"{code} {body}")
+    if vm.t_ssh is None:  # every check below reads the guest over ssh: say so once
+        c.check(False, "the guest's own checks (they need ssh)", "skipped: ssh never answered")
+        return figures
     show = dict(
         line.split("=", 1)
         for line in sh(
@@ -806,8 +809,9 @@ def run_raspi4b(
         if vm.proc is not None and vm.proc.poll() is not None:
             c.check(False, "raspi4b QEMU kept running", f"exit {vm.proc.returncode}")
         figures = check_vm(vm, key, c, base_root_mib)
-        check_raspi4b(vm, key, c)
-        run_pi_checks(vm, key, c, "raspi4b")
+        if vm.t_ssh is not None:  # without ssh every guest check would only time out
+            check_raspi4b(vm, key, c)
+            run_pi_checks(vm, key, c, "raspi4b")
         return [f"raspi4b {figure_line(vm, figures)}"]
     finally:
         stop([vm])
