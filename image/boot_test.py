@@ -695,7 +695,7 @@ def run_pi_checks(vm: Vm, key: Path, c: Checks, machine: str) -> None:
     """
     sys.path.insert(0, str(IMAGE_DIR))
     try:
-        import pi_checks  # type: ignore[import-not-found]  # image/pi_checks.py, if present
+        import pi_checks  # image/pi_checks.py (the Pi checks: LEDs by gpiochip, self-update)
     except ImportError:
         print(f"  .     image/pi_checks.py absent: no LED/self-update checks on {vm.name}")
         return
