@@ -181,9 +181,9 @@ except PermissionError:
     pass
 
 import aiohttp, mmh3, msgpack, zeroconf, gpiozero, prometheus_client, ssl, ifaddr
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-aes = AESGCM(AESGCM.generate_key(bit_length=128))
-assert aes.decrypt(b"n" * 12, aes.encrypt(b"n" * 12, b"hi", b"ad"), b"ad") == b"hi"
+from agent.membership.aesgcm import AesGcm
+aes = AesGcm(b"k" * 16)
+assert aes.open(b"n" * 12, aes.seal(b"n" * 12, b"hi", b"ad"), b"ad") == b"hi"
 assert ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)() == 7
 ssl.create_default_context()
 ifaddr.get_adapters()

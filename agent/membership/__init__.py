@@ -13,8 +13,8 @@ This is the package's front door: other packages import these names from
 
 Names are loaded on first use (PEP 562): ``from agent.membership import Settings`` (the
 config parser does) costs only the settings module, not the protocol and asyncio, and
-cryptography (~7 MiB of RSS on a Pi with 512 MB) is loaded only when a Keyring is built,
-so a node that does not gossip encrypted never loads AES.
+the AES-GCM binding (agent/membership/aesgcm.py, ctypes over the libcrypto that ``ssl``
+already maps) is loaded only when a Keyring is built.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent.membership.aesgcm import CryptoUnavailable
     from agent.membership.broadcast_queue import Broadcast
     from agent.membership.counters import Counters
     from agent.membership.endpoint import GossipEndpoint
@@ -65,6 +66,7 @@ _WHERE: dict[str, str] = {
     "EncodeError": "agent.membership.errors",
     "packb": "agent.membership.gostruct",
     "unpack_one": "agent.membership.gostruct",
+    "CryptoUnavailable": "agent.membership.aesgcm",
     "Keyring": "agent.membership.keyring",
     "generate_key": "agent.membership.keyring",
     "Member": "agent.membership.member",
@@ -103,6 +105,7 @@ __all__ = [
     "PEER_REFUSALS",
     "Broadcast",
     "Counters",
+    "CryptoUnavailable",
     "DecodeError",
     "EncodeError",
     "Event",

@@ -79,10 +79,10 @@ class Keyring:
             raise ValueError("a keyring needs at least one key")
         if len(set(self._keys)) != len(self._keys):
             raise ValueError("duplicate key in keyring")
-        # imported here: only nodes that actually encrypt pay for cryptography's memory
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        # imported here: a node that does not encrypt never binds libcrypto
+        from .aesgcm import AesGcm
 
-        self._ciphers = tuple(AESGCM(k) for k in self._keys)
+        self._ciphers = tuple(AesGcm(k) for k in self._keys)
         self._random_bytes = random_bytes
 
     # -- construction in Serf's formats -------------------------------------------
@@ -149,13 +149,11 @@ class Keyring:
         if version == 0:
             pad = _BLOCK - len(plaintext) % _BLOCK
             plaintext = bytes(plaintext) + bytes((pad,)) * pad
-        sealed = self._ciphers[0].encrypt(nonce, bytes(plaintext), aad)
+        sealed = self._ciphers[0].seal(nonce, bytes(plaintext), aad)
         return bytes((version,)) + nonce + sealed
 
     def decrypt(self, blob: bytes, aad: bytes | None = None) -> bytes:
         """Try every key in order; DecodeError('decrypt_failed') when none works."""
-        from cryptography.exceptions import InvalidTag
-
         if not blob:
             raise DecodeError(ErrorKind.DECRYPT_FAILED, "cannot decrypt empty payload")
         version = blob[0]
@@ -166,9 +164,8 @@ class Keyring:
         nonce = bytes(blob[1 : 1 + _NONCE])
         sealed = bytes(blob[1 + _NONCE :])
         for cipher in self._ciphers:
-            try:
-                plain = cipher.decrypt(nonce, sealed, aad)
-            except InvalidTag:
+            plain = cipher.open(nonce, sealed, aad)
+            if plain is None:
                 continue
             if version == 0:
                 # Authenticated, so only a buggy peer gets here with bad padding; refuse

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.membership import Keyring
+from agent.membership import CryptoUnavailable, Keyring
 
 
 class KeyringError(Exception):
@@ -27,3 +27,5 @@ def load_keyring(path: Path) -> Keyring:
         return Keyring.from_base64(keys)
     except ValueError as e:
         raise KeyringError(f"{path}: {e}") from None
+    except CryptoUnavailable as e:
+        raise KeyringError(f"{path}: cannot encrypt on this machine: {e}") from None
