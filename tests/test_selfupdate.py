@@ -152,7 +152,6 @@ def runtime_distributions() -> list[md.Distribution]:
         "zeroconf",
         "gpiozero",
         "prometheus-client",
-        "cryptography",
     ]
     while todo:
         name = re.split(r"[ ;<>=!~\[]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")

@@ -27,6 +27,7 @@ import aiohttp
 
 from agent.domain import OriginSpec, format_duration
 
+from .certificate import not_after
 from .state import ProbeResult
 
 #: Most body bytes read per probe. A health endpoint that streams a huge body must not
@@ -191,12 +192,7 @@ def _tls_not_after(resp: aiohttp.ClientResponse) -> float | None:
 def _not_after(der: bytes) -> float | None:
     """The certificate's notAfter as a POSIX timestamp; cached, as kept-alive connections
     present the same certificate check after check."""
-    try:
-        from cryptography import x509  # lazy: ~7 MiB of RSS that TCP-only nodes never need
-
-        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-    except ValueError:
-        return None
+    return not_after(der)
 
 
 @lru_cache(maxsize=256)
