@@ -29,7 +29,7 @@ source at each start). Measured per cluster:
   if it does not within the deadline, the cluster is rebuilt (the output says so);
 * idle CPU % per node (utime+stime from /proc/PID/stat over the idle window / wall),
   VmRSS per node, and idle bytes/s sent per node, counted identically for every tool by
-  nftables on the loopback output path, in a table `inet edgebench` this script creates
+  nftables on the loopback output path, in a table `inet edgebench<pid>` this script creates
   and deletes: UDP by source port (so per node), TCP (push/pull) for the whole cluster
   and shared evenly. Bytes are whole IP packets. edge-agent's own /metrics UDP payload
   counter is shown as a cross-check;
@@ -98,7 +98,7 @@ from _procs import (
 
 SERF = shutil.which("serf") or "/usr/bin/serf"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
-NFT_TABLE = "edgebench"
+NFT_TABLE = f"edgebench{os.getpid()}"  # per run: two benches at once keep separate counters
 POLL = 0.05
 JOIN_DEADLINE = 90.0  # each deadline grows with N (deadline_for()): 100 starts share 2 cores
 DETECT_DEADLINE = 120.0
