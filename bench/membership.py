@@ -39,6 +39,8 @@ source at each start). Measured per cluster:
   alive, and for kinship its MemberSuspect/MemberDead events.
 
 Deadlines (join, detection, reconvergence) are those of N=40 plus 2 s per node over 40.
+View rounds are 50 ms apart up to N=10, then N x 5 ms (poll_interval): at N=100 a 50 ms
+round rate was ~2,000 requests a second, which overloaded the nodes being measured.
 
 Part 2, the deterministic simulator (agent/membership/simulator.py) at 1,000 nodes:
 detection time, false positives under 5 % loss plus 5 % of nodes stalled 2 s, and
@@ -100,6 +102,16 @@ SERF = shutil.which("serf") or "/usr/bin/serf"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 NFT_TABLE = f"edgebench{os.getpid()}"  # per run: two benches at once keep separate counters
 POLL = 0.05
+
+
+def poll_interval(n: int) -> float:
+    """Pause between view rounds: POLL up to 10 nodes, then growing with N. A round asks
+    every node that has not yet seen the change for its whole member list; at N=100 every
+    50 ms that is ~2,000 requests a second, which overloaded the nodes being measured
+    (members flapped dead under the bench's own polling, never under its idle window)."""
+    return POLL * max(1.0, n / 10)
+
+
 JOIN_DEADLINE = 90.0  # each deadline grows with N (deadline_for()): 100 starts share 2 cores
 DETECT_DEADLINE = 120.0
 RECONVERGE_DEADLINE = 90.0
@@ -457,7 +469,7 @@ class Cluster:
                 raise HarnessError(
                     f"{self.tool} N={self.n}: {what} not reached; not yet: {missing}"
                 )
-            await asyncio.sleep(POLL)
+            await asyncio.sleep(poll_interval(self.n))
 
     async def start_all(self) -> float:
         """Spawn node 0, then the rest once it listens; seconds until converged.
@@ -687,7 +699,7 @@ async def detect_once(cluster: Cluster, victim: Node) -> tuple[float, float, lis
                 f"{sorted(set(x.name for x in survivors) - set(seen))} in "
                 f"{deadline_for(DETECT_DEADLINE, cluster.n):.0f} s"
             )
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(poll_interval(cluster.n))
     return max(seen.values()), min(seen.values()), odd
 
 
@@ -1299,7 +1311,7 @@ def main() -> int:
             f"\nReal processes on {LOOPBACK}: sizes {args.sizes}, {args.join_runs} cluster "
             f"builds timed for join, {args.trials} detection trials per N, idle window "
             f"{args.idle_seconds:g} s, view polls every "
-            f"{POLL * 1000:.0f} ms"
+            + ", ".join(f"{poll_interval(n) * 1000:.0f} ms (N={n})" for n in args.sizes)
         )
         print(
             "encryption: "
