@@ -103,6 +103,7 @@ class MembershipNode:
         self.port = bind[1]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
+        self._stopping = False
         self._tcp: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -176,6 +177,7 @@ class MembershipNode:
             transport.close()
             raise
         self._udp = transport
+        self._stopping = False
 
     async def join(self, addrs: list[Address], timeout: float | None = None) -> int:
         """Push/pull with each seed; returns how many answered. ``timeout`` (default
@@ -202,11 +204,16 @@ class MembershipNode:
             await asyncio.wait_for(self._left.wait(), timeout)
 
     async def stop(self) -> None:
+        # From here on nothing is sent and no timer is armed: events still arriving while
+        # the incarnation is flushed must not write to a socket being closed.
+        self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = self._timer_at = None
         await self.flush_incarnation()
-        if self._udp is not None:
-            self._udp.close()
+        udp, self._udp = self._udp, None
+        if udp is not None:
+            udp.close()
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
@@ -285,7 +292,7 @@ class MembershipNode:
     def _pump(self) -> None:
         """Drain the endpoint: send its datagrams, open its streams, deliver events, re-arm."""
         ep = self.endpoint
-        if ep is None or self._loop is None:
+        if ep is None or self._loop is None or self._stopping:
             return
         now = self._now()
         for data, addr in ep.datagrams_to_send(now):
@@ -349,7 +356,7 @@ class MembershipNode:
             await asyncio.shield(writer)
 
     def _sendto(self, data: bytes, addr: Address) -> None:
-        if self._udp is None:
+        if self._udp is None or self._udp.is_closing():
             return
         try:
             self._udp.sendto(data, addr)
