@@ -478,3 +478,35 @@ def test_a_takeover_another_live_owner_reports_on_keeps_its_phase() -> None:
     assert out.engine is not None
     assert out.engine.immediate == frozenset(to_a - set(reported))
     assert set(reported) <= {s.id for s in out.engine.upsert}  # checked, at their phase
+
+
+def test_a_member_change_decodes_only_the_members_that_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each member event re-reads the whole list; a member whose state, tags and proof are
+    as before keeps its Member, so a 100-node join does not decode 100 x 100 tag sets."""
+    import agent.node.core as core_module
+
+    decoded: list[bytes] = []
+    real = core_module.decode_tags
+
+    def counting(meta: bytes) -> dict[str, str]:
+        decoded.append(meta)
+        return real(meta)
+
+    monkeypatch.setattr(core_module, "decode_tags", counting)
+    a = core("a")
+    a.start([spec(f"o{i}") for i in range(40)], now=0.0, wall=1000.0, alone=True)
+    members = [member("a")] + [member(f"n{i}") for i in range(30)]
+    a.members_changed(members, now=1.0, wall=1001.0)
+    assert len(decoded) == 30
+    for step in range(10):
+        a.members_changed(members, now=2.0 + step, wall=1002.0 + step)
+    assert len(decoded) == 30  # nothing changed: nothing decoded again
+    # one member's tags change, another dies: exactly those two are read again
+    members[5] = member("n4", meta=encode_tags({"role": ROLE, "version": "test", "site": "x"}))
+    members[7] = member("n6", NodeState.DEAD)
+    a.members_changed(members, now=20.0, wall=1020.0)
+    assert len(decoded) == 32
+    assert a.placement.members["n4"].site == "x"  # the change itself is seen
+    assert not a.placement.members["n6"].eligible

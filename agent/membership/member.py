@@ -40,12 +40,7 @@ class Member:
 
     @property
     def state_name(self) -> str:
-        return {
-            NodeState.ALIVE: "alive",
-            NodeState.SUSPECT: "suspect",
-            NodeState.DEAD: "dead",
-            NodeState.LEFT: "left",
-        }[self.state]
+        return _STATE_NAMES[self.state]
 
 
 @lru_cache(maxsize=16384)
@@ -54,3 +49,11 @@ def host_of(raw: bytes) -> str:
     (16,384 entries: every member of a 10,000-node cluster, a few MiB at most)."""
     ip = ip_from_wire(raw)
     return str(ip) if ip is not None else ""
+
+
+_STATE_NAMES = {
+    NodeState.ALIVE: "alive",
+    NodeState.SUSPECT: "suspect",
+    NodeState.DEAD: "dead",
+    NodeState.LEFT: "left",
+}

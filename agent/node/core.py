@@ -136,6 +136,8 @@ class NodeCore:
         self.site_grace = site_grace
         self._sites: dict[str, str] = {name: site} if site else {}  # name -> its last site
         self._states: dict[str, str] = {}  # listed member -> its state name
+        # listed member -> ((state, meta, proven), its Member, claims the role)
+        self._known: dict[str, tuple[tuple[str, bytes, bool], Member, bool]] = {}
         self.verdicts = Verdicts(state, self.placement, self.site_of)
         # the owned origins by verdict, kept as either changes (mine_counts is read at
         # every LED and STATUS refresh: a pass over 100,000 owned origins took 0.1 s)
@@ -335,25 +337,39 @@ class NodeCore:
         claimants = set()
         moved: list[str] = []  # members whose site changed
         self._states = {m.name: m.state_name for m in gossip_members if m.name != self.name}
+        known, self._known = self._known, {}
         for m in gossip_members:
             if m.name == self.name:
                 continue
-            # decode_tags never raises on damaged bytes (it keeps what it read, and logs and
-            # counts the damage itself); anything it raises is a bug, and must surface
-            tags = decode_tags(m.meta)
-            if m.state_name in ("alive", "suspect"):
+            state = m.state_name
+            live = state in ("alive", "suspect")
+            if not live:
+                self.proof.forget(m.name)  # back later: it proves itself again
+            proven = m.name in self.proof.proven
+            # Every member change re-reads the whole list: a member whose state, tags and
+            # proof are as last time keeps its Member (decoding every member's tags at every
+            # event made a 100-node join quadratic in tag decoding).
+            key = (state, m.meta, proven)
+            seen = known.get(m.name)
+            if seen is not None and seen[0] == key:
+                member, claims = seen[1], seen[2]
+            else:
+                # decode_tags never raises on damaged bytes (it keeps what it read, and logs
+                # and counts the damage itself); anything it raises is a bug, and must surface
+                tags = decode_tags(m.meta)
+                claims = claims_role(tags)
+                member = member_from_tags(m.name, state, tags, proven=proven)
+            self._known[m.name] = (key, member, claims)
+            if live:
                 self._absent_since.pop(m.name, None)
-                if claims_role(tags):
+                if claims:
                     claimants.add(m.name)
             else:
                 self._absent_since.setdefault(m.name, now)
-                self.proof.forget(m.name)  # back later: it proves itself again
-            proven = m.name in self.proof.proven
-            member = member_from_tags(m.name, m.state_name, tags, proven=proven)
             if member.site and self._sites.get(m.name) != member.site:
                 self._sites[m.name] = member.site
                 moved.append(m.name)
-            until = self.flaps.update(m.name, member.eligible, m.state_name == "dead", now)
+            until = self.flaps.update(m.name, member.eligible, state == "dead", now)
             if until is not None:
                 log.warning(
                     "member %s keeps dying and coming back: it owns no origins for %.0f s "

@@ -377,7 +377,7 @@ class Placement:
                 self._members[name] = m
                 if m.eligible:
                     self._join(m, touched)
-            elif old != m:
+            elif old is not m and old != m:
                 self._update(old, m, touched)
         return self._changes(touched)
 
