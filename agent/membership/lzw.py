@@ -11,19 +11,40 @@ that matter for byte-exactness with Go (writer.go / reader.go):
 * every stream starts with a clear code, ends with EOF, then the bit buffer is
   flushed to a whole byte; an empty input is just clear + EOF (3 bytes).
 
-Per-code Python loops are unavoidable here; everything else is table lookups.
+Per-code Python loops are unavoidable here; everything else is table lookups. A sender
+keeps the compressed form only when it is smaller (memberlist does), and most gossip
+packets are not: ``least_size`` proves that for most of them without running the loop.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from .errors import DecodeError, ErrorKind
 
-__all__ = ["compress", "decompress"]
+__all__ = ["compress", "decompress", "least_size"]
 
 _CLEAR = 256
 _EOF = 257
 _MAX_CODE = 4095  # 1<<12 - 1
 _MAX_WIDTH = 12
+
+
+def least_size(data: bytes) -> int:
+    """A lower bound on ``len(compress(data))``, from the input's distinct byte pairs.
+
+    Every phrase LZW emits beyond its first byte copies an earlier stretch of the input
+    (a table entry is a phrase plus the next byte), so each of its byte pairs occurred
+    at an earlier position too. Phrases do not overlap, so ``n - codes``, the bytes
+    saved, is at most the positions whose pair occurred earlier: ``n - 1 - distinct``.
+    Hence at least ``distinct + 1`` codes, plus the leading clear and the EOF, each at
+    least 9 bits wide. A few microseconds, against ~0.2 µs a byte for ``compress``.
+    """
+    n = len(data)
+    if n < 2:
+        return 3  # clear + (a literal) + EOF: at least 18 bits
+    distinct = len(set(pairwise(data)))
+    return (9 * (distinct + 3) + 7) // 8
 
 
 def compress(data: bytes) -> bytes:
