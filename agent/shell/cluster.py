@@ -376,6 +376,7 @@ class Cluster:
             elif ev.kind in ("join", "alive", "left"):
                 self.rejoiner.member_back(m.name)
             self.peer_store.update(Peer(p.name, p.host, p.port) for p in self.alive_peers())
+            self.rejoiner.poke()  # alone now, peers to save, or a failed member to retry
             self.changed()
         elif isinstance(ev, HealthScore):
             self.changed()  # a suspected node's LEDs and status follow Lifeguard's score

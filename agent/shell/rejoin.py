@@ -9,11 +9,18 @@ the longest untried first): a flapping uplink heals within seconds of coming bac
 After that, as Serf does, one such member every RECONNECT_INTERVAL, and past Serf's
 RECONNECT_TIMEOUT one every LONG_LOST_INTERVAL. An mDNS announcement from a failed
 member is tried at once (PeerFinder hands it to `sighted`).
+
+The joiner's pass runs once a second only while it has something to do: alone (seeding),
+a member failed within FAST_WINDOW, remembered peers to save, or an address that may
+change under us (a derived advertise address, followed by readdress.py). Otherwise it
+sleeps until the next slow reconnect falls due, or until a membership change wakes it
+(``poke``): an idle node in a healthy cluster makes no pass at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
@@ -24,6 +31,7 @@ from collections.abc import Container, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agent.domain import parse_hostport
+from agent.shell.advertise import is_derived
 
 if TYPE_CHECKING:
     from agent.shell.cluster import Cluster
@@ -116,10 +124,29 @@ class Rejoiner:
         self._next_seed = 0.0
         self._seed_delay = REJOIN_MIN
         self._seeding = False
+        self._wake = asyncio.Event()
+        self.passes = 0  # joiner passes made (tests, and the wakeup account)
 
     def member_failed(self, name: str, addr: Address, now: float) -> None:
         self.failed[name] = (addr, now)
         self.tried.pop(name, None)  # a new failure: first in line again
+        self.poke()
+
+    def poke(self) -> None:
+        """Something the joiner acts on may have changed (a member failed, we may be
+        alone, peers to save): make a pass now."""
+        self._wake.set()
+
+    def busy(self, now: float) -> bool:
+        """Whether the joiner has work every FAST_INTERVAL (see the module docstring)."""
+        cluster = self.cluster
+        return (
+            cluster.node is None
+            or is_derived(cluster.config)
+            or cluster.peer_store.pending
+            or cluster.peers() == 0
+            or any(now - since <= FAST_WINDOW for _, since in self.failed.values())
+        )
 
     def member_back(self, name: str) -> None:
         self.failed.pop(name, None)
@@ -147,7 +174,16 @@ class Rejoiner:
             if running and now >= next_reconnect:
                 next_reconnect = now + RECONNECT_INTERVAL
                 cluster.spawn(self.reconnect_one(now))
-            await asyncio.sleep(FAST_INTERVAL)
+            self.passes += 1
+            self._wake.clear()
+            if self.busy(now):
+                wait: float | None = FAST_INTERVAL
+            elif self.failed:  # past their fast window: the slow schedule's next turn
+                wait = max(next_reconnect - loop.time(), 0.0)
+            else:
+                wait = None  # until poked
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     def seed_now(self, now: float) -> bool:
         """Start joining the seeds (a task) if we are alone and not joining already; the
