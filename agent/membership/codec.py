@@ -432,11 +432,16 @@ _LEAST_OVERHEAD = _least_overhead()
 
 def compress_if_smaller(data: bytes) -> bytes | None:
     """``compress_message(data)`` when it is shorter than ``data`` (rawSendMsgPacket keeps
-    only that), else None. Most gossip packets do not get shorter, and that is proved
-    from a lower bound on the LZW stream (lzw.least_size) without compressing them."""
-    if lzw.least_size(data) + _LEAST_OVERHEAD >= len(data):
+    only that), else None. Most gossip packets do not get shorter: that is proved from a
+    lower bound on the LZW stream (lzw.least_size) without compressing them, and for
+    most others the compressor gives up as soon as its codes cannot fit."""
+    most = len(data) - _LEAST_OVERHEAD - 1  # LZW bytes a shorter message can hold
+    if lzw.least_size(data) > most:
         return None
-    packed = compress_message(data)
+    stream = lzw.compress_within(data, most)
+    if stream is None:
+        return None
+    packed = bytes((MessageType.COMPRESS,)) + encode_struct(Compress(algo=LZW_ALGO, buf=stream))
     return packed if len(packed) < len(data) else None
 
 

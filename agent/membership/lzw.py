@@ -22,7 +22,7 @@ from itertools import pairwise
 
 from .errors import DecodeError, ErrorKind
 
-__all__ = ["compress", "decompress", "least_size"]
+__all__ = ["compress", "compress_within", "decompress", "least_size"]
 
 _CLEAR = 256
 _EOF = 257
@@ -49,36 +49,74 @@ def least_size(data: bytes) -> int:
 
 def compress(data: bytes) -> bytes:
     """LZW-encode ``data`` exactly as Go's ``lzw.NewWriter(w, lzw.LSB, 8)`` + Close does."""
-    out = bytearray()
-    bits = 0
-    nbits = 0
-    width = 9
-
     if not data:
         # Close() on an unused writer: clear then EOF, both 9 bits -> 18 bits -> 3 bytes.
         bits = _CLEAR | (_EOF << 9)
         return bytes((bits & 0xFF, (bits >> 8) & 0xFF, (bits >> 16) & 0xFF))
+    codes = _phrases(data, len(data) + 1)
+    assert codes is not None  # never more codes than input bytes
+    return _pack(codes)
 
+
+def compress_within(data: bytes, max_size: int) -> bytes | None:
+    """``compress(data)`` if it is at most ``max_size`` bytes, else None, given up as soon
+    as the codes so far (at least 9 bits each, with the clear and EOF) cannot fit."""
+    if not data:
+        return compress(data) if max_size >= 3 else None
+    codes = _phrases(data, (8 * max_size) // 9 - 2)
+    if codes is None:
+        return None
+    out = _pack(codes)
+    return out if len(out) <= max_size else None
+
+
+def _phrases(data: bytes, limit: int) -> list[int] | None:
+    """The code of each phrase of ``data`` in order (the clear codes a full table brings
+    are the packer's: they fall at fixed counts), or None once they are more than
+    ``limit``. The per-byte loop: one table lookup a byte, nothing else."""
     table: dict[int, int] = {}
+    get = table.get
+    codes: list[int] = []
+    emit = codes.append
     hi = _EOF  # last assigned code
-    overflow = 512
-    # Leading clear code.
-    bits = _CLEAR
-    nbits = 9
     code = data[0]
-    for x in data[1:] if len(data) > 1 else b"":
+    for x in data[1:]:
         key = (code << 8) | x
-        t = table.get(key)
+        t = get(key)
         if t is not None:
             code = t
             continue
+        emit(code)
+        if len(codes) >= limit:  # with the pending code, more than the limit
+            return None
+        code = x
+        hi += 1
+        if hi == _MAX_CODE:  # the writer clears instead of assigning 4095
+            hi = _EOF
+            table.clear()
+            continue
+        table[key] = hi
+    emit(code)
+    return codes
+
+
+def _pack(codes: list[int]) -> bytes:
+    """The bit stream for ``codes``: a clear first; codes 9 bits wide, widened *after*
+    assigning once the next code reaches 2**width; a clear (back to 9 bits) where the next
+    code would be 4095; then EOF and the last partial byte."""
+    out = bytearray()
+    bits = _CLEAR
+    nbits = 9
+    width = 9
+    hi = _EOF
+    overflow = 512
+    for code in codes:
         bits |= code << nbits
         nbits += width
         while nbits >= 8:
             out.append(bits & 0xFF)
             bits >>= 8
             nbits -= 8
-        code = x
         hi += 1
         if hi == overflow:
             width += 1
@@ -89,21 +127,6 @@ def compress(data: bytes) -> bytes:
             width = 9
             hi = _EOF
             overflow = 512
-            table.clear()
-            continue
-        table[key] = hi
-
-    # Close(): flush the pending code, bump hi (may widen or clear), then EOF.
-    bits |= code << nbits
-    nbits += width
-    hi += 1
-    if hi == overflow:
-        width += 1
-        overflow <<= 1
-    if hi == _MAX_CODE:
-        bits |= _CLEAR << nbits
-        nbits += width
-        width = 9
     bits |= _EOF << nbits
     nbits += width
     while nbits > 0:

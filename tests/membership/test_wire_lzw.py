@@ -91,3 +91,24 @@ def test_least_size_is_tight_for_distinct_pairs() -> None:
     """No byte pair repeats: every code is a literal, and the bound is the stream's size."""
     data = bytes(range(200))
     assert lzw.least_size(data) == len(lzw.compress(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=400) | st.lists(st.sampled_from(b"ab\x00"), max_size=400).map(bytes),
+    st.integers(0, 500),
+)
+def test_compress_within_is_compress_or_none_by_size(data: bytes, max_size: int) -> None:
+    """Giving up early changes nothing: the stream when it fits, else None."""
+    full = lzw.compress(data)
+    assert lzw.compress_within(data, max_size) == (full if len(full) <= max_size else None)
+
+
+def test_compress_within_gives_up_before_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An incompressible input stops once its codes cannot fit, not at its last byte."""
+    packed: list[list[int]] = []
+    real = lzw._pack
+    monkeypatch.setattr(lzw, "_pack", lambda codes: packed.append(codes) or real(codes))
+    data = bytes(range(256)) * 2  # the second half compresses, but not enough
+    assert lzw.compress_within(data, len(data) // 2) is None
+    assert packed == []
