@@ -11,10 +11,11 @@ RECONNECT_TIMEOUT one every LONG_LOST_INTERVAL. An mDNS announcement from a fail
 member is tried at once (PeerFinder hands it to `sighted`).
 
 The joiner's pass runs once a second only while it has something to do: alone (seeding),
-a member failed within FAST_WINDOW, remembered peers to save, or an address that may
-change under us (a derived advertise address, followed by readdress.py). Otherwise it
-sleeps until the next slow reconnect falls due, or until a membership change wakes it
-(``poke``): an idle node in a healthy cluster makes no pass at all.
+a member failed within FAST_WINDOW, remembered peers to save, or a derived advertise
+address (followed by readdress.py) on a system without rtnetlink; with it, the kernel's
+report of an address, route or link change wakes the joiner (agent/shell/netwatch.py).
+Otherwise it sleeps until the next slow reconnect falls due, or until a membership
+change wakes it (``poke``): an idle node in a healthy cluster makes no pass at all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from agent.domain import parse_hostport
 from agent.shell.advertise import is_derived
+from agent.shell.netwatch import NetWatch
 
 if TYPE_CHECKING:
     from agent.shell.cluster import Cluster
@@ -126,6 +128,7 @@ class Rejoiner:
         self._seeding = False
         self._wake = asyncio.Event()
         self.passes = 0  # joiner passes made (tests, and the wakeup account)
+        self.netwatch = NetWatch(self.poke)  # a derived address: followed on change
 
     def member_failed(self, name: str, addr: Address, now: float) -> None:
         self.failed[name] = (addr, now)
@@ -142,7 +145,7 @@ class Rejoiner:
         cluster = self.cluster
         return (
             cluster.node is None
-            or is_derived(cluster.config)
+            or (is_derived(cluster.config) and not self.netwatch.active)
             or cluster.peer_store.pending
             or cluster.peers() == 0
             or any(now - since <= FAST_WINDOW for _, since in self.failed.values())
@@ -155,6 +158,14 @@ class Rejoiner:
     async def run(self) -> None:
         """The joiner task: seeds while alone, and the reconnects; it never waits for a
         join itself (each runs as a task), so one unreachable address holds up nothing."""
+        if is_derived(self.cluster.config):
+            self.netwatch.start()
+        try:
+            await self._passes()
+        finally:
+            self.netwatch.stop()
+
+    async def _passes(self) -> None:
         next_reconnect = 0.0
         loop = asyncio.get_running_loop()
         cluster = self.cluster
