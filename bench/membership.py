@@ -82,7 +82,7 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _common import compile_agent
+from _common import compile_agent, cpu_sample, cpu_used
 from _kinship import VERSION as KINSHIP_VERSION
 from _kinship import KinshipCtl, ensure_venv, node_argv
 from _procs import (
@@ -90,8 +90,6 @@ from _procs import (
     LOOPBACK,
     HarnessError,
     ProcSet,
-    cpu_sample,
-    cpu_used,
     free_ports,
     rss_mib,
     scan_log,
