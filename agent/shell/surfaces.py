@@ -3,11 +3,11 @@ dashboard's live events.
 
 Parts report what changed by calling ``refresh_soon`` (membership and Lifeguard's health
 score through the cluster, deltas, owners and verdicts through the coordinator, faults
-through their owners, an identify blink starting and ending); nothing refreshes on a
-clock, so an idle node's surfaces cost nothing. The clock is used only while it has
-something to show: once a second while a dashboard listens to /v1/events (the health
-view's uptime and storage counters), and a refresh every SAFETY_NET seconds in case a
-change was not reported. Refreshes coalesce, so 10,000
+through their owners, an identify blink starting and ending), so an idle node's
+surfaces cost next to nothing. The clock is used only while it has something to show:
+once a second while a dashboard listens to /v1/events (the health view's uptime and
+storage counters); otherwise only a refresh every SAFETY_NET seconds, in case a change
+went unreported. Refreshes coalesce, so 10,000
 origins reporting at once refresh the surfaces once, not 10,000 times, and come at most
 every REFRESH_GAP: a refresh counts the origins this node owns by verdict, and during a
 burst of check results (a catalogue of 100,000 whose origins all change at once) one
