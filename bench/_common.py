@@ -64,6 +64,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """One process's CPU time at one moment: per live thread in ns, and in total in ticks."""
+
+    threads: dict[int, int]  # tid -> run time (ns), /proc/PID/task/TID/schedstat
+    ticks: float  # utime + stime (s), /proc/PID/stat: truncated to a tick
+
+
+def cpu_sample(pid: int) -> CpuSample:
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                threads[int(tid)] = int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return CpuSample(threads, cpu_seconds(pid))
+
+
+def cpu_used(a: CpuSample, b: CpuSample) -> float:
+    """Seconds of CPU between two samples, to the nanosecond: what each thread alive at
+    ``b`` ran since ``a`` (utime + stime is truncated to a 10 ms tick, a third of an idle
+    node's figure over 30 s). A thread that ended in between takes its time with it, so
+    the tick count bounds the result from below (its own error is under a tick)."""
+    fine = sum(ns - a.threads.get(tid, 0) for tid, ns in b.threads.items()) / 1e9
+    return max(fine, b.ticks - a.ticks - 1 / CLK_TCK)
+
+
 def status_kib(pid: int) -> dict[str, int]:
     """The kB fields of /proc/PID/status (VmRSS, VmHWM, ...)."""
     out = {}

@@ -7,14 +7,18 @@ task made ready by the pass before); every callback run is counted too, with the
 time it took. A pass that found callbacks already ready (left by the pass before) polls
 with a zero timeout: those are counted apart, as the issue's strace showed them.
 
-Counting starts EA_WAKEUP_WARMUP seconds after import and stops at exit; the counts are
-written as JSON to EA_WAKEUP_OUT at exit (the agent exits on SIGTERM).
+Counting starts EA_WAKEUP_WARMUP seconds after import and stops EA_WAKEUP_SECONDS later
+(else at exit), so a shutdown's own wakeups (the leave's polling) are not charged to an
+idle node; the counts are written as JSON to EA_WAKEUP_OUT at exit (the agent exits on
+SIGTERM). With EA_WAKEUP_PROFILE set, the same window runs under cProfile (the loop's
+thread) and its stats are dumped to that file: it inflates CPU more than the counting.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import cProfile
 import functools
 import json
 import os
@@ -23,7 +27,11 @@ from asyncio import base_events, events
 from typing import Any
 
 _T0 = time.monotonic() + float(os.environ.get("EA_WAKEUP_WARMUP", "10"))
+_T1 = _T0 + float(os.environ.get("EA_WAKEUP_SECONDS", "inf"))
 _OUT = os.environ.get("EA_WAKEUP_OUT", "")
+_PROFILE = os.environ.get("EA_WAKEUP_PROFILE", "")
+_profiler: list[cProfile.Profile] = []
+_ended = [0.0]
 
 passes = [0]
 zero = [0]
@@ -73,11 +81,29 @@ _orig_run_once = base_events.BaseEventLoop._run_once  # type: ignore[attr-define
 _orig_handle_run = events.Handle._run
 
 
+def _counting() -> bool:
+    now = time.monotonic()
+    if now < _T0:
+        return False
+    if now < _T1:
+        return True
+    if not _ended[0]:
+        _ended[0] = now
+        if _profiler:
+            _profiler[0].disable()
+    return False
+
+
 def _run_once(self: Any) -> None:
-    counting = time.monotonic() >= _T0
+    counting = _counting()
     if counting:
         if not _started[0]:
             _started[0] = time.monotonic()
+            if _PROFILE:
+                # CPU time, not wall time: on a busy machine the wall clock charges
+                # other processes' turns to whatever this one was running
+                _profiler.append(cProfile.Profile(time.thread_time))
+                _profiler[0].enable()
         passes[0] += 1
         if self._ready:
             zero[0] += 1
@@ -91,7 +117,7 @@ def _run_once(self: Any) -> None:
 
 
 def _handle_run(self: Any) -> None:
-    if time.monotonic() < _T0:
+    if not _counting():
         _orig_handle_run(self)
         return
     name = describe(self._callback)
@@ -108,7 +134,11 @@ def _handle_run(self: Any) -> None:
 def _dump() -> None:
     if not _OUT:
         return
-    seconds = time.monotonic() - _started[0] if _started[0] else 0.0
+    end = _ended[0] or time.monotonic()
+    seconds = end - _started[0] if _started[0] else 0.0
+    if _profiler:
+        _profiler[0].disable()
+        _profiler[0].dump_stats(_PROFILE)
     out = {
         "seconds": seconds,
         "passes": passes[0],

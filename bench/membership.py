@@ -27,7 +27,9 @@ source at each start). Measured per cluster:
   the death; its duration is printed (the resolution at N=100). Between trials the
   victim is restarted (same name, ports and data dir) and the cluster must reconverge;
   if it does not within the deadline, the cluster is rebuilt (the output says so);
-* idle CPU % per node (utime+stime from /proc/PID/stat over the idle window / wall),
+* idle CPU % per node (CPU time over the idle window / wall: each thread's run time from
+  /proc/PID/task/TID/schedstat, in ns, as utime+stime in /proc/PID/stat is truncated to
+  10 ms, a third of an idle node's 30 s figure; bench/_common.py cpu_used),
   VmRSS per node, and idle bytes/s sent per node, counted identically for every tool by
   nftables on the loopback output path, in a table `inet edgebench<pid>` this script creates
   and deletes: UDP by source port (so per node), TCP (push/pull) for the whole cluster
@@ -82,7 +84,7 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _common import compile_agent
+from _common import compile_agent, cpu_sample, cpu_used
 from _kinship import VERSION as KINSHIP_VERSION
 from _kinship import KinshipCtl, ensure_venv, node_argv
 from _procs import (
@@ -90,7 +92,6 @@ from _procs import (
     LOOPBACK,
     HarnessError,
     ProcSet,
-    cpu_seconds,
     free_ports,
     rss_mib,
     scan_log,
@@ -645,15 +646,15 @@ async def measure_idle(cluster: Cluster, nft: Nft, seconds: float, res: RealResu
     )
     udp0, tcp0 = nft.read()
     pids = [x.proc.pid for x in nodes if x.proc is not None]
-    c0 = [cpu_seconds(p) for p in pids]
+    c0 = [cpu_sample(p) for p in pids]
     w0 = time.monotonic()
     await asyncio.sleep(seconds)  # the measurement window itself, not a synchronisation
-    c1 = [cpu_seconds(p) for p in pids]
+    c1 = [cpu_sample(p) for p in pids]
     w1 = time.monotonic()
     udp1, tcp1 = nft.read()
     cluster.check_alive()
     wall = w1 - w0
-    res.cpu_pct = [100 * (b - a) / wall for a, b in zip(c0, c1, strict=True)]
+    res.cpu_pct = [100 * cpu_used(a, b) / wall for a, b in zip(c0, c1, strict=True)]
     res.rss = [rss_mib(p) for p in pids]
     tcp_share = (tcp1 - tcp0) / len(nodes) / wall
     for x in nodes:

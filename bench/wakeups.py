@@ -23,6 +23,7 @@ import argparse
 import base64
 import json
 import os
+import pstats
 import signal
 import subprocess
 import sys
@@ -33,9 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPBACK, cpu_seconds, free_port, tail
+from _common import LOOPBACK, cpu_sample, cpu_used, free_port, tail
 
 BENCH = Path(__file__).resolve().parent
+STOP_GRACE = 5.0  # s between the end of the window and the SIGTERM
 ROOT = BENCH.parent
 
 
@@ -72,6 +74,12 @@ def main() -> int:
     ap.add_argument("--no-leds", action="store_true")
     ap.add_argument("--discover", action="store_true")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run node 1's window under cProfile and print its top functions "
+        "(node 0 is the seed; the profiler inflates that node's CPU)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ea-wakeups-"))
@@ -81,6 +89,7 @@ def main() -> int:
     env = {
         **os.environ,
         "EA_WAKEUP_WARMUP": str(args.warmup),
+        "EA_WAKEUP_SECONDS": str(args.seconds),
         "PYTHONPATH": f"{BENCH}{os.pathsep}{ROOT}",
     }
     env.pop("NOTIFY_SOCKET", None)
@@ -96,19 +105,25 @@ def main() -> int:
             cfg = config(d, i, ports, args)
             out = d / "wakeups.json"
             log = d / "agent.log"
+            extra = {"EA_WAKEUP_OUT": str(out)}
+            if args.profile and i == min(1, args.nodes - 1):
+                extra["EA_WAKEUP_PROFILE"] = str(work / "profile.pstats")
             p = subprocess.Popen(
                 [sys.executable, "-c", code, str(cfg)],
                 stdout=log.open("ab"),
                 stderr=subprocess.STDOUT,
-                env={**env, "EA_WAKEUP_OUT": str(out)},
+                env={**env, **extra},
             )
             procs.append((p, out, log))
         time.sleep(args.warmup)  # a benchmark's fixed window, not synchronisation
-        cpu0 = [cpu_seconds(p.pid) for p, _, _ in procs]
+        cpu0 = [cpu_sample(p.pid) for p, _, _ in procs]
         t0 = time.monotonic()
         time.sleep(args.seconds)
-        cpu1 = [cpu_seconds(p.pid) for p, _, _ in procs]
+        cpu1 = [cpu_sample(p.pid) for p, _, _ in procs]
         wall = time.monotonic() - t0
+        # each probe's window began at its import, a little after the spawn: let it end
+        # before the SIGTERM, so the leave's own wakeups are not counted as idle ones
+        time.sleep(STOP_GRACE)
         for p, _, log in procs:
             if p.poll() is not None:
                 print(f"a node exited early:\n{tail(log)}", file=sys.stderr)
@@ -135,7 +150,7 @@ def main() -> int:
         data = json.loads(out.read_text())
         s = data["seconds"] or 1.0
         total_s += s
-        pct = (cpu1[i] - cpu0[i]) / wall * 100
+        pct = cpu_used(cpu0[i], cpu1[i]) / wall * 100
         print(
             f"  w{i}: {data['passes'] / s:.1f} wakeups/s ({data['zero_timeout'] / s:.1f}/s with a "
             f"zero timeout, {data['idle_passes'] / s:.1f}/s running nothing), CPU {pct:.3f} % "
@@ -152,6 +167,12 @@ def main() -> int:
     print(f"\ncallbacks by CPU, per node (µs per second of wall time; runs/s), top {args.top}:")
     for name, t in cpu.most_common(args.top):
         print(f"  {t / n / per * 1e6:8.1f} µs/s  {runs[name] / n / per:7.2f}/s  {name}")
+    if args.profile:
+        profiled = min(1, args.nodes - 1)
+        print(f"\nw{profiled} under cProfile over the window, by own time, top {args.top}:")
+        stats = pstats.Stats(str(work / "profile.pstats"), stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(args.top)
+        stats.sort_stats("cumulative").print_stats(args.top)
     return 0
 
 

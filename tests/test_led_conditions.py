@@ -346,3 +346,76 @@ async def test_an_led_that_cannot_be_driven_is_a_fault_and_the_node_goes_on(
 
 def health_led(agent: Agent) -> str:
     return str(agent.views.health_view()["led"]["state"])
+
+
+# --- what refreshes the surfaces: changes, not a clock (agent/shell/surfaces.py) ----------
+
+
+async def test_an_idle_node_refreshes_its_surfaces_only_when_something_changed(
+    nodes: Callable[..., Awaitable[Node]],
+) -> None:
+    """An idle node's LEDs, STATUS line and gauges are pushed when what they show changes,
+    not once a second: over a quiet window nothing refreshes, and a change (an identify
+    blink starting, and running out) refreshes at once."""
+    n = await nodes("quiet", "three")
+    agent = n.agent
+    await async_wait_for(lambda: agent.coordinator.settled, 10, "the node to settle")
+    await n.shows(LedState.HEALTHY)
+    runs: list[float] = []
+    refresh = agent.surfaces.refresh
+
+    def counted() -> None:
+        runs.append(time.monotonic())
+        refresh()
+
+    agent.surfaces.refresh = counted  # type: ignore[method-assign]
+    quiet_until = time.monotonic() + 3.0  # three refreshes, were they on a 1 s clock
+    while time.monotonic() < quiet_until:
+        await asyncio.sleep(0.05)
+    assert runs == []
+    agent._start_identify(1.0, "test")  # as POST /v1/identify does
+    await async_wait_for(lambda: agent.leds.state == LedState.IDENTIFY, 0.5, "the blink")
+    await async_wait_for(lambda: agent.leds.state == LedState.HEALTHY, 3, "the blink to end")
+    await n.shows(LedState.HEALTHY)
+    assert len(runs) >= 2
+
+
+async def test_lifeguards_health_score_reaches_the_leds(
+    nodes: Callable[..., Awaitable[Node]], origins: Origins
+) -> None:
+    """A node whose probes go unanswered raises its Lifeguard health score: its LEDs say
+    it is suspected as soon as the score changes, and healthy once it is back to 0."""
+    a, _ = await pair(nodes, origins, "three")
+    await a.shows(LedState.HEALTHY)
+    node = a.agent.cluster.node
+    assert node is not None and node.endpoint is not None
+    core = node.endpoint.core
+    leds = a.agent.leds
+    # as probes without the nacks they expected would; at the top of the scale, as the
+    # probe interval stretches with it, the acks that bring it down take a while
+    core._awareness(core.awareness.max - 1)
+    node._pump()  # the transport delivers the core's events, as after any packet
+    await async_wait_for(lambda: leds.state == LedState.SUSPECTED, 2, "the LEDs to follow")
+    await a.shows(LedState.SUSPECTED)
+    core._awareness(-core.awareness.max)  # acks bring it down again
+    node._pump()
+    await async_wait_for(lambda: leds.state == LedState.HEALTHY, 2, "the LEDs to follow")
+    await a.shows(LedState.HEALTHY)
+
+
+async def test_a_dashboard_gets_the_health_view_as_soon_as_it_listens(
+    nodes: Callable[..., Awaitable[Node]],
+) -> None:
+    """The health view is pushed to /v1/events once a second only while a client listens;
+    a client that connects to a quiet node gets it at once, not at the next safety net."""
+    n = await nodes("dash", "three")
+    assert n.agent.api_url is not None
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(n.agent.api_url + "/v1/events", timeout=aiohttp.ClientTimeout(total=5)) as r,
+    ):
+        while True:
+            line = await r.content.readline()
+            assert line, "the stream ended before a health event"
+            if line.startswith(b"event: health"):
+                break

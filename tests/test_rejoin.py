@@ -180,3 +180,37 @@ async def test_an_mdns_sighting_of_a_failed_member_is_tried_at_once_and_rate_lim
     a.rejoiner.tried.clear()
     assert a.rejoiner.sighted("c-renamed", gone, loop.time())
     assert a.rejoiner.trying == {"c"}
+
+
+async def test_the_joiner_makes_no_pass_while_there_is_nothing_to_do(
+    clusters: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a healthy cluster with a configured address the joiner sleeps: no pass a second.
+    A failed member wakes it at once, and it then tries every FAST_INTERVAL again."""
+    a, b = await clusters("a"), await clusters("b")
+    await a.node.join([("127.0.0.1", b.node.port)])
+    await async_wait_for(lambda: a.peers() == 1 and a.peer_store.writes == 1, 5, "a joined b")
+    passes: list[float] = []
+    follow = a.follower.follow
+
+    async def counted() -> bool:
+        passes.append(asyncio.get_running_loop().time())
+        return await follow()
+
+    monkeypatch.setattr(a.follower, "follow", counted)
+    joiner = asyncio.create_task(a.run_joiner())
+    try:
+        await async_wait_for(lambda: passes, 2, "the first pass")
+        quiet_until = asyncio.get_running_loop().time() + 3 * FAST_INTERVAL
+        while asyncio.get_running_loop().time() < quiet_until:
+            await asyncio.sleep(0.05)
+        assert len(passes) == 1  # were it on a clock: four
+        with socket.socket() as closed:  # a port nobody listens on: refused at once
+            closed.bind(("127.0.0.1", 0))
+            gone = closed.getsockname()
+        a.rejoiner.member_failed("c", gone, asyncio.get_running_loop().time())
+        await async_wait_for(lambda: a.rejoiner.attempts["fast", "no_answer"] >= 1, 2, "c tried")
+        await async_wait_for(lambda: len(passes) >= 4, 4 * FAST_INTERVAL, "a pass a second")
+    finally:
+        joiner.cancel()
+        await asyncio.gather(joiner, return_exceptions=True)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from agent.membership.protocol import (
         ENCRYPTION_OVERHEAD,
         Event,
+        HealthScore,
         IncarnationChanged,
         JoinResult,
         LeaveDone,
@@ -80,6 +81,7 @@ _WHERE: dict[str, str] = {
     "JoinResult": "agent.membership.protocol",
     "LeaveDone": "agent.membership.protocol",
     "MemberEvent": "agent.membership.protocol",
+    "HealthScore": "agent.membership.protocol",
     "NameConflict": "agent.membership.protocol",
     "Rejected": "agent.membership.protocol",
     "PEER_REFUSALS": "agent.membership.refusals",
@@ -110,6 +112,7 @@ __all__ = [
     "EncodeError",
     "Event",
     "GossipEndpoint",
+    "HealthScore",
     "InboundStream",
     "IncarnationChanged",
     "JoinResult",

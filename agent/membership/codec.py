@@ -58,6 +58,7 @@ __all__ = [
     "PACKET_MAX_DECOMPRESSED",
     "PacketResult",
     "add_crc",
+    "compress_if_smaller",
     "compress_message",
     "decode_message",
     "decode_packet",
@@ -420,6 +421,30 @@ def compress_message(data: bytes) -> bytes:
     )
 
 
+def _least_overhead() -> int:
+    """What ``compress_message`` adds around the LZW stream at the least (the type byte
+    and the msgpack map; a longer stream only takes a longer length header)."""
+    return len(compress_message(b"x")) - len(lzw.compress(b"x"))
+
+
+_LEAST_OVERHEAD = _least_overhead()
+
+
+def compress_if_smaller(data: bytes) -> bytes | None:
+    """``compress_message(data)`` when it is shorter than ``data`` (rawSendMsgPacket keeps
+    only that), else None. Most gossip packets do not get shorter: that is proved from a
+    lower bound on the LZW stream (lzw.least_size) without compressing them, and for
+    most others the compressor gives up as soon as its codes cannot fit."""
+    most = len(data) - _LEAST_OVERHEAD - 1  # LZW bytes a shorter message can hold
+    if lzw.least_size(data) > most:
+        return None
+    stream = lzw.compress_within(data, most)
+    if stream is None:
+        return None
+    packed = bytes((MessageType.COMPRESS,)) + encode_struct(Compress(algo=LZW_ALGO, buf=stream))
+    return packed if len(packed) < len(data) else None
+
+
 def decompress_message(data: bytes, max_output: int = PACKET_MAX_DECOMPRESSED) -> bytes:
     """Inverse of :func:`compress_message` (type byte included), bounded by ``max_output``."""
     msg = decode_message(data)
@@ -595,10 +620,8 @@ def encode_packet(
     if not parts:
         raise EncodeError("no messages")
     body = parts[0] if len(parts) == 1 else make_compound(parts)
-    if compress:
-        packed = compress_message(body)
-        if len(packed) < len(body):
-            body = packed
+    if compress and (packed := compress_if_smaller(body)) is not None:
+        body = packed
     if crc:
         body = add_crc(body)
     if keyring is not None:

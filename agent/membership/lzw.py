@@ -11,14 +11,18 @@ that matter for byte-exactness with Go (writer.go / reader.go):
 * every stream starts with a clear code, ends with EOF, then the bit buffer is
   flushed to a whole byte; an empty input is just clear + EOF (3 bytes).
 
-Per-code Python loops are unavoidable here; everything else is table lookups.
+Per-code Python loops are unavoidable here; everything else is table lookups. A sender
+keeps the compressed form only when it is smaller (memberlist does), and most gossip
+packets are not: ``least_size`` proves that for most of them without running the loop.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from .errors import DecodeError, ErrorKind
 
-__all__ = ["compress", "decompress"]
+__all__ = ["compress", "compress_within", "decompress", "least_size"]
 
 _CLEAR = 256
 _EOF = 257
@@ -26,38 +30,93 @@ _MAX_CODE = 4095  # 1<<12 - 1
 _MAX_WIDTH = 12
 
 
+def least_size(data: bytes) -> int:
+    """A lower bound on ``len(compress(data))``, from the input's distinct byte pairs.
+
+    Every phrase LZW emits beyond its first byte copies an earlier stretch of the input
+    (a table entry is a phrase plus the next byte), so each of its byte pairs occurred
+    at an earlier position too. Phrases do not overlap, so ``n - codes``, the bytes
+    saved, is at most the positions whose pair occurred earlier: ``n - 1 - distinct``.
+    Hence at least ``distinct + 1`` codes, plus the leading clear and the EOF, each at
+    least 9 bits wide. A few microseconds, against ~0.2 µs a byte for ``compress``.
+    """
+    n = len(data)
+    if n < 2:
+        return 3  # clear + (a literal) + EOF: at least 18 bits
+    distinct = len(set(pairwise(data)))
+    return (9 * (distinct + 3) + 7) // 8
+
+
 def compress(data: bytes) -> bytes:
     """LZW-encode ``data`` exactly as Go's ``lzw.NewWriter(w, lzw.LSB, 8)`` + Close does."""
-    out = bytearray()
-    bits = 0
-    nbits = 0
-    width = 9
-
     if not data:
         # Close() on an unused writer: clear then EOF, both 9 bits -> 18 bits -> 3 bytes.
         bits = _CLEAR | (_EOF << 9)
         return bytes((bits & 0xFF, (bits >> 8) & 0xFF, (bits >> 16) & 0xFF))
+    codes = _phrases(data, len(data) + 1)
+    assert codes is not None  # never more codes than input bytes
+    return _pack(codes)
 
+
+def compress_within(data: bytes, max_size: int) -> bytes | None:
+    """``compress(data)`` if it is at most ``max_size`` bytes, else None, given up as soon
+    as the codes so far (at least 9 bits each, with the clear and EOF) cannot fit."""
+    if not data:
+        return compress(data) if max_size >= 3 else None
+    codes = _phrases(data, (8 * max_size) // 9 - 2)
+    if codes is None:
+        return None
+    out = _pack(codes)
+    return out if len(out) <= max_size else None
+
+
+def _phrases(data: bytes, limit: int) -> list[int] | None:
+    """The code of each phrase of ``data`` in order (the clear codes a full table brings
+    are the packer's: they fall at fixed counts), or None once they are more than
+    ``limit``. The per-byte loop: one table lookup a byte, nothing else."""
     table: dict[int, int] = {}
+    get = table.get
+    codes: list[int] = []
+    emit = codes.append
     hi = _EOF  # last assigned code
-    overflow = 512
-    # Leading clear code.
-    bits = _CLEAR
-    nbits = 9
     code = data[0]
-    for x in data[1:] if len(data) > 1 else b"":
+    for x in data[1:]:
         key = (code << 8) | x
-        t = table.get(key)
+        t = get(key)
         if t is not None:
             code = t
             continue
+        emit(code)
+        if len(codes) >= limit:  # with the pending code, more than the limit
+            return None
+        code = x
+        hi += 1
+        if hi == _MAX_CODE:  # the writer clears instead of assigning 4095
+            hi = _EOF
+            table.clear()
+            continue
+        table[key] = hi
+    emit(code)
+    return codes
+
+
+def _pack(codes: list[int]) -> bytes:
+    """The bit stream for ``codes``: a clear first; codes 9 bits wide, widened *after*
+    assigning once the next code reaches 2**width; a clear (back to 9 bits) where the next
+    code would be 4095; then EOF and the last partial byte."""
+    out = bytearray()
+    bits = _CLEAR
+    nbits = 9
+    width = 9
+    hi = _EOF
+    overflow = 512
+    for code in codes:
         bits |= code << nbits
         nbits += width
         while nbits >= 8:
             out.append(bits & 0xFF)
             bits >>= 8
             nbits -= 8
-        code = x
         hi += 1
         if hi == overflow:
             width += 1
@@ -68,21 +127,6 @@ def compress(data: bytes) -> bytes:
             width = 9
             hi = _EOF
             overflow = 512
-            table.clear()
-            continue
-        table[key] = hi
-
-    # Close(): flush the pending code, bump hi (may widen or clear), then EOF.
-    bits |= code << nbits
-    nbits += width
-    hi += 1
-    if hi == overflow:
-        width += 1
-        overflow <<= 1
-    if hi == _MAX_CODE:
-        bits |= _CLEAR << nbits
-        nbits += width
-        width = 9
     bits |= _EOF << nbits
     nbits += width
     while nbits > 0:

@@ -145,6 +145,14 @@ class StreamDone:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthScore:
+    """Lifeguard's local health score changed (0 = healthy): what a node shows of its
+    own health (a suspected node's LEDs) follows it without polling."""
+
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """Input that was dropped, with a short kind for the metrics label; ``peer``: the
     address it came from, when it names a peer to tell the operator about
@@ -164,6 +172,7 @@ Event = (
     | JoinResult
     | LeaveDone
     | StreamDone
+    | HealthScore
     | Rejected
 )
 
@@ -702,11 +711,11 @@ class Membership:
             # the journal, so count it (udp_fallbacks) and keep the log at debug
             self.udp_fallbacks += 1
             log.debug("reached %s over TCP but not over UDP", p.target)
-            self.awareness.apply_delta(-1)
+            self._awareness(-1)
             return
         # missing nacks mean our own network or CPU is the problem: raise our health score
         delta = max(p.expected_nacks - p.nacks, 0) if p.expected_nacks > 0 else 1
-        self.awareness.apply_delta(delta)
+        self._awareness(delta)
         node = self.node_map.get(p.target)
         if node is None:
             return
@@ -721,7 +730,7 @@ class Membership:
             self._disarm(("probe_deadline", p.seq))
             if p.fallback is not None:
                 self._streams.pop(p.fallback, None)
-            self.awareness.apply_delta(-1)
+            self._awareness(-1)
             return
         f = self._forwards.pop(ack.seq_no, None)
         if f is not None and not f.done:
@@ -1022,6 +1031,10 @@ class Membership:
             MemberEvent("left" if state.state == NodeState.LEFT else "dead", _copy(state))
         )
 
+    def _awareness(self, delta: int) -> None:
+        if self.awareness.apply_delta(delta):
+            self._events.append(HealthScore(self.awareness.score))
+
     def _refute(self, me: Member, accused_inc: int, now: float) -> None:
         # incarnations are uint32 on the wire: an accusation at the very top cannot be
         # out-bid (Go would wrap around to 0); clamp rather than overflow, and count it
@@ -1030,7 +1043,7 @@ class Membership:
         self.incarnation = min(max(self.incarnation + 1, accused_inc + 1), MAX_INCARNATION)
         me.incarnation = self.incarnation
         self._events.append(IncarnationChanged(self.incarnation))
-        self.awareness.apply_delta(1)
+        self._awareness(1)
         a = Alive(self.incarnation, me.name, me.addr, me.port, me.meta, me.vsn)
         self.broadcasts.queue(Broadcast(encode_message(a), me.name))
 

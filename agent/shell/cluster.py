@@ -21,6 +21,7 @@ from agent.domain import ROLE, parse_hostport
 from agent.membership import (
     PEER_REFUSALS,
     Event,
+    HealthScore,
     Keyring,
     Member,
     MemberEvent,
@@ -375,7 +376,10 @@ class Cluster:
             elif ev.kind in ("join", "alive", "left"):
                 self.rejoiner.member_back(m.name)
             self.peer_store.update(Peer(p.name, p.host, p.port) for p in self.alive_peers())
+            self.rejoiner.poke()  # alone now, peers to save, or a failed member to retry
             self.changed()
+        elif isinstance(ev, HealthScore):
+            self.changed()  # a suspected node's LEDs and status follow Lifeguard's score
         elif isinstance(ev, Rejected) and ev.peer is not None and ev.kind in PEER_REFUSALS:
             line = self.refusal_log.line(ev.kind, ev.detail, ev.peer, time.monotonic())
             if line is not None:

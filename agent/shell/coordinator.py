@@ -116,6 +116,9 @@ class Coordinator:
         self.on_origins: Callable[[set[str]], None] | None = None  # changed ids, for events
         self.faults: dict[str, tuple[str, str]] = dict(self._recovery_faults)
         self.on_faults: Callable[[], None] | None = None  # the storage fault came or went
+        # the state the node shows may have changed (a delta merged or made, owners,
+        # verdicts, settling, the sites a "down" needs): the surfaces refresh on it
+        self.on_change: Callable[[], None] | None = None
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -240,7 +243,11 @@ class Coordinator:
     def tick(self, now: float, alive: set[str]) -> None:
         """Periodic work, at ``next_wakeup`` (or sooner, after ``on_work``): the core's
         deadlines, then a group commit if one is due (it runs on the writer thread)."""
-        self.core.tick(now, self.wall(), alive)
+        core = self.core
+        before = (core.settled, core.verdicts.confirm)
+        core.tick(now, self.wall(), alive)
+        if (core.settled, core.verdicts.confirm) != before and self.on_change is not None:
+            self.on_change()
         self._drain()
         self.commits.maybe_commit(now, self._meta())
 
@@ -272,6 +279,8 @@ class Coordinator:
 
     def _drain(self) -> None:
         out = self.core.drain()
+        if (out.records or out.engine or out.verdicts or out.origins) and self.on_change:
+            self.on_change()
         self.commits.add(out.records, out.local)
         if out.engine is not None:
             e = out.engine

@@ -87,10 +87,14 @@ class PeerFinder:
         self.start()
 
     def _on_fault(self, reason: str | None) -> None:
+        faults = self.cluster.faults
+        before = faults.get("discovery")
         if reason is None:
-            self.cluster.faults.pop("discovery", None)
+            faults.pop("discovery", None)
         else:
-            self.cluster.faults["discovery"] = ("degraded", reason)
+            faults["discovery"] = ("degraded", reason)
+        if faults.get("discovery") != before:
+            self.cluster.changed()  # the surfaces refresh on change, not on a clock
 
     def _on_discovered(self, name: str, host: str, port: int) -> None:
         """mDNS saw a peer: join it unless it is us, already alive, or being joined. A

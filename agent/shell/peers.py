@@ -105,6 +105,11 @@ class PeerStore:
         self._pending = current
         return self.flush(now)
 
+    @property
+    def pending(self) -> bool:
+        """A set waits to be written (by ``flush``, once MIN_INTERVAL allows)."""
+        return self._pending is not None
+
     def flush(self, now: float | None = None) -> bool:
         if self._pending is None:
             return False

@@ -9,11 +9,19 @@ the longest untried first): a flapping uplink heals within seconds of coming bac
 After that, as Serf does, one such member every RECONNECT_INTERVAL, and past Serf's
 RECONNECT_TIMEOUT one every LONG_LOST_INTERVAL. An mDNS announcement from a failed
 member is tried at once (PeerFinder hands it to `sighted`).
+
+The joiner's pass runs once a second only while it has something to do: alone (seeding),
+a member failed within FAST_WINDOW, remembered peers to save, or a derived advertise
+address (followed by readdress.py) on a system without rtnetlink; with it, the kernel's
+report of an address, route or link change wakes the joiner (agent/shell/netwatch.py).
+Otherwise it sleeps until the next slow reconnect falls due, or until a membership
+change wakes it (``poke``): an idle node in a healthy cluster makes no pass at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
@@ -24,6 +32,8 @@ from collections.abc import Container, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agent.domain import parse_hostport
+from agent.shell.advertise import is_derived
+from agent.shell.netwatch import NetWatch
 
 if TYPE_CHECKING:
     from agent.shell.cluster import Cluster
@@ -116,10 +126,30 @@ class Rejoiner:
         self._next_seed = 0.0
         self._seed_delay = REJOIN_MIN
         self._seeding = False
+        self._wake = asyncio.Event()
+        self.passes = 0  # joiner passes made (tests, and the wakeup account)
+        self.netwatch = NetWatch(self.poke)  # a derived address: followed on change
 
     def member_failed(self, name: str, addr: Address, now: float) -> None:
         self.failed[name] = (addr, now)
         self.tried.pop(name, None)  # a new failure: first in line again
+        self.poke()
+
+    def poke(self) -> None:
+        """Something the joiner acts on may have changed (a member failed, we may be
+        alone, peers to save): make a pass now."""
+        self._wake.set()
+
+    def busy(self, now: float) -> bool:
+        """Whether the joiner has work every FAST_INTERVAL (see the module docstring)."""
+        cluster = self.cluster
+        return (
+            cluster.node is None
+            or (is_derived(cluster.config) and not self.netwatch.active)
+            or cluster.peer_store.pending
+            or cluster.peers() == 0
+            or any(now - since <= FAST_WINDOW for _, since in self.failed.values())
+        )
 
     def member_back(self, name: str) -> None:
         self.failed.pop(name, None)
@@ -128,6 +158,14 @@ class Rejoiner:
     async def run(self) -> None:
         """The joiner task: seeds while alone, and the reconnects; it never waits for a
         join itself (each runs as a task), so one unreachable address holds up nothing."""
+        if is_derived(self.cluster.config):
+            self.netwatch.start()
+        try:
+            await self._passes()
+        finally:
+            self.netwatch.stop()
+
+    async def _passes(self) -> None:
         next_reconnect = 0.0
         loop = asyncio.get_running_loop()
         cluster = self.cluster
@@ -147,7 +185,16 @@ class Rejoiner:
             if running and now >= next_reconnect:
                 next_reconnect = now + RECONNECT_INTERVAL
                 cluster.spawn(self.reconnect_one(now))
-            await asyncio.sleep(FAST_INTERVAL)
+            self.passes += 1
+            self._wake.clear()
+            if self.busy(now):
+                wait: float | None = FAST_INTERVAL
+            elif self.failed:  # past their fast window: the slow schedule's next turn
+                wait = max(next_reconnect - loop.time(), 0.0)
+            else:
+                wait = None  # until poked
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     def seed_now(self, now: float) -> bool:
         """Start joining the seeds (a task) if we are alone and not joining already; the

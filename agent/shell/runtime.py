@@ -162,6 +162,7 @@ class Agent:
             },
         )
         self.coordinator.on_faults = self.surfaces.refresh_soon
+        self.coordinator.on_change = self.surfaces.refresh_soon
         self.api = ApiBackend(
             self.views,
             api=config.api,
@@ -197,6 +198,7 @@ class Agent:
         self.supervisor = Supervisor(self.metrics)
         self.decoder = OffLoopDecoder(self._deliver_decoded, self.coordinator.holds_all_of)
         self._stop = asyncio.Event()
+        self._wake_coordinator: Callable[[], None] = lambda: None  # set by its loop
 
     # --- events between the parts ------------------------------------------------------
 
@@ -207,6 +209,7 @@ class Agent:
         log.info("identify: blinking for %.0fs (asked by %s)", seconds, who)
         self.identify.until = _loop_time() + seconds
         self.surfaces.refresh_soon()
+        self._wake_coordinator()  # its loop ends the blink: it must know the new deadline
 
     def _on_transition(self, t: Transition) -> None:
         """This node's own check changed status: log it, and it becomes our observation.
@@ -329,6 +332,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         self.coordinator.on_work = wake.set
+        self._wake_coordinator = wake.set
         while True:
             wake.clear()
             now = loop.time()

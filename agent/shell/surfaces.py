@@ -1,7 +1,13 @@
 """The places a person looks: LEDs, systemd's STATUS line, /metrics gauges, and the
 dashboard's live events.
 
-Parts report what changed by calling ``refresh_soon``; refreshes coalesce, so 10,000
+Parts report what changed by calling ``refresh_soon`` (membership and Lifeguard's health
+score through the cluster, deltas, owners and verdicts through the coordinator, faults
+through their owners, an identify blink starting and ending), so an idle node's
+surfaces cost next to nothing. The clock is used only while it has something to show:
+once a second while a dashboard listens to /v1/events (the health view's uptime and
+storage counters); otherwise only a refresh every SAFETY_NET seconds, in case a change
+went unreported. Refreshes coalesce, so 10,000
 origins reporting at once refresh the surfaces once, not 10,000 times, and come at most
 every REFRESH_GAP: a refresh counts the origins this node owns by verdict, and during a
 burst of check results (a catalogue of 100,000 whose origins all change at once) one
@@ -13,6 +19,7 @@ into the node's Health, so no part can clear another's problem.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +34,8 @@ from agent.shell.views import NodeViews
 Faults = dict[str, tuple[str, str]]
 
 REFRESH_GAP = 0.1  # s: the least time between two refreshes (LEDs need no more)
+HEALTH_TICK = 1.0  # s: the SSE health view's cadence while a client listens
+SAFETY_NET = 60.0  # s: a refresh nobody asked for, in case a change went unreported
 
 
 class Surfaces:
@@ -57,6 +66,8 @@ class Surfaces:
         self._fault_labels: set[tuple[str, str]] = set()  # (what, level) shown in /metrics
         self._dirty_origins: set[str] = set()
         self._last_health: dict[str, Any] | None = None
+        self._listening = asyncio.Event()  # a client connected to /v1/events
+        events.on_listen = self._listening.set
 
     def refresh_soon(self) -> None:
         """Coalesce: one refresh on the next loop pass, however many callers, and not
@@ -88,7 +99,10 @@ class Surfaces:
         views = self.views
         status = self.health.status
         counts, mine = views.counts(), views.mine_counts()  # each asked once a refresh
+        led_faults = self.leds.faults()
         self.leds.set(views.led_state(mine))
+        if self.leds.faults() != led_faults:  # driving them failed: say so at once
+            self.refresh_soon()
         for s in HealthStatus:
             self.metrics.health.labels(str(s)).set(1 if s == status else 0)
         self._fault_metrics()
@@ -145,8 +159,16 @@ class Surfaces:
         self._synced = set(faults)
 
     async def run(self) -> None:
-        """Once a second: the uptime, the identify blink running out, anything missed."""
+        """The surfaces' clock, ticking only while it has something to show: the SSE
+        health view once a second while a client listens, and a safety-net refresh when
+        none ran for SAFETY_NET seconds (changes refresh through ``refresh_soon``)."""
         while True:
-            self.refresh()
-            self.publish_health()
-            await asyncio.sleep(1.0)
+            if time.monotonic() - self._last >= SAFETY_NET:
+                self.refresh()
+            listening = bool(self.events.listeners)
+            if listening:
+                self.publish_health()
+            self._listening.clear()
+            wait = HEALTH_TICK if listening else self._last + SAFETY_NET - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listening.wait(), max(wait, 0.0))

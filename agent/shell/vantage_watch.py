@@ -7,8 +7,9 @@ it recovers, the metrics, and the site alert: one webhook "site X cannot reach o
 (``site-impaired``, then ``site-recovered``) instead of an alert per origin, sent by one
 member that every node agrees on (NodeCore.alert_sender).
 
-``poll`` is called at every surfaces refresh (at least once a second); it only acts on
-changes, so calling it often costs two dictionary comparisons.
+``poll`` is called at every surfaces refresh (whenever a delta, a verdict, an owner or a
+member changes, and at least every minute); it only acts on changes, so calling it often
+costs two dictionary comparisons.
 """
 
 from __future__ import annotations

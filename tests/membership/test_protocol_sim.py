@@ -19,6 +19,7 @@ from agent.membership.messages import (
     Suspect,
 )
 from agent.membership.protocol import (
+    HealthScore,
     Membership,
     NameConflict,
     Rejected,
@@ -385,3 +386,24 @@ def test_plaintext_simulation_still_runs_the_packet_layer() -> None:
     sim.run_for(5)
     assert sim.keyring is None and sim.converged()
     assert sum(n.endpoint.counters.packets_in for n in sim.nodes.values()) > 0
+
+
+def test_every_change_of_the_health_score_is_an_event() -> None:
+    """Lifeguard's score is told as it changes (HealthScore), so what shows a node's own
+    health follows it without polling: up when a probe goes unanswered (no peer to nack
+    for it in a cluster of two), and the event carries the score the core holds."""
+    seen: list[tuple[str, int, int]] = []
+    sim = Simulator(2)
+
+    def on_event(name: str, ev: object) -> None:
+        if isinstance(ev, HealthScore):
+            seen.append((name, ev.score, sim.nodes[name].core.health_score))
+
+    sim.on_event = on_event
+    sim.join_all()
+    sim.run_for(5)
+    assert seen == []  # probes answered: the score never left 0
+    sim.kill("n0001")
+    sim.run_for(10)
+    assert seen and seen[0][:2] == ("n0000", 1)
+    assert all(score == held for _, score, held in seen)

@@ -6,6 +6,8 @@ import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.membership import lzw
 from agent.membership.errors import DecodeError, ErrorKind
@@ -69,3 +71,44 @@ def test_output_bound_is_enforced_before_allocation() -> None:
         lzw.decompress(bomb, 64 * 1024)
     assert info.value.kind is ErrorKind.TOO_LARGE
     assert len(lzw.decompress(bomb, 1_000_000)) == 1_000_000
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600) | st.lists(st.sampled_from(b"ab\x00"), max_size=600).map(bytes))
+def test_least_size_never_exceeds_the_real_stream(data: bytes) -> None:
+    """The bound packets rely on to skip compressing (codec.compress_if_smaller) holds for
+    random bytes and for the repetitive input that compresses best."""
+    assert lzw.least_size(data) <= len(lzw.compress(data))
+
+
+@pytest.mark.parametrize("case", [c for c in VEC["encode"] if "seed" in c][:40], ids=_id)
+def test_least_size_holds_on_the_go_vectors(case: dict[str, Any]) -> None:
+    data = gen(case["seed"], case["n"], case["alphabet"])
+    assert lzw.least_size(data) <= case["go_len"]
+
+
+def test_least_size_is_tight_for_distinct_pairs() -> None:
+    """No byte pair repeats: every code is a literal, and the bound is the stream's size."""
+    data = bytes(range(200))
+    assert lzw.least_size(data) == len(lzw.compress(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=400) | st.lists(st.sampled_from(b"ab\x00"), max_size=400).map(bytes),
+    st.integers(0, 500),
+)
+def test_compress_within_is_compress_or_none_by_size(data: bytes, max_size: int) -> None:
+    """Giving up early changes nothing: the stream when it fits, else None."""
+    full = lzw.compress(data)
+    assert lzw.compress_within(data, max_size) == (full if len(full) <= max_size else None)
+
+
+def test_compress_within_gives_up_before_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An incompressible input stops once its codes cannot fit, not at its last byte."""
+    packed: list[list[int]] = []
+    real = lzw._pack
+    monkeypatch.setattr(lzw, "_pack", lambda codes: packed.append(codes) or real(codes))
+    data = bytes(range(256)) * 2  # the second half compresses, but not enough
+    assert lzw.compress_within(data, len(data) // 2) is None
+    assert packed == []

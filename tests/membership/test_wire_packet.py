@@ -7,6 +7,8 @@ import zlib
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.membership import lzw
 from agent.membership.codec import (
@@ -142,6 +144,50 @@ def test_compression_only_when_smaller_like_go() -> None:
     data = encode_packet(big, compress=True, crc=True)
     assert data[0] == 0x0C and data[5] == 0x09
     assert decode_packet(data).messages == tuple(big)
+
+
+def test_a_packet_lzw_cannot_shrink_is_not_compressed_at_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle node's probes and acks: the LZW form is provably not smaller
+    (lzw.least_size), so the compressor is not run for them."""
+    ran: list[bytes] = []
+    real = lzw.compress
+    monkeypatch.setattr(lzw, "compress", lambda data: ran.append(data) or real(data))
+    probe = Ping(
+        seq_no=9071,
+        node="edge-3",
+        source_addr=b"\x0a\0\0\x07",
+        source_port=7946,
+        source_node="edge-1",
+    )
+    for msg in (probe, AckResp(seq_no=9071), AckResp(seq_no=9071, payload=b"\x01" * 8)):
+        assert encode_packet([msg], compress=True, crc=True) == add_crc(encode_message(msg))
+    assert ran == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Alive,
+            incarnation=st.integers(0, 2**32 - 1),
+            node=st.sampled_from(["a", "edge-1", "edge-2", "node-with-a-long-name"]),
+            addr=st.sampled_from([b"\x7f\0\0\1", b"\x0a\0\0\x07"]),
+            port=st.integers(0, 65535),
+            meta=st.binary(max_size=40),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_compression_is_kept_exactly_when_smaller(msgs: list[Alive]) -> None:
+    """Skipping the compressor changes no byte: the packet is Go's, compressed iff smaller."""
+    parts = [encode_message(m) for m in msgs]
+    body = parts[0] if len(parts) == 1 else make_compound(parts)
+    packed = compress_message(body)
+    want = packed if len(packed) < len(body) else body
+    assert encode_packet(msgs, compress=True) == want
 
 
 def test_compress_helpers_and_errors() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ class EventHub:
     def __init__(self) -> None:
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self.dropped_clients = 0
+        self.on_listen: Callable[[], None] | None = None  # a client connected
 
     @property
     def listeners(self) -> int:
@@ -50,6 +52,8 @@ class EventHub:
         await resp.prepare(request)
         q: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_LIMIT)
         self._clients.add(q)
+        if self.on_listen is not None:
+            self.on_listen()
         try:
             await resp.write(b"retry: 2000\n: connected\n\n")
             while True:
