@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import AsyncIterator
 
@@ -163,13 +164,19 @@ async def test_thousands_of_connections_over_the_limit(server: AgentCheckServer)
             await asyncio.sleep(0.005)
 
     watcher = asyncio.create_task(watch())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
         results = await asyncio.gather(*(ask(server.port, b"", timeout=30) for _ in range(n)))
     finally:
         watcher.cancel()
+    took = loop.time() - started
     assert results == [b""] * n
     refused = sample(server, "edge_agent_lb_agent_refused_total")
-    assert refused >= n - 100 - 100, refused  # at most 100 open (+ those freed meanwhile)
+    # At most 100 open at once, each held for the 0.5 s read timeout: while the storm
+    # lasts (seconds on a loaded machine) at most 100 per timeout are let in.
+    let_in = 100 * (1 + math.ceil(took / 0.5))
+    assert refused >= n - let_in, (refused, took)
     assert refused + bad(server, "timeout") == n
     assert peak <= 100 and server.open == 0
     assert sample(server, "edge_agent_lb_agent_connections") == 0
