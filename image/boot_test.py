@@ -70,12 +70,25 @@ HOST_TOOLS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "mmdebstrap": "mmdebstrap",  # for the trixie root that runs QEMU's raspi4b
+    "fdtput": "device-tree-compiler",  # raspi4b: the test's copy of the dtb (qemu_pi4_dtb)
 }
 CACHE = Path(os.environ.get("EDGE_IMAGE_CACHE", "/var/cache/edge-agent-image"))
 MIRROR = os.environ.get("EDGE_IMAGE_MIRROR", "http://deb.debian.org/debian")
 QEMU_ROOT = CACHE / "qemu-trixie-amd64"  # trixie's qemu-system-arm (10.x): has raspi4b
 RASPI_CARD = 4 << 30  # QEMU wants an SD card whose size is a power of 2
 RASPI_DTB = "bcm2711-rpi-4-b.dtb"
+# QEMU's raspi4b does not map the BCM2711's HDMI block (the VC address range 0x7ef00000 up):
+# the first driver that reads a register there (the HDMI interrupt controller's, built into
+# Debian's kernel) takes a synchronous external abort and the kernel panics 2 s into the
+# boot, before any console driver has printed a line. QEMU itself disables the nodes it
+# knows it lacks (PCIe, GENET, RNG200, thermal); qemu_pi4_dtb disables these too.
+QEMU_UNMAPPED = (0x7EF00000, 0x7F000000)
+# QEMU's raspi4b wires the SD card to the Arasan SDHCI (mmc@7e300000, the Wi-Fi's SDIO
+# controller on a real Pi 4), not to EMMC2 (mmc@7e340000, the card slot on a real Pi 4).
+# In the Pi 4 tree that controller waits for the Wi-Fi's power sequence, whose reset line
+# is on the firmware's GPIO expander, which QEMU does not emulate (its mailbox answers no
+# GPIO requests): without the mmc-pwrseq property it probes and finds the card.
+QEMU_SD_NODE = "/soc/mmc@7e300000"
 # Runs QEMU from the trixie root: the test's work directory bind-mounted at the same path,
 # /dev and /proc for QEMU, all in a private mount namespace that vanishes with QEMU.
 IN_QEMU_ROOT = """
@@ -338,6 +351,25 @@ def prepare(vm: Vm, base: Path, pubkey: str, card_size: int, dtb: str | None = N
         out.dtb = vm.work / f"{vm.name}-{dtb}"
         mtools("mcopy", "-i", fat, f"::/{dtb}", str(out.dtb))
     return out
+
+
+def qemu_pi4_dtb(dtb: Path) -> list[str]:
+    """Adapt the test's copy of the card's Pi 4 device tree to what QEMU's raspi4b emulates
+    (the card itself is not changed; a real Pi 4 boots the tree as it is). Returns what was
+    changed, to be printed."""
+    changes: list[str] = []
+    for node in run(["fdtget", "-l", str(dtb), "/soc"]).stdout.split():
+        try:
+            addr = int(node.partition("@")[2], 16)
+        except ValueError:
+            continue
+        if QEMU_UNMAPPED[0] <= addr < QEMU_UNMAPPED[1]:
+            run(["fdtput", "-t", "s", str(dtb), f"/soc/{node}", "status", "disabled"])
+            changes.append(f"/soc/{node} disabled")
+    if "mmc-pwrseq" in run(["fdtget", "-p", str(dtb), QEMU_SD_NODE]).stdout.split():
+        run(["fdtput", "-d", str(dtb), QEMU_SD_NODE, "mmc-pwrseq"])
+        changes.append(f"{QEMU_SD_NODE} without mmc-pwrseq")
+    return changes
 
 
 def start(vm: Vm, boot: BootFiles, link: str, smp: int, mem: int) -> None:
@@ -665,6 +697,10 @@ def check_raspi4b(vm: Vm, key: Path, c: Checks) -> None:
     c.check("brcm,bcm2711" in compat, "device tree compatible brcm,bcm2711", compat)
     root = sh("findmnt -n -o SOURCE /").strip()
     c.check(root.startswith("/dev/mmcblk"), f"/ is on the SD card ({root})", root)
+    host = sh(f"readlink -f /sys/block/$(lsblk -no PKNAME {root})/device").strip()
+    print(f"  .     SD card at {host} (QEMU: the Arasan SDHCI; a real Pi 4: EMMC2, fe340000)")
+    mem = sh("grep MemTotal /proc/meminfo").split()
+    print(f"  .     MemTotal {' '.join(mem[1:])} (from the memory node QEMU writes)")
     # The GPIO chip's label, through the venv's Python and the kernel's chip-info ioctl
     # would need the agent's code; sysfs shows the driver that owns each gpiochip.
     chips = sh(
@@ -804,8 +840,14 @@ def run_raspi4b(
         boot = prepare(vm, base, pubkey, RASPI_CARD, dtb=RASPI_DTB)
         kernel = boot.kernel.name.split("-", 1)[1]
         print(f"  kernel {kernel}, {RASPI_DTB}, cmdline.txt: {boot.cmdline}")
+        assert boot.dtb is not None
+        for change in qemu_pi4_dtb(boot.dtb):
+            print(f"  .     test copy of {RASPI_DTB} for QEMU: {change}")
+        if args.append:
+            boot.cmdline += " " + args.append
+            print(f"  .     kernel command line + {args.append}")
         start_raspi4b(vm, boot)
-        wait_up([vm], key, time.monotonic() + args.timeout)
+        wait_up([vm], key, time.monotonic() + (args.raspi_timeout or args.timeout))
         if vm.proc is not None and vm.proc.poll() is not None:
             c.check(False, "raspi4b QEMU kept running", f"exit {vm.proc.returncode}")
         figures = check_vm(vm, key, c, base_root_mib)
@@ -837,12 +879,24 @@ def main() -> int:
     )
     ap.add_argument("--vms", type=int, default=2, choices=(1, 2), help="VMs of the virt test")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for each boot")
+    ap.add_argument(
+        "--raspi-timeout",
+        type=float,
+        default=1200,
+        help="seconds to wait for the raspi4b boot (slower: 4 emulated cores; default 1200)",
+    )
+    ap.add_argument(
+        "--append",
+        default="",
+        help="raspi4b: more kernel arguments after cmdline.txt's (e.g. 'earlycon keep_bootcon')",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
 
     tools = dict(HOST_TOOLS)
     if args.machine == "virt":
         tools.pop("mmdebstrap")
+        tools.pop("fdtput")
     if not ensure_host_tools(tools):
         return 2
     base: Path = args.image.resolve()
