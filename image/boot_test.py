@@ -401,12 +401,13 @@ def start(vm: Vm, boot: BootFiles, link: str, smp: int, mem: int) -> None:
         "-netdev",
         "user,id=n0,restrict=on,"
         f"hostfwd=tcp:127.0.0.1:{vm.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{vm.api_port}-:8080",
+        # romfile=: no PXE option ROM (the kernel is given), so no ipxe-qemu package needed
         "-device",
-        f"virtio-net-pci,netdev=n0,mac={vm.mac_user}",
+        f"virtio-net-pci,netdev=n0,mac={vm.mac_user},romfile=",
         "-netdev",
         f"socket,id=n1,{link}",
         "-device",
-        f"virtio-net-pci,netdev=n1,mac={vm.mac_link}",
+        f"virtio-net-pci,netdev=n1,mac={vm.mac_link},romfile=",
         # a PCI watchdog stands in for the BCM2835 one (same /dev/watchdog0 to systemd)
         "-device",
         "i6300esb",
