@@ -20,21 +20,90 @@ user messages are delivered like memberlist's, and their StreamDone reports succ
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from agent.membership import codec
 from agent.membership.endpoint import GossipEndpoint
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
-from agent.membership.messages import NodeState
+from agent.membership.messages import Message, NodeState
 from agent.membership.protocol import Event, MemberEvent, Membership, Rejected
 from agent.membership.settings import Settings
 from agent.membership.stream_exchange import OutboundStream
 
 Address = tuple[str, int]
+
+#: entries each memo holds before it starts over (a few hundred MiB at most at 10,000 nodes)
+MEMO_ENTRIES = 1 << 16
+
+
+class CodecMemo:
+    """Exact caches of two pure functions of bytes that thousands of simulated nodes run
+    on identical input: ``codec.compress_message`` (a node gossips the same compound to
+    three peers a tick, and LZW is pure Python) and ``codec.decode_message`` (every node
+    decodes the same suspect or alive bytes as the broadcast reaches it). Same bytes in,
+    the result the function returned for them out (messages are frozen); an input that
+    raises is not cached and raises again. Installed into ``codec`` only while the
+    simulator runs its nodes, and put back after, so nothing else sees it. Every other
+    step of the packet path (compound, CRC, AES-GCM with a fresh nonce, the walk and
+    its budgets) still runs for each datagram."""
+
+    def __init__(self, entries: int = MEMO_ENTRIES) -> None:
+        self.entries = entries
+        self._compressed: dict[bytes, bytes] = {}
+        self._decoded: dict[bytes, Message] = {}
+        self.calls = 0
+        self.hits = 0
+        self._depth = 0
+        self._saved: tuple[Callable[[bytes], bytes], Callable[[bytes], Message]] | None = None
+
+    def __enter__(self) -> CodecMemo:
+        if self._depth == 0:
+            compress, decode = codec.compress_message, codec.decode_message
+            self._saved = (compress, decode)
+            compressed, decoded = self._compressed, self._decoded
+
+            def compress_message(data: bytes) -> bytes:
+                self.calls += 1
+                key = bytes(data)
+                out = compressed.get(key)
+                if out is not None:
+                    self.hits += 1
+                    return out
+                out = compress(key)
+                if len(compressed) >= self.entries:
+                    compressed.clear()
+                compressed[key] = out
+                return out
+
+            def decode_message(data: bytes) -> Message:
+                self.calls += 1
+                key = bytes(data)
+                msg = decoded.get(key)
+                if msg is not None:
+                    self.hits += 1
+                    return msg
+                msg = decode(key)
+                if len(decoded) >= self.entries:
+                    decoded.clear()
+                decoded[key] = msg
+                return msg
+
+            codec.compress_message = compress_message
+            codec.decode_message = decode_message
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._saved is not None:
+            codec.compress_message, codec.decode_message = self._saved  # type: ignore[assignment]
+            self._saved = None
 
 
 @dataclass(slots=True)
@@ -77,8 +146,11 @@ class Simulator:
         local_state: Callable[[str, bool], bytes] | None = None,
         on_event: Callable[[str, Event], None] | None = None,
         encrypt: bool = True,
+        memo: bool = True,
     ) -> None:
         self.rng = random.Random(seed)
+        # exact caches of the codec's pure functions while the nodes run (CodecMemo)
+        self.memo: CodecMemo | None = CodecMemo() if memo else None
         self.meta = meta  # every node's tags, unless add_node says otherwise
         # hooks (may also be set after construction): node name -> its push/pull user
         # state; (node name, event) for every event its core emits
@@ -154,6 +226,10 @@ class Simulator:
         join events are emitted and the start broadcasts are dropped, as they would be
         long sent in a converged cluster. Everything after this is the real protocol.
         """
+        with self._running():
+            self._converge()
+
+    def _converge(self) -> None:
         self.run_until(self.now)  # the start events: each node has its own record
         records = []
         for node in self.nodes.values():
@@ -217,8 +293,9 @@ class Simulator:
         del self.by_addr[node.addr]
         node.addr = addr
         self.by_addr[addr] = node
-        node.endpoint.readdress(addr, self.now)
-        self._flush(node)
+        with self._running():
+            node.endpoint.readdress(addr, self.now)
+            self._flush(node)
 
     def stall(self, name: str, seconds: float) -> None:
         node = self.nodes[name]
@@ -236,16 +313,19 @@ class Simulator:
 
     def leave(self, name: str) -> None:
         node = self.nodes[name]
-        node.endpoint.leave(self.now)
-        self._flush(node)
+        with self._running():
+            node.endpoint.leave(self.now)
+            self._flush(node)
 
     # --- running -------------------------------------------------------------------------
 
     def run_until(self, t: float) -> None:
-        while self._q and self._q[0][0] <= t:
-            when, _, kind, payload = heapq.heappop(self._q)
-            self.now = max(self.now, when)
-            self._dispatch(kind, payload)
+        q = self._q
+        with self._running():
+            while q and q[0][0] <= t:
+                when, _, kind, payload = heapq.heappop(q)
+                self.now = max(self.now, when)
+                self._dispatch(kind, payload)
         self.now = max(self.now, t)
 
     def run_for(self, seconds: float) -> None:
@@ -280,9 +360,14 @@ class Simulator:
 
     def flush(self, name: str) -> None:
         """Put what a node's core has queued (after a hook called it) onto the network."""
-        self._flush(self.nodes[name])
+        with self._running():
+            self._flush(self.nodes[name])
 
     # --- internals -----------------------------------------------------------------------
+
+    def _running(self) -> contextlib.AbstractContextManager[object]:
+        """While the nodes run: the codec memo installed (CodecMemo), if it is on."""
+        return self.memo if self.memo is not None else contextlib.nullcontext()
 
     def _state_of(self, name: str) -> Callable[[bool], bytes]:
         def local_state(join: bool) -> bytes:
