@@ -1,0 +1,58 @@
+"""bench/simulate.py's phases at a small N: the false-positive run, alone (--only-fp) and
+after detection and broadcast, is deterministic for a seed and its table prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_simulate", ROOT / "bench" / "simulate.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_simulate"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run(mod: ModuleType, **kw: Any) -> dict[str, Any]:
+    args = {"n": 40, "seed": 3, "fp_window": 12.0, "push_pull": False, "encrypt": True}
+    args.update(kw)
+    return mod.run_one(**args)  # type: ignore[no-any-return]
+
+
+def test_only_fp_is_deterministic_and_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench()
+    a, b = run(mod, only_fp=True), run(mod, only_fp=True)
+    assert "detect" not in a and "broadcast" not in a
+    assert a["fp"] == b["fp"]
+    assert a["fp"]["stalled"] == 1 and a["fp"]["dead_events"] == 0
+    assert a["codec_memo"]["hits"] > 0
+    capsys.readouterr()
+    mod.report(a)
+    text = capsys.readouterr().out
+    assert "false positives: dead, live members" in text
+    assert "detection" not in text and "NOTE" not in text
+
+
+def test_all_phases_report_every_row(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench()
+    r = run(mod, broadcasts=1)
+    assert r["detect"]["reached"] == r["detect"]["observers"] == 39
+    assert r["broadcast"]["unreached"] == [0]
+    assert r["fp"]["dead_events"] == 0
+    capsys.readouterr()
+    mod.report(r)
+    mod.scaling([r])
+    text = capsys.readouterr().out
+    for row in ("detection, all survivors: median", "broadcast: rounds", "false positives"):
+        assert row in text
+    assert "NOTE" not in text
