@@ -287,11 +287,44 @@ def run_one(
     pkts0, bytes0 = sim.packets_sent, sim.bytes_sent
     refutes0 = refutes.count
     sim.loss = 0.05
-    for at, s in plan:
-        sim.run_until(at)
-        sim.stall(s, stall_s)
-    sim.run_until(t_w + fp_window)
     live_set = set(live_names)
+    fp_seen = 0  # events scanned so far
+    fp_dead: list[str] = []
+    fp_suspect = 0
+
+    def fp_progress(every: float = 2.0) -> None:
+        """The window so far, every few simulated seconds: one JSON line ("fp_progress")
+        and a note, so a run stopped in the window still says what it saw."""
+        nonlocal fp_seen, fp_suspect
+        for o in sim.observed[j + fp_seen :]:
+            if o.member in live_set:
+                if o.kind == "dead":
+                    fp_dead.append(o.member)
+                elif o.kind == "suspect":
+                    fp_suspect += 1
+        fp_seen = len(sim.observed) - j
+        out["fp_progress"] = {
+            "simulated": sim.now - t_w,
+            "dead_events": len(fp_dead),
+            "dead_members": len(set(fp_dead)),
+            "suspect_events": fp_suspect,
+            "wall": time.monotonic() - w,
+            "cpu": time.process_time() - c,
+        }
+        note(
+            f"false positives so far: {len(fp_dead)} dead, {fp_suspect} suspect at "
+            f"{sim.now - t_w:.0f} s of the window ({time.monotonic() - w:.0f} s wall)"
+        )
+        checkpoint()
+
+    marks = [t_w + k * 2.0 for k in range(1, int(fp_window / 2.0) + 1)]
+    for at, what in sorted([(a, s) for a, s in plan] + [(m, "") for m in marks]):
+        sim.run_until(at)
+        if what:
+            sim.stall(what, stall_s)
+        else:
+            fp_progress()
+    sim.run_until(t_w + fp_window)
 
     def quiet() -> bool:
         """No live node suspects a live member any more."""
@@ -395,7 +428,13 @@ def report(r: dict[str, Any]) -> None:
          f"(4 x log10(N+1) = {f(b['retransmit_log'], 1)}) sends per node"),
         ("  nodes never reached (each)", " / ".join(str(x) for x in b["unreached"]), "0"),
     ]  # fmt: skip
-    fp = r.get("fp")
+    fp, so_far = r.get("fp"), r.get("fp_progress")
+    if fp is None and so_far is not None:  # stopped in the window: what it saw until then
+        rows += [
+            (f"false positives so far ({f(so_far['simulated'], 0)} s of the window)",
+             f"{so_far['dead_events']} events, {so_far['dead_members']} members", "0"),
+            ("  suspicions of live members so far", f"{so_far['suspect_events']} events", ""),
+        ]  # fmt: skip
     if fp is not None:
         rows += [
         (f"false positives: dead, live members ({f(fp['measured'], 0)} s)",

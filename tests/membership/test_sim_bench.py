@@ -56,3 +56,20 @@ def test_all_phases_report_every_row(capsys: pytest.CaptureFixture[str]) -> None
     for row in ("detection, all survivors: median", "broadcast: rounds", "false positives"):
         assert row in text
     assert "NOTE" not in text
+
+
+def test_a_run_stopped_in_the_window_reports_what_it_saw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mod = bench()
+    r = run(mod, only_fp=True)
+    progress = r["fp_progress"]  # the last note in the window, every 2 simulated s
+    assert progress["simulated"] == pytest.approx(12.0)
+    assert progress["dead_events"] == 0
+    assert progress["suspect_events"] <= r["fp"]["suspect_events"]
+    del r["fp"]
+    capsys.readouterr()
+    mod.report(r)
+    text = capsys.readouterr().out
+    assert "false positives so far (12 s of the window)" in text
+    assert "NOTE: the run stopped" in text
