@@ -24,14 +24,15 @@ import contextlib
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.membership import codec
 from agent.membership.endpoint import GossipEndpoint
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
-from agent.membership.messages import Message, NodeState
+from agent.membership.messages import NodeState
 from agent.membership.protocol import Event, MemberEvent, Membership, Rejected
 from agent.membership.settings import Settings
 from agent.membership.stream_exchange import OutboundStream
@@ -43,67 +44,65 @@ MEMO_ENTRIES = 1 << 16
 
 
 class CodecMemo:
-    """Exact caches of two pure functions of bytes that thousands of simulated nodes run
-    on identical input: ``codec.compress_message`` (a node gossips the same compound to
-    three peers a tick, and LZW is pure Python) and ``codec.decode_message`` (every node
-    decodes the same suspect or alive bytes as the broadcast reaches it). Same bytes in,
-    the result the function returned for them out (messages are frozen); an input that
-    raises is not cached and raises again. Installed into ``codec`` only while the
-    simulator runs its nodes, and put back after, so nothing else sees it. Every other
-    step of the packet path (compound, CRC, AES-GCM with a fresh nonce, the walk and
-    its budgets) still runs for each datagram."""
+    """Exact caches of three pure functions that thousands of simulated nodes run on
+    identical input: ``codec.compress_message`` (a node gossips the same compound to
+    three peers a tick, and LZW is pure Python), ``codec.decompress_buffer`` (those
+    peers expand the same LZW buffer) and ``codec.decode_message`` (every node decodes
+    the same suspect or alive bytes as the broadcast reaches it). Same input, the result
+    the function returned for it out (bytes, frozen messages); an input that raises
+    (an empty message, a buffer past its budget) is not cached and raises again.
+    Installed into ``codec`` only while the simulator runs its nodes, and put back
+    after, so nothing else sees it. Every other step of the packet path (compound, CRC,
+    AES-GCM with a fresh nonce, the walk and its budgets) still runs for each datagram."""
 
     def __init__(self, entries: int = MEMO_ENTRIES) -> None:
         self.entries = entries
-        self._compressed: dict[bytes, bytes] = {}
-        self._decoded: dict[bytes, Message] = {}
         self.calls = 0
         self.hits = 0
         self._depth = 0
-        self._saved: tuple[Callable[[bytes], bytes], Callable[[bytes], Message]] | None = None
+        self._saved: dict[str, Callable[..., Any]] = {}
+        # the function's name in codec -> the key of its arguments, and the cache
+        self._keys: dict[str, Callable[..., Hashable]] = {
+            "compress_message": bytes,
+            "decompress_buffer": lambda msg, limit: (msg.algo, bytes(msg.buf), limit),
+            "decode_message": bytes,
+        }
+        self._tables: dict[str, dict[Hashable, Any]] = {name: {} for name in self._keys}
+        self.hits_by: dict[str, int] = dict.fromkeys(self._keys, 0)  # per function
+
+    def _cached(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        key_of, table, hits_by = self._keys[name], self._tables[name], self.hits_by
+
+        def cached(*args: Any) -> Any:
+            self.calls += 1
+            key = key_of(*args)
+            out = table.get(key)
+            if out is not None:
+                self.hits += 1
+                hits_by[name] += 1
+                return out
+            out = fn(*args)
+            if len(table) >= self.entries:
+                table.clear()
+            table[key] = out
+            return out
+
+        return cached
 
     def __enter__(self) -> CodecMemo:
         if self._depth == 0:
-            compress, decode = codec.compress_message, codec.decode_message
-            self._saved = (compress, decode)
-            compressed, decoded = self._compressed, self._decoded
-
-            def compress_message(data: bytes) -> bytes:
-                self.calls += 1
-                key = bytes(data)
-                out = compressed.get(key)
-                if out is not None:
-                    self.hits += 1
-                    return out
-                out = compress(key)
-                if len(compressed) >= self.entries:
-                    compressed.clear()
-                compressed[key] = out
-                return out
-
-            def decode_message(data: bytes) -> Message:
-                self.calls += 1
-                key = bytes(data)
-                msg = decoded.get(key)
-                if msg is not None:
-                    self.hits += 1
-                    return msg
-                msg = decode(key)
-                if len(decoded) >= self.entries:
-                    decoded.clear()
-                decoded[key] = msg
-                return msg
-
-            codec.compress_message = compress_message
-            codec.decode_message = decode_message
+            for name in self._keys:
+                fn = self._saved[name] = getattr(codec, name)
+                setattr(codec, name, self._cached(name, fn))
         self._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._saved is not None:
-            codec.compress_message, codec.decode_message = self._saved  # type: ignore[assignment]
-            self._saved = None
+        if self._depth == 0:
+            for name, fn in self._saved.items():
+                setattr(codec, name, fn)
+            self._saved.clear()
 
 
 @dataclass(slots=True)

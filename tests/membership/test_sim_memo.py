@@ -1,8 +1,8 @@
 """The simulator's codec memo (CodecMemo) is exact: a run with it is the run without it.
 
-It caches codec.compress_message and codec.decode_message by their input bytes while the
-simulator runs its nodes; every datagram still goes through compound, CRC, AES-GCM and
-the decoder's walk. Same seed, memo on or off: the same events at the same times, the
+It caches codec.compress_message, decompress_buffer and decode_message by their input
+while the simulator runs its nodes; every datagram still goes through compound, CRC,
+AES-GCM and the decoder's walk. Same seed, memo on or off: the same events at the same times, the
 same packets and bytes on the wire.
 """
 
@@ -14,7 +14,10 @@ from agent.membership.simulator import Simulator
 
 
 def lossy_run(memo: bool) -> Simulator:
-    sim = Simulator(24, seed=11, settings=Settings(push_pull_interval=0), memo=memo)
+    # tags long and repetitive enough that LZW wins: alive gossip goes compressed
+    tags = b"role=edge;site=lab-1;rack=a;" * 6
+    settings = Settings(push_pull_interval=0)
+    sim = Simulator(24, seed=11, settings=settings, memo=memo, meta=tags)
     sim.converge()
     sim.run_for(2.0)
     sim.loss = 0.05
@@ -41,9 +44,11 @@ def test_memo_changes_nothing_a_run_does() -> None:
     # the memo is used (if the codec stops calling these by their module names it is
     # not, and the simulator is slower: this says so) ...
     assert on.memo.hits > on.memo.calls // 4 > 0
+    assert all(on.memo.hits_by.values()), on.memo.hits_by
     # ... and only while the simulator runs
     assert codec.compress_message.__module__ == "agent.membership.codec"
     assert codec.decode_message.__module__ == "agent.membership.codec"
+    assert codec.decompress_buffer.__module__ == "agent.membership.codec"
 
 
 def test_memo_caches_no_errors_and_nests() -> None:
@@ -53,6 +58,7 @@ def test_memo_caches_no_errors_and_nests() -> None:
         with sim.memo:  # a hook that flushes inside a run
             pass
         assert codec.compress_message.__module__ == "agent.membership.simulator"
+        assert codec.decompress_buffer.__module__ == "agent.membership.simulator"
         for _ in range(2):  # raises each time: nothing cached
             try:
                 codec.decode_message(b"")
@@ -62,3 +68,4 @@ def test_memo_caches_no_errors_and_nests() -> None:
                 raise AssertionError("an empty message decoded")
         assert codec.decode_message(b"\x02" + b"\x80") == codec.decode_message(b"\x02\x80")
     assert codec.decode_message.__module__ == "agent.membership.codec"
+    assert codec.decompress_buffer.__module__ == "agent.membership.codec"
