@@ -139,7 +139,7 @@ def run_one(
 
     # --- build and converge ------------------------------------------------------------
     r0, w, c = rss_mib(), time.monotonic(), time.process_time()
-    sim = Simulator(n, seed=seed, settings=settings, encrypt=encrypt)
+    sim = Simulator(n, seed=seed, settings=settings, encrypt=encrypt, freeze_every=1.0)
     wall["build"] = time.monotonic() - w
     cpu["build"] = time.process_time() - c
     r1, w, c = rss_mib(), time.monotonic(), time.process_time()

@@ -3,8 +3,10 @@ after detection and broadcast, is deterministic for a seed and its table prints.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,6 +14,14 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def unfreeze() -> Iterator[None]:
+    """run_one freezes what the collector has seen (gc.freeze): not for the rest of the
+    test session."""
+    yield
+    gc.unfreeze()
 
 
 def bench() -> ModuleType:
@@ -26,7 +36,7 @@ def bench() -> ModuleType:
 def run(mod: ModuleType, **kw: Any) -> dict[str, Any]:
     args = {"n": 40, "seed": 3, "fp_window": 12.0, "push_pull": False, "encrypt": True}
     args.update(kw)
-    return mod.run_one(**args)  # type: ignore[no-any-return]
+    return mod.run_one(**args)
 
 
 def test_only_fp_is_deterministic_and_prints(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,16 +8,18 @@ same packets and bytes on the wire.
 
 from __future__ import annotations
 
+import gc
+
 from agent.membership import codec
 from agent.membership.settings import Settings
 from agent.membership.simulator import Simulator
 
 
-def lossy_run(memo: bool) -> Simulator:
+def lossy_run(memo: bool, freeze_every: float = 0.0) -> Simulator:
     # tags long and repetitive enough that LZW wins: alive gossip goes compressed
     tags = b"role=edge;site=lab-1;rack=a;" * 6
     settings = Settings(push_pull_interval=0)
-    sim = Simulator(24, seed=11, settings=settings, memo=memo, meta=tags)
+    sim = Simulator(24, seed=11, settings=settings, memo=memo, meta=tags, freeze_every=freeze_every)
     sim.converge()
     sim.run_for(2.0)
     sim.loss = 0.05
@@ -69,3 +71,17 @@ def test_memo_caches_no_errors_and_nests() -> None:
         assert codec.decode_message(b"\x02" + b"\x80") == codec.decode_message(b"\x02\x80")
     assert codec.decode_message.__module__ == "agent.membership.codec"
     assert codec.decompress_buffer.__module__ == "agent.membership.codec"
+
+
+def test_freezing_the_survivors_changes_nothing_a_run_does() -> None:
+    """freeze_every: the young generations collected and the survivors frozen every
+    simulated second (bench/simulate.py), so the collector never walks them again."""
+    before = gc.get_freeze_count()
+    try:
+        frozen = lossy_run(True, freeze_every=1.0)
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+    plain = lossy_run(True)
+    assert frozen.observed == plain.observed
+    assert (frozen.packets_sent, frozen.bytes_sent) == (plain.packets_sent, plain.bytes_sent)
