@@ -463,7 +463,7 @@ def report(r: dict[str, Any]) -> None:
     if memo:
         rows.append(
             ("simulator: codec memo hits", f"{memo['hits']:,} of {memo['calls']:,}",
-             "exact cache of compress_message, decode_message"),
+             "exact cache of LZW and message decoding (CodecMemo)"),
         )  # fmt: skip
     table(rows, ("figure", "measured", "bound / note"))
     if ("broadcast" not in r and not r.get("only_fp")) or ("fp" not in r and not r.get("skip_fp")):
