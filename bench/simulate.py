@@ -103,6 +103,7 @@ def run_one(
     broadcasts: int = 3,
     memberlist_ticker: bool = False,
     skip_fp: bool = False,
+    only_fp: bool = False,
 ) -> dict[str, Any]:
     """One simulation of n nodes; the figures as a dict (printed as JSON by the child)."""
     from agent.membership.messages import NodeState
@@ -122,6 +123,7 @@ def run_one(
     )
     out["memberlist_ticker"] = memberlist_ticker
     out["skip_fp"] = skip_fp
+    out["only_fp"] = only_fp
     rng = random.Random(seed + 1)
 
     def note(msg: str) -> None:
@@ -137,7 +139,7 @@ def run_one(
 
     # --- build and converge ------------------------------------------------------------
     r0, w, c = rss_mib(), time.monotonic(), time.process_time()
-    sim = Simulator(n, seed=seed, settings=settings, encrypt=encrypt)
+    sim = Simulator(n, seed=seed, settings=settings, encrypt=encrypt, freeze_every=1.0)
     wall["build"] = time.monotonic() - w
     cpu["build"] = time.process_time() - c
     r1, w, c = rss_mib(), time.monotonic(), time.process_time()
@@ -171,90 +173,91 @@ def run_one(
             sim.run_for(step)
         return True
 
-    # --- detection -----------------------------------------------------------------------
-    names = list(sim.nodes)
-    victim = names[rng.randrange(1, n)]
-    w, c = time.monotonic(), time.process_time()
-    t_kill = sim.now
-    sim.kill(victim)
-    live = [x.name for x in sim.live_nodes()]
-    dead_at: dict[str, float] = {}
-    suspect_at: list[float] = []
-    i = len(sim.observed)
-
-    def scan_dead() -> bool:
-        nonlocal i
-        for o in sim.observed[i:]:
-            if o.member == victim:
-                if o.kind == "dead":
-                    dead_at.setdefault(o.observer, o.at)
-                elif o.kind == "suspect":
-                    suspect_at.append(o.at)
-        i = len(sim.observed)
-        return len(dead_at) >= len(live)
-
     min_t = suspicion_timeout(settings.suspicion_mult, n, settings.probe_interval)
     max_t = settings.suspicion_max_timeout_mult * min_t
-    done = run_until(scan_dead, t_kill + max_t + 60, 0.5, "detection")
-    times = [dead_at[x] - t_kill for x in live if x in dead_at]
-    wall["detection"] = time.monotonic() - w
-    cpu["detection"] = time.process_time() - c
-    out["detect"] = {
-        "observers": len(live),
-        "reached": len(times),
-        "complete": done,
-        "first_suspect": (min(suspect_at) - t_kill) if suspect_at else math.nan,
-        "first": min(times) if times else math.nan,
-        "median": pct(times, 50),
-        "p90": pct(times, 90),
-        "p99": pct(times, 99),
-        "max": max(times) if times else math.nan,
-        "dead_spread_rounds": (max(times) - min(times)) / gossip if times else math.nan,
-        "suspicion_min": min_t,
-        "suspicion_max": max_t,
-        "swim_first": E_OVER_E_MINUS_1 * settings.probe_interval,
-    }
-    note(f"detection: median {out['detect']['median']:.2f} s ({wall['detection']:.0f} s wall)")
-    checkpoint()
+    if not only_fp:  # --only-fp: straight from the steady state to the false positives
+        # --- detection -----------------------------------------------------------------------
+        names = list(sim.nodes)
+        victim = names[rng.randrange(1, n)]
+        w, c = time.monotonic(), time.process_time()
+        t_kill = sim.now
+        sim.kill(victim)
+        live = [x.name for x in sim.live_nodes()]
+        dead_at: dict[str, float] = {}
+        suspect_at: list[float] = []
+        i = len(sim.observed)
 
-    # --- broadcast spread ----------------------------------------------------------------
-    w, c = time.monotonic(), time.process_time()
-    rounds: list[float] = []
-    unreached: list[int] = []
-    sim.run_for(3.0)  # let the dead broadcast finish (~1.5 s), so the update travels alone
-    for k in range(broadcasts):
-        src = rng.choice([x.name for x in sim.live_nodes()])
-        others = {x.name for x in sim.live_nodes()} - {src}
-        seen: dict[str, float] = {}
-        j = len(sim.observed)
-        t0 = sim.now
-        sim.nodes[src].endpoint.update_meta(f"v{k}".encode(), sim.now)
-        sim.flush(src)
+        def scan_dead() -> bool:
+            nonlocal i
+            for o in sim.observed[i:]:
+                if o.member == victim:
+                    if o.kind == "dead":
+                        dead_at.setdefault(o.observer, o.at)
+                    elif o.kind == "suspect":
+                        suspect_at.append(o.at)
+            i = len(sim.observed)
+            return len(dead_at) >= len(live)
 
-        def scan_update(src: str = src, others: set[str] = others, seen: dict = seen) -> bool:
-            nonlocal j
-            for o in sim.observed[j:]:
-                if o.member == src and o.kind == "update" and o.observer in others:
-                    seen.setdefault(o.observer, o.at)
+        done = run_until(scan_dead, t_kill + max_t + 60, 0.5, "detection")
+        times = [dead_at[x] - t_kill for x in live if x in dead_at]
+        wall["detection"] = time.monotonic() - w
+        cpu["detection"] = time.process_time() - c
+        out["detect"] = {
+            "observers": len(live),
+            "reached": len(times),
+            "complete": done,
+            "first_suspect": (min(suspect_at) - t_kill) if suspect_at else math.nan,
+            "first": min(times) if times else math.nan,
+            "median": pct(times, 50),
+            "p90": pct(times, 90),
+            "p99": pct(times, 99),
+            "max": max(times) if times else math.nan,
+            "dead_spread_rounds": (max(times) - min(times)) / gossip if times else math.nan,
+            "suspicion_min": min_t,
+            "suspicion_max": max_t,
+            "swim_first": E_OVER_E_MINUS_1 * settings.probe_interval,
+        }
+        note(f"detection: median {out['detect']['median']:.2f} s ({wall['detection']:.0f} s wall)")
+        checkpoint()
+
+        # --- broadcast spread ----------------------------------------------------------------
+        w, c = time.monotonic(), time.process_time()
+        rounds: list[float] = []
+        unreached: list[int] = []
+        sim.run_for(3.0)  # let the dead broadcast finish (~1.5 s), so the update travels alone
+        for k in range(broadcasts):
+            src = rng.choice([x.name for x in sim.live_nodes()])
+            others = {x.name for x in sim.live_nodes()} - {src}
+            seen: dict[str, float] = {}
             j = len(sim.observed)
-            return len(seen) >= len(others)
+            t0 = sim.now
+            sim.nodes[src].endpoint.update_meta(f"v{k}".encode(), sim.now)
+            sim.flush(src)
 
-        run_until(scan_update, t0 + 60, gossip, f"broadcast {k}")
-        if seen:
-            rounds.append((max(seen.values()) - t0) / gossip)
-        unreached.append(len(others) - len(seen))
-        sim.run_for(2.0)  # the queues drain (7 ticks at 10,000) before the next one
-    wall["broadcast"] = time.monotonic() - w
-    cpu["broadcast"] = time.process_time() - c
-    out["broadcast"] = {
-        "rounds": rounds,
-        "unreached": unreached,
-        "retransmit_limit": retransmit_limit(settings.retransmit_mult, n),
-        "retransmit_log": settings.retransmit_mult * math.log10(n + 1),
-        "gossip_nodes": settings.gossip_nodes,
-    }
-    note(f"broadcast: rounds {rounds} ({wall['broadcast']:.0f} s wall)")
-    checkpoint()
+            def scan_update(src: str = src, others: set[str] = others, seen: dict = seen) -> bool:
+                nonlocal j
+                for o in sim.observed[j:]:
+                    if o.member == src and o.kind == "update" and o.observer in others:
+                        seen.setdefault(o.observer, o.at)
+                j = len(sim.observed)
+                return len(seen) >= len(others)
+
+            run_until(scan_update, t0 + 60, gossip, f"broadcast {k}")
+            if seen:
+                rounds.append((max(seen.values()) - t0) / gossip)
+            unreached.append(len(others) - len(seen))
+            sim.run_for(2.0)  # the queues drain (7 ticks at 10,000) before the next one
+        wall["broadcast"] = time.monotonic() - w
+        cpu["broadcast"] = time.process_time() - c
+        out["broadcast"] = {
+            "rounds": rounds,
+            "unreached": unreached,
+            "retransmit_limit": retransmit_limit(settings.retransmit_mult, n),
+            "retransmit_log": settings.retransmit_mult * math.log10(n + 1),
+            "gossip_nodes": settings.gossip_nodes,
+        }
+        note(f"broadcast: rounds {rounds} ({wall['broadcast']:.0f} s wall)")
+        checkpoint()
 
     def finish() -> dict[str, Any]:
         out["wall"] = wall
@@ -264,7 +267,10 @@ def run_one(
         out["packets"] = sim.packets_sent
         out["bad_input"] = sim.bad_input()
         out["peak_rss_mib"] = peak_rss_mib()
+        if sim.memo is not None:  # the simulator's exact codec cache (CodecMemo)
+            out["codec_memo"] = {"calls": sim.memo.calls, "hits": sim.memo.hits}
         core_log.removeHandler(refutes)
+        core_log.propagate = True
         return out
 
     if skip_fp:
@@ -281,11 +287,44 @@ def run_one(
     pkts0, bytes0 = sim.packets_sent, sim.bytes_sent
     refutes0 = refutes.count
     sim.loss = 0.05
-    for at, s in plan:
-        sim.run_until(at)
-        sim.stall(s, stall_s)
-    sim.run_until(t_w + fp_window)
     live_set = set(live_names)
+    fp_seen = 0  # events scanned so far
+    fp_dead: list[str] = []
+    fp_suspect = 0
+
+    def fp_progress(every: float = 2.0) -> None:
+        """The window so far, every few simulated seconds: one JSON line ("fp_progress")
+        and a note, so a run stopped in the window still says what it saw."""
+        nonlocal fp_seen, fp_suspect
+        for o in sim.observed[j + fp_seen :]:
+            if o.member in live_set:
+                if o.kind == "dead":
+                    fp_dead.append(o.member)
+                elif o.kind == "suspect":
+                    fp_suspect += 1
+        fp_seen = len(sim.observed) - j
+        out["fp_progress"] = {
+            "simulated": sim.now - t_w,
+            "dead_events": len(fp_dead),
+            "dead_members": len(set(fp_dead)),
+            "suspect_events": fp_suspect,
+            "wall": time.monotonic() - w,
+            "cpu": time.process_time() - c,
+        }
+        note(
+            f"false positives so far: {len(fp_dead)} dead, {fp_suspect} suspect at "
+            f"{sim.now - t_w:.0f} s of the window ({time.monotonic() - w:.0f} s wall)"
+        )
+        checkpoint()
+
+    marks = [t_w + k * 2.0 for k in range(1, int(fp_window / 2.0) + 1)]
+    for at, what in sorted([(a, s) for a, s in plan] + [(m, "") for m in marks]):
+        sim.run_until(at)
+        if what:
+            sim.stall(what, stall_s)
+        else:
+            fp_progress()
+    sim.run_until(t_w + fp_window)
 
     def quiet() -> bool:
         """No live node suspects a live member any more."""
@@ -355,7 +394,7 @@ def table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...]) -> None:
 
 
 def report(r: dict[str, Any]) -> None:
-    n, d = r["n"], r["detect"]
+    n, d = r["n"], r.get("detect")
     b = r.get("broadcast", {"rounds": [], "unreached": [], "retransmit_limit": 0})
     b.setdefault("retransmit_log", math.nan)
     ticker = "memberlist's ticker" if r.get("memberlist_ticker") else "parked gossip tick"
@@ -364,27 +403,38 @@ def report(r: dict[str, Any]) -> None:
         f"push/pull {'on' if r['push_pull'] else 'off'}, {ticker}; "
         f"{r['sim_seconds']:.0f} s simulated)\n"
     )
-    lo, hi, swim = d["suspicion_min"], d["suspicion_max"], d["swim_first"]
-    rows = [
-        ("detection: first suspicion (s)", f(d["first_suspect"]),
-         f"SWIM e/(e-1) x ProbeInterval = {f(swim)}"),
-        ("detection: first survivor (s)", f(d["first"]),
-         f"SWIM + Lifeguard min: {f(swim)} + {f(lo)} = {f(swim + lo)}"),
-        ("detection, all survivors: median (s)", f(d["median"]),
-         f"SWIM + Lifeguard min..max: {f(swim + lo)} .. {f(swim + hi)}"),
-        ("detection, all survivors: p90 (s)", f(d["p90"]), ""),
-        ("detection, all survivors: p99 (s)", f(d["p99"]), ""),
-        ("detection, all survivors: max (s)", f(d["max"]),
-         f"SWIM + Lifeguard max = {f(swim + hi)}"),
-        ("  survivors that marked it dead", f"{d['reached']}/{d['observers']}", "all"),
-        ("  dead: first to last survivor (rounds)", f(d["dead_spread_rounds"], 1), ""),
+    rows: list[tuple[str, str, str]] = []
+    if d is not None:
+        lo, hi, swim = d["suspicion_min"], d["suspicion_max"], d["swim_first"]
+        rows += [
+            ("detection: first suspicion (s)", f(d["first_suspect"]),
+             f"SWIM e/(e-1) x ProbeInterval = {f(swim)}"),
+            ("detection: first survivor (s)", f(d["first"]),
+             f"SWIM + Lifeguard min: {f(swim)} + {f(lo)} = {f(swim + lo)}"),
+            ("detection, all survivors: median (s)", f(d["median"]),
+             f"SWIM + Lifeguard min..max: {f(swim + lo)} .. {f(swim + hi)}"),
+            ("detection, all survivors: p90 (s)", f(d["p90"]), ""),
+            ("detection, all survivors: p99 (s)", f(d["p99"]), ""),
+            ("detection, all survivors: max (s)", f(d["max"]),
+             f"SWIM + Lifeguard max = {f(swim + hi)}"),
+            ("  survivors that marked it dead", f"{d['reached']}/{d['observers']}", "all"),
+            ("  dead: first to last survivor (rounds)", f(d["dead_spread_rounds"], 1), ""),
+        ]  # fmt: skip
+    if "broadcast" in r:
+        rows += [
         ("broadcast: rounds to every node (each)",
          " / ".join(f(x, 1) for x in b["rounds"]),
          f"retransmit limit {b['retransmit_limit']} = 4 x ceil(log10(N+1)) "
          f"(4 x log10(N+1) = {f(b['retransmit_log'], 1)}) sends per node"),
         ("  nodes never reached (each)", " / ".join(str(x) for x in b["unreached"]), "0"),
     ]  # fmt: skip
-    fp = r.get("fp")
+    fp, so_far = r.get("fp"), r.get("fp_progress")
+    if fp is None and so_far is not None:  # stopped in the window: what it saw until then
+        rows += [
+            (f"false positives so far ({f(so_far['simulated'], 0)} s of the window)",
+             f"{so_far['dead_events']} events, {so_far['dead_members']} members", "0"),
+            ("  suspicions of live members so far", f"{so_far['suspect_events']} events", ""),
+        ]  # fmt: skip
     if fp is not None:
         rows += [
         (f"false positives: dead, live members ({f(fp['measured'], 0)} s)",
@@ -409,8 +459,14 @@ def report(r: dict[str, Any]) -> None:
         ("simulator: peak RSS (MiB)", f(r["peak_rss_mib"], 0),
          f"tables {f(r['rss_tables_mib'], 0)} MiB = {f(r['bytes_per_entry'], 0)} B per entry"),
     ]  # fmt: skip
+    memo = r.get("codec_memo")
+    if memo:
+        rows.append(
+            ("simulator: codec memo hits", f"{memo['hits']:,} of {memo['calls']:,}",
+             "exact cache of LZW and message decoding (CodecMemo)"),
+        )  # fmt: skip
     table(rows, ("figure", "measured", "bound / note"))
-    if "broadcast" not in r or ("fp" not in r and not r.get("skip_fp")):
+    if ("broadcast" not in r and not r.get("only_fp")) or ("fp" not in r and not r.get("skip_fp")):
         print("NOTE: the run stopped before its last phases (figures so far)")
     if r["steady_events"]:
         print(f"NOTE: {r['steady_events']} member events in the 5 s of steady state")
@@ -469,6 +525,11 @@ def main() -> int:
         help="gossip every interval as memberlist does (no parked tick sending at once)",
     )
     ap.add_argument("--skip-fp", action="store_true", help="no false-positive phase")
+    ap.add_argument(
+        "--only-fp",
+        action="store_true",
+        help="no detection or broadcast phase: the false positives",
+    )
     ap.add_argument("--push-pull", action="store_true", help="keep memberlist's push/pull on")
     ap.add_argument("--plaintext", action="store_true", help="no cluster key (no AES-GCM)")
     ap.add_argument("--report", help="print the tables from a child's JSON lines (a file)")
@@ -490,6 +551,7 @@ def main() -> int:
             args.broadcasts,
             args.memberlist_ticker,
             args.skip_fp,
+            args.only_fp,
         )
         print(json.dumps(res))
         return 0
@@ -500,6 +562,7 @@ def main() -> int:
         cmd += ["--push-pull"] if args.push_pull else []
         cmd += ["--memberlist-ticker"] if args.memberlist_ticker else []
         cmd += ["--skip-fp"] if args.skip_fp else []
+        cmd += ["--only-fp"] if args.only_fp else []
         cmd += ["--plaintext"] if args.plaintext else []
         print(f"# simulating N={n} ...", file=sys.stderr, flush=True)
         p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)

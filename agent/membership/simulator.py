@@ -20,12 +20,16 @@ user messages are delivered like memberlist's, and their StreamDone reports succ
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from agent.membership import codec
 from agent.membership.endpoint import GossipEndpoint
 from agent.membership.keyring import Keyring
 from agent.membership.member import Member
@@ -35,6 +39,71 @@ from agent.membership.settings import Settings
 from agent.membership.stream_exchange import OutboundStream
 
 Address = tuple[str, int]
+
+#: entries each memo holds before it starts over (a few hundred MiB at most at 10,000 nodes)
+MEMO_ENTRIES = 1 << 16
+
+
+class CodecMemo:
+    """Exact caches of three pure functions that thousands of simulated nodes run on
+    identical input: ``codec.compress_message`` (a node gossips the same compound to
+    three peers a tick, and LZW is pure Python), ``codec.decompress_buffer`` (those
+    peers expand the same LZW buffer) and ``codec.decode_message`` (every node decodes
+    the same suspect or alive bytes as the broadcast reaches it). Same input, the result
+    the function returned for it out (bytes, frozen messages); an input that raises
+    (an empty message, a buffer past its budget) is not cached and raises again.
+    Installed into ``codec`` only while the simulator runs its nodes, and put back
+    after, so nothing else sees it. Every other step of the packet path (compound, CRC,
+    AES-GCM with a fresh nonce, the walk and its budgets) still runs for each datagram."""
+
+    def __init__(self, entries: int = MEMO_ENTRIES) -> None:
+        self.entries = entries
+        self.calls = 0
+        self.hits = 0
+        self._depth = 0
+        self._saved: dict[str, Callable[..., Any]] = {}
+        # the function's name in codec -> the key of its arguments, and the cache
+        self._keys: dict[str, Callable[..., Hashable]] = {
+            "compress_message": bytes,
+            "decompress_buffer": lambda msg, limit: (msg.algo, bytes(msg.buf), limit),
+            "decode_message": bytes,
+        }
+        self._tables: dict[str, dict[Hashable, Any]] = {name: {} for name in self._keys}
+        self.hits_by: dict[str, int] = dict.fromkeys(self._keys, 0)  # per function
+
+    def _cached(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        key_of, table, hits_by = self._keys[name], self._tables[name], self.hits_by
+
+        def cached(*args: Any) -> Any:
+            self.calls += 1
+            key = key_of(*args)
+            out = table.get(key)
+            if out is not None:
+                self.hits += 1
+                hits_by[name] += 1
+                return out
+            out = fn(*args)
+            if len(table) >= self.entries:
+                table.clear()
+            table[key] = out
+            return out
+
+        return cached
+
+    def __enter__(self) -> CodecMemo:
+        if self._depth == 0:
+            for name in self._keys:
+                fn = self._saved[name] = getattr(codec, name)
+                setattr(codec, name, self._cached(name, fn))
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            for name, fn in self._saved.items():
+                setattr(codec, name, fn)
+            self._saved.clear()
 
 
 @dataclass(slots=True)
@@ -77,8 +146,19 @@ class Simulator:
         local_state: Callable[[str, bool], bytes] | None = None,
         on_event: Callable[[str, Event], None] | None = None,
         encrypt: bool = True,
+        memo: bool = True,
+        freeze_every: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
+        # exact caches of the codec's pure functions while the nodes run (CodecMemo)
+        self.memo: CodecMemo | None = CodecMemo() if memo else None
+        # every freeze_every simulated seconds (0: never): collect the young generations
+        # and gc.freeze() what survived, so the cyclic collector's full passes never walk
+        # the tables the run keeps growing (per core, a copy of each member it suspected):
+        # at 10,000 nodes they took about half of the false-positive run. Process-wide:
+        # for a process that runs one simulation (bench/simulate.py's child)
+        self.freeze_every = freeze_every
+        self._next_freeze = freeze_every
         self.meta = meta  # every node's tags, unless add_node says otherwise
         # hooks (may also be set after construction): node name -> its push/pull user
         # state; (node name, event) for every event its core emits
@@ -154,6 +234,10 @@ class Simulator:
         join events are emitted and the start broadcasts are dropped, as they would be
         long sent in a converged cluster. Everything after this is the real protocol.
         """
+        with self._running():
+            self._converge()
+
+    def _converge(self) -> None:
         self.run_until(self.now)  # the start events: each node has its own record
         records = []
         for node in self.nodes.values():
@@ -217,8 +301,9 @@ class Simulator:
         del self.by_addr[node.addr]
         node.addr = addr
         self.by_addr[addr] = node
-        node.endpoint.readdress(addr, self.now)
-        self._flush(node)
+        with self._running():
+            node.endpoint.readdress(addr, self.now)
+            self._flush(node)
 
     def stall(self, name: str, seconds: float) -> None:
         node = self.nodes[name]
@@ -236,16 +321,23 @@ class Simulator:
 
     def leave(self, name: str) -> None:
         node = self.nodes[name]
-        node.endpoint.leave(self.now)
-        self._flush(node)
+        with self._running():
+            node.endpoint.leave(self.now)
+            self._flush(node)
 
     # --- running -------------------------------------------------------------------------
 
     def run_until(self, t: float) -> None:
-        while self._q and self._q[0][0] <= t:
-            when, _, kind, payload = heapq.heappop(self._q)
-            self.now = max(self.now, when)
-            self._dispatch(kind, payload)
+        q = self._q
+        with self._running():
+            while q and q[0][0] <= t:
+                when, _, kind, payload = heapq.heappop(q)
+                self.now = max(self.now, when)
+                if self.freeze_every and self.now >= self._next_freeze:
+                    self._next_freeze = self.now + self.freeze_every
+                    gc.collect(1)
+                    gc.freeze()
+                self._dispatch(kind, payload)
         self.now = max(self.now, t)
 
     def run_for(self, seconds: float) -> None:
@@ -280,9 +372,14 @@ class Simulator:
 
     def flush(self, name: str) -> None:
         """Put what a node's core has queued (after a hook called it) onto the network."""
-        self._flush(self.nodes[name])
+        with self._running():
+            self._flush(self.nodes[name])
 
     # --- internals -----------------------------------------------------------------------
+
+    def _running(self) -> contextlib.AbstractContextManager[object]:
+        """While the nodes run: the codec memo installed (CodecMemo), if it is on."""
+        return self.memo if self.memo is not None else contextlib.nullcontext()
 
     def _state_of(self, name: str) -> Callable[[bool], bytes]:
         def local_state(join: bool) -> bytes:
