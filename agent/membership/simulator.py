@@ -42,15 +42,16 @@ Address = tuple[str, int]
 
 #: entries each memo holds before it starts over (a few hundred MiB at most at 10,000 nodes)
 MEMO_ENTRIES = 1 << 16
+_MISS = object()  # a cached result may be None (compress_if_smaller: not smaller)
 
 
 class CodecMemo:
     """Exact caches of three pure functions that thousands of simulated nodes run on
-    identical input: ``codec.compress_message`` (a node gossips the same compound to
+    identical input: ``codec.compress_if_smaller`` (a node gossips the same compound to
     three peers a tick, and LZW is pure Python), ``codec.decompress_buffer`` (those
     peers expand the same LZW buffer) and ``codec.decode_message`` (every node decodes
     the same suspect or alive bytes as the broadcast reaches it). Same input, the result
-    the function returned for it out (bytes, frozen messages); an input that raises
+    the function returned for it out (bytes, None, frozen messages); an input that raises
     (an empty message, a buffer past its budget) is not cached and raises again.
     Installed into ``codec`` only while the simulator runs its nodes, and put back
     after, so nothing else sees it. Every other step of the packet path (compound, CRC,
@@ -64,7 +65,7 @@ class CodecMemo:
         self._saved: dict[str, Callable[..., Any]] = {}
         # the function's name in codec -> the key of its arguments, and the cache
         self._keys: dict[str, Callable[..., Hashable]] = {
-            "compress_message": bytes,
+            "compress_if_smaller": bytes,
             "decompress_buffer": lambda msg, limit: (msg.algo, bytes(msg.buf), limit),
             "decode_message": bytes,
         }
@@ -77,8 +78,8 @@ class CodecMemo:
         def cached(*args: Any) -> Any:
             self.calls += 1
             key = key_of(*args)
-            out = table.get(key)
-            if out is not None:
+            out = table.get(key, _MISS)
+            if out is not _MISS:
                 self.hits += 1
                 hits_by[name] += 1
                 return out

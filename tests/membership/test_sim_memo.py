@@ -1,6 +1,6 @@
 """The simulator's codec memo (CodecMemo) is exact: a run with it is the run without it.
 
-It caches codec.compress_message, decompress_buffer and decode_message by their input
+It caches codec.compress_if_smaller, decompress_buffer and decode_message by their input
 while the simulator runs its nodes; every datagram still goes through compound, CRC,
 AES-GCM and the decoder's walk. Same seed, memo on or off: the same events at the same times, the
 same packets and bytes on the wire.
@@ -48,7 +48,7 @@ def test_memo_changes_nothing_a_run_does() -> None:
     assert on.memo.hits > on.memo.calls // 4 > 0
     assert all(on.memo.hits_by.values()), on.memo.hits_by
     # ... and only while the simulator runs
-    assert codec.compress_message.__module__ == "agent.membership.codec"
+    assert codec.compress_if_smaller.__module__ == "agent.membership.codec"
     assert codec.decode_message.__module__ == "agent.membership.codec"
     assert codec.decompress_buffer.__module__ == "agent.membership.codec"
 
@@ -59,7 +59,7 @@ def test_memo_caches_no_errors_and_nests() -> None:
     with sim.memo:
         with sim.memo:  # a hook that flushes inside a run
             pass
-        assert codec.compress_message.__module__ == "agent.membership.simulator"
+        assert codec.compress_if_smaller.__module__ == "agent.membership.simulator"
         assert codec.decompress_buffer.__module__ == "agent.membership.simulator"
         for _ in range(2):  # raises each time: nothing cached
             try:
