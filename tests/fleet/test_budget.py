@@ -73,14 +73,6 @@ def test_cgroups_hold_the_budget_and_are_removed() -> None:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(
-    os.environ.get("EDGE_AGENT_BUDGET_TEST") != "1",
-    reason="opt-in (EDGE_AGENT_BUDGET_TEST=1) until the agent meets the budget: issue 21 "
-    "item 5 is not met yet (after the 2,000-origin declaration the fleet does not settle "
-    "at 10 % of a core: loop stalls of seconds, false suspicions, ownership and verdict "
-    "churn; bench/README.md has the figures). Not a missing prerequisite: a goal not met, "
-    "kept out of `make test` so that CI stays a signal, and run by hand meanwhile",
-)
 def test_ten_nodes_on_a_tenth_of_a_core_for_two_minutes(tmp_path: Path) -> None:
     require_cgroups()
     out = tmp_path / "budget.json"
