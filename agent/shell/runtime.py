@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import math
 import os
 import resource
 import signal
@@ -30,6 +31,7 @@ from agent.domain import ConfigError, Health
 from agent.membership import Event, MemberEvent, NodeState, UserMessage
 from agent.node import ReplicationDecodeError, ReplicationMessage
 from agent.shell.agent_check import AgentCheckServer
+from agent.shell.alarm import Alarm
 from agent.shell.alert_rules import AlertRules
 from agent.shell.alertmanager import AlertmanagerCollector, AlertmanagerSender
 from agent.shell.alerts import AlertPolicy
@@ -40,6 +42,7 @@ from agent.shell.cluster import Cluster
 from agent.shell.cluster_metrics import ClusterCollector
 from agent.shell.config import Config, api_socket_path, load_config
 from agent.shell.coordinator import Coordinator, CoordinatorCollector, VerdictChange, send_outputs
+from agent.shell.filewatch import FileWatch
 from agent.shell.gc_guard import GcCollector, GcGuard
 from agent.shell.identify import IdentifyDecodeError, decode_identify, is_identify
 from agent.shell.keyring_file import KeyringError
@@ -62,7 +65,7 @@ GOSSIP_RETRY = 2.0
 #: s between looks for firing alerts due a re-send (each is re-sent once a minute,
 #: alert_rules.RESEND_INTERVAL; a node that came to own a down origin sends within this)
 ALERT_TICK = 5.0
-TOKEN_RECHECK = 5.0  # s between re-reads of the fleet token file (fleet_token.py)
+TOKEN_RECHECK = 5.0  # s between re-reads of a fleet token file inotify cannot watch
 LEAVE_TIMEOUT = 2.0  # of the 5 s stop budget: time for the leave to be gossiped
 # sections a SIGHUP reports as changed but applies only at restart
 RESTART_SECTIONS = ("node", "cluster", "gossip", "api", "leds", "checks", "log", "store", "lb")
@@ -316,6 +319,8 @@ class Agent:
         if self.decoder.offer(ev):
             return  # a large delta: decoded on a thread, then delivered (_deliver_decoded)
         self.coordinator.on_event(ev, _loop_time(), self.cluster.members)
+        if isinstance(ev, MemberEvent):
+            self.api.check_token_agreement()  # a peer's token came, went or changed
         if isinstance(ev, MemberEvent) and self.events.listeners:
             for m in self.cluster.members_view():
                 if m["name"] == ev.member.name:
@@ -330,11 +335,11 @@ class Agent:
         """Group commits, drain deadlines, settling and reaping: when they fall due (see
         Coordinator.next_wakeup), or at once when a change waits to be committed."""
         loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        self.coordinator.on_work = wake.set
-        self._wake_coordinator = wake.set
+        alarm = Alarm()
+        self.coordinator.on_work = alarm.ring
+        self._wake_coordinator = alarm.ring
         while True:
-            wake.clear()
+            alarm.clear()
             now = loop.time()
             alive = {
                 m.name
@@ -348,16 +353,28 @@ class Agent:
             at = self.coordinator.next_wakeup(loop.time())
             if self.identify.until:
                 at = min(at, self.identify.until)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), max(at - loop.time(), 0.0))
+            await alarm.sleep(at)
 
     async def _token_loop(self) -> None:
-        """Re-read the fleet token file and compare it with the peers' now and then: a
-        rotated token is advertised, and a token that differs between nodes is shown,
-        without a restart or a write (agent/shell/fleet_token.py)."""
-        while True:
-            await asyncio.sleep(TOKEN_RECHECK)
-            self.api.check_token()
+        """Re-read the fleet token file when it changes (inotify: agent/shell/filewatch.py;
+        every TOKEN_RECHECK seconds where it cannot be watched): a rotated token is
+        advertised without a restart or a write (agent/shell/fleet_token.py). The peers'
+        tokens are compared whenever a member changes (``_on_cluster_event``)."""
+        path = self.config.api.token_file
+        if path is None:
+            return  # no file to follow: every write is refused, and says why
+        loop = asyncio.get_running_loop()
+        alarm = Alarm()
+        watch = FileWatch(path, alarm.ring)
+        try:
+            while True:
+                if not watch.active and watch.start():
+                    self.api.check_token()  # a change just before the watch began
+                # without inotify, or without the directory (yet), poll as before
+                await alarm.sleep(math.inf if watch.active else loop.time() + TOKEN_RECHECK)
+                self.api.check_token()
+        finally:
+            watch.stop()
 
     async def start(self) -> None:
         """Bring the node up; returns once it is READY: gossip and checks running, the API

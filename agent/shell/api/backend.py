@@ -132,11 +132,16 @@ class ApiBackend:
         return agreed.reason()
 
     def check_token(self) -> None:
-        """At start, then every few seconds (runtime): re-read the token file so a rotated
-        token is advertised without a restart, say now (not at the first write) that
-        writes will fail, and show a token that differs between nodes as a fault."""
+        """At start, then whenever the token file changes (runtime): re-read it so a
+        rotated token is advertised without a restart, say now (not at the first write)
+        that writes will fail, and show a token that differs between nodes as a fault."""
         with contextlib.suppress(TokenUnavailable):
             self.api_token()
+        self.check_token_agreement()
+
+    def check_token_agreement(self) -> None:
+        """Show a token that differs between nodes as a fault (or clear it): at every
+        member change, since a peer's token comes with its tags."""
         agreed = self.token_agreement()
         self._fault("fleet-token", agreed.reason() if agreed is not None else None)
 
