@@ -19,6 +19,7 @@ from agent.shell import rejoin
 from agent.shell.cluster import Cluster
 from agent.shell.cluster_metrics import ClusterCollector
 from agent.shell.config import parse_config
+from agent.shell.peers import Peer
 from agent.shell.rejoin import FAST_INTERVAL, FAST_WINDOW, fast_due
 from tests.conftest import async_wait_for
 
@@ -211,6 +212,36 @@ async def test_the_joiner_makes_no_pass_while_there_is_nothing_to_do(
         a.rejoiner.member_failed("c", gone, asyncio.get_running_loop().time())
         await async_wait_for(lambda: a.rejoiner.attempts["fast", "no_answer"] >= 1, 2, "c tried")
         await async_wait_for(lambda: len(passes) >= 4, 4 * FAST_INTERVAL, "a pass a second")
+    finally:
+        joiner.cancel()
+        await asyncio.gather(joiner, return_exceptions=True)
+
+
+async def test_peers_to_save_wake_the_joiner_once_when_the_write_is_allowed(
+    clusters: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed peer set that came too soon after the last write waits for the store's
+    interval: the joiner sleeps until then and writes, instead of a pass a second."""
+    a, b = await clusters("a"), await clusters("b")
+    await a.node.join([("127.0.0.1", b.node.port)])
+    await async_wait_for(lambda: a.peer_store.writes == 1, 5, "a saved b")
+    a.peer_store.min_interval = 3 * FAST_INTERVAL
+    passes: list[float] = []
+    follow = a.follower.follow
+
+    async def counted() -> bool:
+        passes.append(asyncio.get_running_loop().time())
+        return await follow()
+
+    monkeypatch.setattr(a.follower, "follow", counted)
+    joiner = asyncio.create_task(a.run_joiner())
+    try:
+        await async_wait_for(lambda: passes, 2, "the first pass")
+        assert not a.peer_store.update([Peer("b", "127.0.0.1", b.node.port), Peer("c", "x", 1)])
+        a.rejoiner.poke()
+        await async_wait_for(lambda: a.peer_store.writes == 2, 6 * FAST_INTERVAL, "saved")
+        assert len(passes) <= 3, passes  # first, poked, the write's; on a clock: 4 or more
+        assert not a.peer_store.pending
     finally:
         joiner.cancel()
         await asyncio.gather(joiner, return_exceptions=True)

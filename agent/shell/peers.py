@@ -91,8 +91,8 @@ class PeerStore:
     def update(self, peers: Iterable[Peer], now: float | None = None) -> bool:
         """Record the current alive set; writes if it changed and the interval allows.
 
-        Returns True if the file was written. Call `flush()` later (the joiner loop
-        does, every second) to write a change that arrived too soon after the last write.
+        Returns True if the file was written. Call `flush()` at `flush_at()` (the joiner
+        does) to write a change that arrived too soon after the last write.
         """
         current = frozenset(sorted(peers)[:MAX_PEERS])
         if not current:
@@ -109,6 +109,12 @@ class PeerStore:
     def pending(self) -> bool:
         """A set waits to be written (by ``flush``, once MIN_INTERVAL allows)."""
         return self._pending is not None
+
+    def flush_at(self) -> float | None:
+        """When ``flush`` may write the pending set (monotonic time; None: nothing waits)."""
+        if self._pending is None:
+            return None
+        return self._last_write + self.min_interval
 
     def flush(self, now: float | None = None) -> bool:
         if self._pending is None:

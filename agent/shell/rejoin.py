@@ -11,17 +11,17 @@ RECONNECT_TIMEOUT one every LONG_LOST_INTERVAL. An mDNS announcement from a fail
 member is tried at once (PeerFinder hands it to `sighted`).
 
 The joiner's pass runs once a second only while it has something to do: alone (seeding),
-a member failed within FAST_WINDOW, remembered peers to save, or a derived advertise
+a member failed within FAST_WINDOW, or a derived advertise
 address (followed by readdress.py) on a system without rtnetlink; with it, the kernel's
 report of an address, route or link change wakes the joiner (agent/shell/netwatch.py).
-Otherwise it sleeps until the next slow reconnect falls due, or until a membership
+Otherwise it sleeps until the next slow reconnect falls due, remembered peers may be
+saved (agent/shell/peers.py writes at most every MIN_INTERVAL), or until a membership
 change wakes it (``poke``): an idle node in a healthy cluster makes no pass at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import math
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from agent.domain import parse_hostport
 from agent.shell.advertise import is_derived
+from agent.shell.alarm import Alarm
 from agent.shell.netwatch import NetWatch
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class Rejoiner:
         self._next_seed = 0.0
         self._seed_delay = REJOIN_MIN
         self._seeding = False
-        self._wake = asyncio.Event()
+        self._alarm = Alarm()
         self.passes = 0  # joiner passes made (tests, and the wakeup account)
         self.netwatch = NetWatch(self.poke)  # a derived address: followed on change
 
@@ -138,7 +139,7 @@ class Rejoiner:
     def poke(self) -> None:
         """Something the joiner acts on may have changed (a member failed, we may be
         alone, peers to save): make a pass now."""
-        self._wake.set()
+        self._alarm.ring()
 
     def busy(self, now: float) -> bool:
         """Whether the joiner has work every FAST_INTERVAL (see the module docstring)."""
@@ -146,7 +147,6 @@ class Rejoiner:
         return (
             cluster.node is None
             or (is_derived(cluster.config) and not self.netwatch.active)
-            or cluster.peer_store.pending
             or cluster.peers() == 0
             or any(now - since <= FAST_WINDOW for _, since in self.failed.values())
         )
@@ -186,15 +186,15 @@ class Rejoiner:
                 next_reconnect = now + RECONNECT_INTERVAL
                 cluster.spawn(self.reconnect_one(now))
             self.passes += 1
-            self._wake.clear()
+            self._alarm.clear()
             if self.busy(now):
-                wait: float | None = FAST_INTERVAL
+                at = now + FAST_INTERVAL
             elif self.failed:  # past their fast window: the slow schedule's next turn
-                wait = max(next_reconnect - loop.time(), 0.0)
+                at = next_reconnect
             else:
-                wait = None  # until poked
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                at = math.inf  # until poked
+            save = cluster.peer_store.flush_at()  # a change that came too soon after a write
+            await self._alarm.sleep(at if save is None else min(at, save))
 
     def seed_now(self, now: float) -> bool:
         """Start joining the seeds (a task) if we are alone and not joining already; the
