@@ -19,12 +19,12 @@ into the node's Health, so no part can clear another's problem.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from agent.domain import Health, HealthStatus
+from agent.shell.alarm import Alarm
 from agent.shell.api.events import EventHub
 from agent.shell.leds import Leds
 from agent.shell.metrics import Metrics
@@ -66,8 +66,8 @@ class Surfaces:
         self._fault_labels: set[tuple[str, str]] = set()  # (what, level) shown in /metrics
         self._dirty_origins: set[str] = set()
         self._last_health: dict[str, Any] | None = None
-        self._listening = asyncio.Event()  # a client connected to /v1/events
-        events.on_listen = self._listening.set
+        self._listening = Alarm()  # rung when a client connects to /v1/events
+        events.on_listen = self._listening.ring
 
     def refresh_soon(self) -> None:
         """Coalesce: one refresh on the next loop pass, however many callers, and not
@@ -170,5 +170,5 @@ class Surfaces:
                 self.publish_health()
             self._listening.clear()
             wait = HEALTH_TICK if listening else self._last + SAFETY_NET - time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listening.wait(), max(wait, 0.0))
+            loop = asyncio.get_running_loop()
+            await self._listening.sleep(loop.time() + max(wait, 0.0))
