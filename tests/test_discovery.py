@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,45 @@ def test_peer_store_round_trip_is_atomic_and_throttled(tmp_path: Path) -> None:
     assert not store.update([], now=300.0)  # alone says nothing: keep what we knew
     assert [p.name for p in PeerStore(tmp_path).load()] == ["a", "b"]
     assert [p.name for p in tmp_path.iterdir()] == ["peers.json"]  # no tmp file left behind
+
+
+def test_the_agent_saves_peers_off_its_loop_and_keeps_a_set_noted_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SD card's fsync can take longer than a probe's timeout: the loop that answers
+    probes must not wait for it (a 0.4 s write here, a loop that ticks every 10 ms)."""
+    from agent.shell import peers as peers_module
+
+    real = peers_module.write_atomic
+    writing = threading.Event()
+    release = threading.Event()
+
+    def slow_card(path: Path, text: str) -> None:
+        writing.set()
+        release.wait(5)  # the card, busy until the test has looked at the loop
+        real(path, text)
+
+    monkeypatch.setattr(peers_module, "write_atomic", slow_card)
+    store = PeerStore(tmp_path, min_interval=10)
+    a, b = Peer("a", "10.0.0.1", 7946), Peer("b", "10.0.0.2", 7946)
+
+    async def main() -> int:
+        assert store.note([a])
+        flush = asyncio.ensure_future(store.flush_off_loop(now=100.0))
+        ticks = 0
+        while not writing.is_set() or ticks < 20:  # the loop goes on while the card writes
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not flush.done()
+        assert store.note([a, b])  # a change while the first set is being written
+        release.set()
+        assert await asyncio.wait_for(flush, 5)
+        return ticks
+
+    assert asyncio.run(main()) >= 20
+    assert store.writes == 1 and store.pending  # the newer set waits for its turn
+    assert store.flush_at() == 110.0
+    assert [p.name for p in PeerStore(tmp_path).load()] == ["a"]
 
 
 @pytest.mark.parametrize(

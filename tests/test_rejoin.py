@@ -190,7 +190,7 @@ async def test_the_joiner_makes_no_pass_while_there_is_nothing_to_do(
     A failed member wakes it at once, and it then tries every FAST_INTERVAL again."""
     a, b = await clusters("a"), await clusters("b")
     await a.node.join([("127.0.0.1", b.node.port)])
-    await async_wait_for(lambda: a.peers() == 1 and a.peer_store.writes == 1, 5, "a joined b")
+    await async_wait_for(lambda: a.peers() == 1 and a.peer_store.pending, 5, "a joined b")
     passes: list[float] = []
     follow = a.follower.follow
 
@@ -201,7 +201,7 @@ async def test_the_joiner_makes_no_pass_while_there_is_nothing_to_do(
     monkeypatch.setattr(a.follower, "follow", counted)
     joiner = asyncio.create_task(a.run_joiner())
     try:
-        await async_wait_for(lambda: passes, 2, "the first pass")
+        await async_wait_for(lambda: passes and a.peer_store.writes == 1, 2, "the first pass")
         quiet_until = asyncio.get_running_loop().time() + 3 * FAST_INTERVAL
         while asyncio.get_running_loop().time() < quiet_until:
             await asyncio.sleep(0.05)
@@ -224,7 +224,7 @@ async def test_peers_to_save_wake_the_joiner_once_when_the_write_is_allowed(
     interval: the joiner sleeps until then and writes, instead of a pass a second."""
     a, b = await clusters("a"), await clusters("b")
     await a.node.join([("127.0.0.1", b.node.port)])
-    await async_wait_for(lambda: a.peer_store.writes == 1, 5, "a saved b")
+    await async_wait_for(lambda: a.peers() == 1 and a.peer_store.pending, 5, "a joined b")
     a.peer_store.min_interval = 3 * FAST_INTERVAL
     passes: list[float] = []
     follow = a.follower.follow
@@ -236,8 +236,8 @@ async def test_peers_to_save_wake_the_joiner_once_when_the_write_is_allowed(
     monkeypatch.setattr(a.follower, "follow", counted)
     joiner = asyncio.create_task(a.run_joiner())
     try:
-        await async_wait_for(lambda: passes, 2, "the first pass")
-        assert not a.peer_store.update([Peer("b", "127.0.0.1", b.node.port), Peer("c", "x", 1)])
+        await async_wait_for(lambda: passes and a.peer_store.writes == 1, 2, "b saved")
+        assert a.peer_store.note([Peer("b", "127.0.0.1", b.node.port), Peer("c", "x", 1)])
         a.rejoiner.poke()
         await async_wait_for(lambda: a.peer_store.writes == 2, 6 * FAST_INTERVAL, "saved")
         assert len(passes) <= 3, passes  # first, poked, the write's; on a clock: 4 or more

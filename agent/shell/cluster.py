@@ -375,7 +375,8 @@ class Cluster:
                 self.rejoiner.member_failed(m.name, m.address, asyncio.get_running_loop().time())
             elif ev.kind in ("join", "alive", "left"):
                 self.rejoiner.member_back(m.name)
-            self.peer_store.update(Peer(p.name, p.host, p.port) for p in self.alive_peers())
+            # saved by the joiner, off the loop (rejoin.py; poked just below)
+            self.peer_store.note(Peer(p.name, p.host, p.port) for p in self.alive_peers())
             self.rejoiner.poke()  # alone now, peers to save, or a failed member to retry
             self.changed()
         elif isinstance(ev, HealthScore):

@@ -15,6 +15,7 @@ MIN_INTERVAL while it fails); a write that works again after failing is logged o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -89,21 +90,23 @@ class PeerStore:
         return sorted(peers)
 
     def update(self, peers: Iterable[Peer], now: float | None = None) -> bool:
-        """Record the current alive set; writes if it changed and the interval allows.
+        """Record the current alive set and write it if the interval allows (on the
+        caller's thread); True if the file was written. The agent calls ``note`` instead
+        and writes off its loop (``flush_off_loop``): an SD card's fsync can take longer
+        than a probe's timeout."""
+        self.note(peers)
+        return self.flush(now)
 
-        Returns True if the file was written. Call `flush()` at `flush_at()` (the joiner
-        does) to write a change that arrived too soon after the last write.
-        """
+    def note(self, peers: Iterable[Peer]) -> bool:
+        """Record the current alive set; True if it differs from what is saved (a write
+        is then pending, done by ``flush`` or ``flush_off_loop`` at ``flush_at``)."""
         current = frozenset(sorted(peers)[:MAX_PEERS])
-        if not current:
+        if not current or current == self._saved:
             # being alone says nothing about where the others are: keep what we knew
             self._pending = None
             return False
-        if current == self._saved:
-            self._pending = None
-            return False
         self._pending = current
-        return self.flush(now)
+        return True
 
     @property
     def pending(self) -> bool:
@@ -117,20 +120,38 @@ class PeerStore:
         return self._last_write + self.min_interval
 
     def flush(self, now: float | None = None) -> bool:
-        if self._pending is None:
+        """Write the pending set if the interval allows, here and now; True if written."""
+        peers = self._take(now)
+        if peers is None:
             return False
+        return self._done(peers, _write(self.path, peers))
+
+    async def flush_off_loop(self, now: float | None = None) -> bool:
+        """``flush`` with the file written on a worker thread, so the event loop that
+        answers probes never waits for the card; True if written."""
+        peers = self._take(now)
+        if peers is None:
+            return False
+        return self._done(peers, await asyncio.to_thread(_write, self.path, peers))
+
+    def _take(self, now: float | None) -> frozenset[Peer] | None:
+        """The set to write now, if one waits and the interval allows (the write's slot
+        is taken: a failed write is retried after MIN_INTERVAL too)."""
+        if self._pending is None:
+            return None
         now = time.monotonic() if now is None else now
         if now - self._last_write < self.min_interval:
-            return False
-        peers = self._pending
+            return None
         self._last_write = now
-        try:
-            write_atomic(self.path, _render(peers))
-        except OSError as e:  # kept pending: retried at the next flush after MIN_INTERVAL
+        return self._pending
+
+    def _done(self, peers: frozenset[Peer], error: OSError | None) -> bool:
+        if error is not None:  # kept pending: retried at the next flush after MIN_INTERVAL
             self.write_errors += 1
-            self._write_fault(f"cannot save remembered peers to {self.path}: {e}")
+            self._write_fault(f"cannot save remembered peers to {self.path}: {error}")
             return False
-        self._pending = None
+        if self._pending == peers:  # a newer set noted meanwhile stays pending
+            self._pending = None
         self._saved = peers
         self.writes += 1
         self._write_fault(None)
@@ -146,6 +167,15 @@ class PeerStore:
             log.info("remembered peers saved to %s again", self.path)
         if self.on_fault is not None:
             self.on_fault(fault)
+
+
+def _write(path: Path, peers: frozenset[Peer]) -> OSError | None:
+    """Write the file atomically; the error instead of raising it (for a worker thread)."""
+    try:
+        write_atomic(path, _render(peers))
+    except OSError as e:
+        return e
+    return None
 
 
 def _render(peers: Iterable[Peer]) -> str:

@@ -173,7 +173,7 @@ class Rejoiner:
             now = loop.time()
             running = cluster.node is not None
             if running:
-                cluster.peer_store.flush()
+                await cluster.peer_store.flush_off_loop()
                 # first: joining seeds from a stale address (a new lease after the cable
                 # came back) would only time out
                 await cluster.follower.follow()
