@@ -22,6 +22,7 @@ from agent.node.core import CHECK_AT_ONCE_MAX, Conflict, NodeCore, Outputs
 from agent.node.placement import ROLE
 from agent.node.replication import HELLO, KIND_REPAIR, Gossip, Send, encode_message
 from agent.node.state import State, decode_delta
+from agent.node.verdicts import VerdictChange
 
 
 def spec(origin_id: str, interval: str = "10s") -> OriginSpec:
@@ -510,3 +511,64 @@ def test_a_member_change_decodes_only_the_members_that_changed(
     assert len(decoded) == 32
     assert a.placement.members["n4"].site == "x"  # the change itself is seen
     assert not a.placement.members["n6"].eligible
+
+
+def _judged_fleet(
+    slice_size: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[NodeCore, list[VerdictChange], int]:
+    """Core "a" of a, b, c (2 replicas, 60 origins); b says every third origin it owns is
+    down (more would make b an impaired vantage point, whose reports do not count), the
+    others up; then b dies. The verdict changes over the whole run, and the core."""
+    from agent.node import core as core_module
+
+    monkeypatch.setattr(core_module, "REJUDGE_SLICE", slice_size)
+    names = ["a", "b", "c"]
+    alive = [member(n) for n in names]
+    a = core("a", replicas=2)
+    a.start([spec(f"o{i:02d}") for i in range(60)], now=0.0, wall=1000.0, alone=True)
+    a.members_changed(alive, now=1.0, wall=1001.0)
+    for n in names[1:]:
+        answer_from(a, n, 1.0, alive)
+    a.tick(40.0, 1040.0, set(names))
+    changes = list(a.drain().verdicts)
+    for n in names:
+        s = a.state if n == "a" else State(n)
+        for i, o in enumerate(sorted(a.placement.origins)):
+            if n in a.placement.owners(o):
+                status = "down" if n == "b" and i % 3 == 0 else "up"
+                d = s.observe(o, n, status, (1040.0, 0), None, "")
+                if n != "a" and d is not None:
+                    a.state.apply(d)
+    a._recompute(set(a.placement.origins), 1040.0)
+    changes += a.drain().verdicts
+    dead = [member(n, NodeState.DEAD if n == "b" else NodeState.ALIVE) for n in names]
+    a.members_changed(dead, now=50.0, wall=1050.0)
+    left = a.rejudging
+    moved = left + min(slice_size, 60)  # the first slice was judged at once
+    changes += a.drain().verdicts
+    if a.rejudging:  # meanwhile the answer for any one origin is judged fresh
+        assert all(a.verdict(o) == "up" for o in a.placement.origins)
+    ticks = 0
+    while a.rejudging:
+        assert a.next_deadline() == 0.0  # due now: the shell's loop comes back at once
+        a.tick(50.0 + ticks, 1050.0, {"a", "c"})
+        changes += a.drain().verdicts
+        ticks += 1
+    assert ticks == -(-moved // slice_size) - 1
+    return a, changes, left
+
+
+def test_a_big_move_of_owners_is_judged_in_slices_to_the_same_verdicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member's death at 100,000 origins moves 40,000: judging them in one loop pass
+    held it ~0.35 s. Sliced over ticks, the verdicts come out the same, and the fleet's
+    answer for one origin is fresh meanwhile."""
+    whole, whole_changes, whole_left = _judged_fleet(1000, monkeypatch)
+    sliced, sliced_changes, sliced_left = _judged_fleet(7, monkeypatch)
+    assert whole_left == 0 and sliced_left > 0  # b's death moved more than a slice
+    key = sorted((c.origin, c.old, c.new) for c in whole_changes)
+    assert key == sorted((c.origin, c.old, c.new) for c in sliced_changes)
+    assert any(c.old == "disputed" and c.new == "up" for c in sliced_changes)  # b's downs went
+    assert sliced.verdicts.current == whole.verdicts.current
+    assert set(sliced.verdicts.current.values()) == {"up"}

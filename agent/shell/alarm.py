@@ -40,10 +40,12 @@ class Alarm:
         self._rung = False
 
     async def sleep(self, at: float) -> None:
-        """Until loop time ``at`` (``math.inf``: until rung); at once if rung since the
-        last ``clear`` or ``sleep``."""
+        """Until loop time ``at`` (``math.inf``: until rung); after one loop pass if
+        rung since the last ``clear`` or ``sleep`` (a sleeper rung over and over still
+        lets the loop run everything else that is ready)."""
         if self._rung:
             self._rung = False
+            await asyncio.sleep(0)  # whatever else is ready (a probe's ack) runs first
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()

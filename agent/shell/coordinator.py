@@ -278,6 +278,8 @@ class Coordinator:
     # --- outputs -------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        if self.core.rejudging and self.on_work is not None:
+            self.on_work()  # a big move's verdicts: the next slice in the next loop pass
         out = self.core.drain()
         if (out.records or out.engine or out.verdicts or out.origins) and self.on_change:
             self.on_change()
