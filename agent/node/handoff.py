@@ -152,8 +152,12 @@ class Handoff:
         before: dict[str, bool] = {}
         removed: set[str] = set()
         me = self.me
+        owned, draining = self._owned, self._draining
         for origin, _old, new in changes:
-            before.setdefault(origin, self.is_checking(origin))
+            was = origin in owned or origin in draining
+            if not was and me not in new:
+                continue  # neither checked here nor to be: a move between other members
+            before.setdefault(origin, was)
             if me in new:
                 self._draining.pop(origin, None)  # a regain while draining stays checked
                 if origin not in self._owned:
