@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.crdt.hlc import Timestamp
 from agent.domain.origin import parse_origin
 from agent.membership.member import Member as GossipMember
 from agent.membership.messages import NodeState
@@ -64,7 +65,7 @@ def build(origins: int, names: list[str], replicas: int) -> NodeCore:
         delta = None
         for o in c.placement.origins:
             if n in c.placement.owners(o):
-                d = s.observe(o, n, "up", (1040.0, 0), None, "ok")
+                d = s.observe(o, n, "up", Timestamp(1_040_000, 0, n), None, "ok")
                 if s is not c.state and d is not None:
                     if delta is None:
                         delta = d

@@ -13,6 +13,7 @@ import random
 import pytest
 
 from agent.checks.state import Status, Transition
+from agent.crdt.hlc import Timestamp
 from agent.domain.origin import OriginSpec, parse_origin
 from agent.membership.member import Member as GossipMember
 from agent.membership.messages import NodeState
@@ -536,7 +537,7 @@ def _judged_fleet(
         for i, o in enumerate(sorted(a.placement.origins)):
             if n in a.placement.owners(o):
                 status = "down" if n == "b" and i % 3 == 0 else "up"
-                d = s.observe(o, n, status, (1040.0, 0), None, "")
+                d = s.observe(o, n, status, Timestamp(1_040_000, 0, n), None, "")
                 if n != "a" and d is not None:
                     a.state.apply(d)
     a._recompute(set(a.placement.origins), 1040.0)
