@@ -555,7 +555,9 @@ def check_vm(
         "edge-agent READY under the image's systemd (Type=notify: active/running)",
         str(show),
     )
-    c.check(show.get("NRestarts") == "0", "edge-agent never restarted", str(show))
+    restarted = not c.check(show.get("NRestarts") == "0", "edge-agent never restarted", str(show))
+    if restarted or show.get("ActiveState") != "active":
+        print_agent_journal(vm, key)
     c.check(show.get("WatchdogUSec") == "30s", "the unit's WatchdogSec=30s is set", str(show))
     ready_us = int(show.get("ActiveEnterTimestampMonotonic", "0") or 0)
     if ready_us:
@@ -663,6 +665,46 @@ def check_vm(
         boot_log,
     )
     return figures
+
+
+def still_running(vm: Vm, key: Path, c: Checks, restarts_expected: bool = False) -> None:
+    """At the end of a machine's checks: the agent is running and systemd's watchdog never
+    fired in this boot (a kill after the first checks would otherwise go unseen); and,
+    unless the self-update check restarted it on purpose (the broken release exits and
+    is restarted), it was never restarted."""
+    r = vm.ssh(
+        key,
+        "systemctl show edge-agent -p NRestarts -p SubState; "
+        "echo watchdog_kills=$(journalctl -b -u edge-agent -q --no-pager | "
+        "grep -c 'Watchdog timeout')",
+    )
+    show = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    ok = show.get("SubState") == "running" and show.get("watchdog_kills") == "0"
+    what = f"{vm.name}: edge-agent running at the end, no watchdog kill in this boot"
+    if not restarts_expected:
+        ok = ok and show.get("NRestarts") == "0"
+        what += ", never restarted"
+    if not c.check(ok, what, str(show) + r.stderr):
+        print_agent_journal(vm, key)
+
+
+def print_agent_journal(vm: Vm, key: Path) -> None:
+    """The agent's journal of this boot (the unit's own lines and systemd's about it, on the
+    guest's monotonic clock) and the kernel's lines about stalls and clocks: what a failed
+    READY or a restart leaves to read. A watchdog kill (SIGABRT) brings faulthandler's
+    stacks of every thread (agent/shell/cli.py)."""
+    r = vm.ssh(
+        key,
+        "journalctl -b -u edge-agent -o short-monotonic --no-pager -q | tail -n 200; "
+        "echo '--- kernel (stalls, clocks) ---'; "
+        "journalctl -b -k -o short-monotonic --no-pager -q "
+        "| grep -iE 'rcu|stall|lockup|clocksource|hung|oom|watchdog' | tail -n 40; "
+        "echo '--- load ---'; cat /proc/loadavg /proc/pressure/cpu 2>/dev/null",
+        timeout=120,
+    )
+    print(f"--- {vm.name}: journalctl -u edge-agent (guest monotonic seconds) ---")
+    print((r.stdout + r.stderr).rstrip())
+    print(f"--- end of {vm.name}'s agent journal ---")
 
 
 def check_bad_config(vm: Vm, key: Path, c: Checks) -> None:
@@ -846,6 +888,8 @@ def run_virt(
         t_cluster = check_cluster(vms, c, time.monotonic() + 120) if len(vms) == 2 else None
         check_bad_config(vms[0], key, c)
         run_pi_checks(vms[0], key, c, "virt")
+        for vm in vms:  # the checks above took minutes: the agents must have lasted them
+            still_running(vm, key, c, restarts_expected=vm is vms[0])
         lines = [f"virt {figure_line(vm, figures.get(vm.name, {}))}" for vm in vms]
         if t_cluster is not None:
             lines.append(
@@ -887,6 +931,7 @@ def run_raspi4b(
         if vm.t_ssh is not None:  # without ssh every guest check would only time out
             check_raspi4b(vm, key, c)
             run_pi_checks(vm, key, c, "raspi4b")
+            still_running(vm, key, c)
         return [f"raspi4b {figure_line(vm, figures)}"]
     finally:
         stop([vm])
