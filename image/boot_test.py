@@ -53,6 +53,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -819,6 +820,67 @@ def run_pi_checks(vm: Vm, key: Path, c: Checks, machine: str) -> None:
     pi_checks.run_checks(shell, c.check, machine)
 
 
+class CpuShare:
+    """How much host CPU each QEMU got: its user+system time, read from /proc/<pid>/stat
+    every SAMPLE seconds by a thread, as a share of one host core over the whole boot and
+    over the worst WINDOW seconds. Under TCG the guest's clocks follow the host's clock
+    whatever CPU QEMU gets, so a QEMU starved on the host looks, from inside the guest, like
+    a guest whose programs stall: this tells the two apart."""
+
+    SAMPLE = 5.0
+    WINDOW = 30.0  # the unit's WatchdogSec
+
+    def __init__(self, vms: list[Vm]) -> None:
+        self.vms = vms
+        self.samples: dict[str, list[tuple[float, float]]] = {vm.name: [] for vm in vms}
+        self.loads: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-share", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            now = time.monotonic()
+            self.loads.append(os.getloadavg()[0])
+            for vm in self.vms:
+                if vm.proc is None or vm.proc.poll() is not None:
+                    continue
+                try:  # the fields after "(comm)": state is the 3rd, utime the 14th
+                    stat = Path(f"/proc/{vm.proc.pid}/stat").read_text().rpartition(")")[2]
+                except OSError:
+                    continue
+                fields = stat.split()
+                self.samples[vm.name].append((now, (int(fields[11]) + int(fields[12])) / tick))
+            if self._stop.wait(self.SAMPLE):
+                return
+
+    def summary(self, vm: Vm) -> str:
+        s = self.samples[vm.name]
+        if len(s) < 2 or s[-1][0] - s[0][0] < self.WINDOW:
+            return f"{vm.name}: QEMU ran too briefly to measure its CPU share"
+        whole = (s[-1][1] - s[0][1]) / (s[-1][0] - s[0][0])
+        worst, at = float("inf"), 0.0
+        for i, (t0, c0) in enumerate(s):
+            for t1, c1 in s[i + 1 :]:
+                if t1 - t0 >= self.WINDOW:
+                    if (c1 - c0) / (t1 - t0) < worst:
+                        worst, at = (c1 - c0) / (t1 - t0), t0 - vm.started
+                    break
+        return (
+            f"{vm.name}: QEMU got {whole:.0%} of a host core over {s[-1][0] - s[0][0]:.0f} s, "
+            f"{worst:.0%} in its worst {self.WINDOW:.0f} s (from {at:.0f} s after its start); "
+            f"host load average {min(self.loads):.1f} to {max(self.loads):.1f}, "
+            f"QEMU's nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+        )
+
+
 def stop(vms: list[Vm]) -> None:
     for vm in vms:
         if vm.proc and vm.proc.poll() is None:
@@ -858,6 +920,7 @@ def run_virt(
     base_root_mib = root_mib_of(base)
     vms: list[Vm] = []
     lines: list[str] = []
+    share: CpuShare | None = None
     try:
         ips = ["192.0.2.11", "192.0.2.12"]
         for i in range(args.vms):
@@ -877,6 +940,8 @@ def run_virt(
             start(vm, boot, link, smp, mem)
             if i == 0 and len(vms) > 1:
                 time.sleep(1)  # the listening end of the link first
+        share = CpuShare(vms)
+        share.start()
         print(
             f"booting {len(vms)} VM(s): TCG, {smp} vCPU and {mem} MiB each, "
             f"kernel {prepared[0].kernel.name.split('-', 1)[1]}"
@@ -897,6 +962,9 @@ def run_virt(
             )
     finally:
         stop(vms)
+        if share is not None:
+            share.stop()
+            lines += [f"virt {share.summary(vm)}" for vm in vms]
         if c.failed:
             console_tail(vms)
     return lines
@@ -912,6 +980,7 @@ def run_raspi4b(
     )
     base_root_mib = root_mib_of(base)
     vm = Vm("pi4", 2, work, "edge-test-pi4", "10.0.2.15", None, link=False)
+    share: CpuShare | None = None
     try:
         boot = prepare(vm, base, pubkey, RASPI_CARD, dtb=RASPI_DTB)
         kernel = boot.kernel.name.split("-", 1)[1]
@@ -924,6 +993,8 @@ def run_raspi4b(
         extra = f"{RASPI_TEST_ARGS} {args.append}".rstrip()
         print(f"  .     kernel command line: {' -> '.join(RASPI_CONSOLE)}, + {extra}")
         start_raspi4b(vm, boot)
+        share = CpuShare([vm])
+        share.start()
         wait_up([vm], key, time.monotonic() + (args.raspi_timeout or args.timeout))
         if vm.proc is not None and vm.proc.poll() is not None:
             c.check(False, "raspi4b QEMU kept running", f"exit {vm.proc.returncode}")
@@ -932,9 +1003,11 @@ def run_raspi4b(
             check_raspi4b(vm, key, c)
             run_pi_checks(vm, key, c, "raspi4b")
             still_running(vm, key, c)
-        return [f"raspi4b {figure_line(vm, figures)}"]
+        return [f"raspi4b {figure_line(vm, figures)}", f"raspi4b {share.summary(vm)}"]
     finally:
         stop([vm])
+        if share is not None:
+            share.stop()
         with contextlib.suppress(OSError):
             (QEMU_ROOT / str(work).lstrip("/")).rmdir()  # the bind mount point
         if c.failed:
