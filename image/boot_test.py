@@ -53,6 +53,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -94,6 +95,17 @@ QEMU_SD_NODE = "/soc/mmc@7e300000"
 # it starts: the emulated Pi rebooted in a loop 40 s into each boot, silently), so systemd
 # is told not to arm it; the driver still binds it.
 RASPI_TEST_ARGS = "systemd.watchdog_sec=off"
+# The unit's watchdog under TCG. The agent pings every 15 s from its event loop and systemd
+# kills it after 30 s without one. Under TCG the guest's clocks keep the host's pace
+# whatever CPU QEMU gets, and on a shared host a niced QEMU can get little of a core for
+# a while (CpuShare measures it). By default the test enforces the watchdog as a Pi does;
+# `--watchdog-allowance` (for a loaded host) adds this to the test's kernel command line
+# (the card's cmdline.txt is not changed): systemd then still times every ping and logs
+# "Watchdog disabled! Ignoring watchdog timeout" for each late one, without killing;
+# still_running counts those either way and checks that the loop still pings
+# (docs/image.md, "The agent's watchdog under TCG").
+TCG_ALLOWANCE = "systemd.service_watchdogs=no"
+PING_STALE = 120.0  # s since the last ping at the end of the checks: the loop has stopped
 # cmdline.txt's serial console is the mini UART (console=ttyS1, GPIO 14/15 on a real Pi 4).
 # QEMU's model of it raises its interrupt without end once a program opens the port (here
 # systemd-getty-generator, 20 s into the boot): CPU 0 spent minutes in the handler (RCU
@@ -230,31 +242,33 @@ class Vm:
         return f"52:54:00:ed:9e:{self.index + 10:02x}"
 
     def ssh(self, key: Path, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                "ssh",
-                "-i",
-                str(key),
-                "-p",
-                str(self.ssh_port),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-                "root@127.0.0.1",
-                command,
-            ],
-            text=True,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        """Run ``command`` as root in the guest. A guest too slow to answer within
+        ``timeout`` is a failed command (exit 124, as timeout(1)), not an exception: the
+        boot wait polls with short timeouts while a starved guest's sshd is still slow."""
+        cmd = [
+            "ssh",
+            "-i",
+            str(key),
+            "-p",
+            str(self.ssh_port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "root@127.0.0.1",
+            command,
+        ]
+        try:
+            return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+            return subprocess.CompletedProcess(cmd, 124, out, f"ssh: no answer in {timeout:.0f} s")
 
 
 class Checks:
@@ -384,7 +398,7 @@ def qemu_pi4_dtb(dtb: Path) -> list[str]:
     return changes
 
 
-def start(vm: Vm, boot: BootFiles, link: str, smp: int, mem: int) -> None:
+def start(vm: Vm, boot: BootFiles, link: str, smp: int, mem: int, extra: str = "") -> None:
     """QEMU's generic virt machine: the image's kernel, root by label, virtio devices."""
     console = vm.work / f"{vm.name}-console.log"
     cmd = [
@@ -405,7 +419,15 @@ def start(vm: Vm, boot: BootFiles, link: str, smp: int, mem: int) -> None:
         str(boot.initrd),
         # Pi-like: root by label, eth0; console on QEMU's PL011
         "-append",
-        "root=LABEL=EDGEROOT rw rootwait fsck.repair=yes net.ifnames=0 console=ttyAMA0",
+        " ".join(
+            filter(
+                None,
+                [
+                    "root=LABEL=EDGEROOT rw rootwait fsck.repair=yes net.ifnames=0 console=ttyAMA0",
+                    extra,
+                ],
+            )
+        ),
         "-drive",
         f"file={vm.img},format=raw,if=none,id=d0,cache=unsafe",
         "-device",
@@ -555,7 +577,9 @@ def check_vm(
         "edge-agent READY under the image's systemd (Type=notify: active/running)",
         str(show),
     )
-    c.check(show.get("NRestarts") == "0", "edge-agent never restarted", str(show))
+    restarted = not c.check(show.get("NRestarts") == "0", "edge-agent never restarted", str(show))
+    if restarted or show.get("ActiveState") != "active":
+        print_agent_journal(vm, key)
     c.check(show.get("WatchdogUSec") == "30s", "the unit's WatchdogSec=30s is set", str(show))
     ready_us = int(show.get("ActiveEnterTimestampMonotonic", "0") or 0)
     if ready_us:
@@ -663,6 +687,66 @@ def check_vm(
         boot_log,
     )
     return figures
+
+
+def still_running(vm: Vm, key: Path, c: Checks, restarts_expected: bool = False) -> None:
+    """At the end of a machine's checks: the agent is running, its loop still pings
+    systemd's watchdog, and systemd never killed it in this boot (a kill after the first
+    checks would otherwise go unseen); and, unless the self-update check restarted it on
+    purpose (the broken release exits and is restarted), it was never restarted. Pings
+    later than the unit's 30 s are counted (killed, or only logged with TCG_ALLOWANCE)."""
+    r = vm.ssh(
+        key,
+        "systemctl show edge-agent -p NRestarts -p SubState -p WatchdogTimestampMonotonic; "
+        "echo now=$(cut -d' ' -f1 /proc/uptime); "
+        "journalctl -b -u edge-agent -q --no-pager > /run/agent-journal; "
+        "echo watchdog_kills=$(grep -c 'Watchdog timeout' /run/agent-journal); "
+        "echo late_pings=$(grep -c 'Ignoring watchdog timeout' /run/agent-journal)",
+    )
+    show = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    ok = show.get("SubState") == "running" and show.get("watchdog_kills") == "0"
+    what = f"{vm.name}: edge-agent running at the end, no watchdog kill in this boot"
+    if not restarts_expected:
+        ok = ok and show.get("NRestarts") == "0"
+        what += ", never restarted"
+    if not c.check(ok, what, str(show) + r.stderr):
+        print_agent_journal(vm, key)
+    # Not "after READY": the loop's first ping goes out just before READY=1, so an agent
+    # restarted less than 15 s ago (self-update) has its last ping from before its READY.
+    try:
+        last = int(show["WatchdogTimestampMonotonic"])
+        since = float(show["now"]) - last / 1e6 if last else float("inf")
+    except (KeyError, ValueError):
+        since = float("inf")
+    c.check(
+        since < PING_STALE,
+        f"{vm.name}: the agent's loop still pings the watchdog (last ping {since:.0f} s ago)",
+        str(show),
+    )
+    print(
+        f"  .     {vm.name}: {show.get('late_pings', '?')} watchdog pings later than the "
+        "unit's 30 s in this boot (systemd's \"Ignoring watchdog timeout\"; 0 without "
+        "--watchdog-allowance, where a late ping is a kill)"
+    )
+
+
+def print_agent_journal(vm: Vm, key: Path) -> None:
+    """The agent's journal of this boot (the unit's own lines and systemd's about it, on the
+    guest's monotonic clock) and the kernel's lines about stalls and clocks: what a failed
+    READY or a restart leaves to read. A watchdog kill (SIGABRT) brings faulthandler's
+    stacks of every thread (agent/shell/cli.py)."""
+    r = vm.ssh(
+        key,
+        "journalctl -b -u edge-agent -o short-monotonic --no-pager -q | tail -n 200; "
+        "echo '--- kernel (stalls, clocks) ---'; "
+        "journalctl -b -k -o short-monotonic --no-pager -q "
+        "| grep -iE 'rcu|stall|lockup|clocksource|hung|oom|watchdog' | tail -n 40; "
+        "echo '--- load ---'; cat /proc/loadavg /proc/pressure/cpu 2>/dev/null",
+        timeout=120,
+    )
+    print(f"--- {vm.name}: journalctl -u edge-agent (guest monotonic seconds) ---")
+    print((r.stdout + r.stderr).rstrip())
+    print(f"--- end of {vm.name}'s agent journal ---")
 
 
 def check_bad_config(vm: Vm, key: Path, c: Checks) -> None:
@@ -777,6 +861,67 @@ def run_pi_checks(vm: Vm, key: Path, c: Checks, machine: str) -> None:
     pi_checks.run_checks(shell, c.check, machine)
 
 
+class CpuShare:
+    """How much host CPU each QEMU got: its user+system time, read from /proc/<pid>/stat
+    every SAMPLE seconds by a thread, as a share of one host core over the whole boot and
+    over the worst WINDOW seconds. Under TCG the guest's clocks follow the host's clock
+    whatever CPU QEMU gets, so a QEMU starved on the host looks, from inside the guest, like
+    a guest whose programs stall: this tells the two apart."""
+
+    SAMPLE = 5.0
+    WINDOW = 30.0  # the unit's WatchdogSec
+
+    def __init__(self, vms: list[Vm]) -> None:
+        self.vms = vms
+        self.samples: dict[str, list[tuple[float, float]]] = {vm.name: [] for vm in vms}
+        self.loads: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-share", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            now = time.monotonic()
+            self.loads.append(os.getloadavg()[0])
+            for vm in self.vms:
+                if vm.proc is None or vm.proc.poll() is not None:
+                    continue
+                try:  # the fields after "(comm)": state is the 3rd, utime the 14th
+                    stat = Path(f"/proc/{vm.proc.pid}/stat").read_text().rpartition(")")[2]
+                except OSError:
+                    continue
+                fields = stat.split()
+                self.samples[vm.name].append((now, (int(fields[11]) + int(fields[12])) / tick))
+            if self._stop.wait(self.SAMPLE):
+                return
+
+    def summary(self, vm: Vm) -> str:
+        s = self.samples[vm.name]
+        if len(s) < 2 or s[-1][0] - s[0][0] < self.WINDOW:
+            return f"{vm.name}: QEMU ran too briefly to measure its CPU share"
+        whole = (s[-1][1] - s[0][1]) / (s[-1][0] - s[0][0])
+        worst, at = float("inf"), 0.0
+        for i, (t0, c0) in enumerate(s):
+            for t1, c1 in s[i + 1 :]:
+                if t1 - t0 >= self.WINDOW:
+                    if (c1 - c0) / (t1 - t0) < worst:
+                        worst, at = (c1 - c0) / (t1 - t0), t0 - vm.started
+                    break
+        return (
+            f"{vm.name}: QEMU got {whole:.0%} of a host core over {s[-1][0] - s[0][0]:.0f} s, "
+            f"{worst:.0%} in its worst {self.WINDOW:.0f} s (from {at:.0f} s after its start); "
+            f"host load average {min(self.loads):.1f} to {max(self.loads):.1f}, "
+            f"QEMU's nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+        )
+
+
 def stop(vms: list[Vm]) -> None:
     for vm in vms:
         if vm.proc and vm.proc.poll() is None:
@@ -816,6 +961,7 @@ def run_virt(
     base_root_mib = root_mib_of(base)
     vms: list[Vm] = []
     lines: list[str] = []
+    share: CpuShare | None = None
     try:
         ips = ["192.0.2.11", "192.0.2.12"]
         for i in range(args.vms):
@@ -832,12 +978,15 @@ def run_virt(
         )
         for i, (vm, boot) in enumerate(zip(vms, prepared, strict=True)):
             link = f"listen=127.0.0.1:{link_port}" if i == 0 else f"connect=127.0.0.1:{link_port}"
-            start(vm, boot, link, smp, mem)
+            start(vm, boot, link, smp, mem, allowance(args))
             if i == 0 and len(vms) > 1:
                 time.sleep(1)  # the listening end of the link first
+        share = CpuShare(vms)
+        share.start()
         print(
             f"booting {len(vms)} VM(s): TCG, {smp} vCPU and {mem} MiB each, "
             f"kernel {prepared[0].kernel.name.split('-', 1)[1]}"
+            + (f", + {allowance(args)}" if allowance(args) else "")
         )
         wait_up(vms, key, time.monotonic() + args.timeout)
         figures: dict[str, dict[str, float]] = {}
@@ -846,6 +995,8 @@ def run_virt(
         t_cluster = check_cluster(vms, c, time.monotonic() + 120) if len(vms) == 2 else None
         check_bad_config(vms[0], key, c)
         run_pi_checks(vms[0], key, c, "virt")
+        for vm in vms:  # the checks above took minutes: the agents must have lasted them
+            still_running(vm, key, c, restarts_expected=vm is vms[0])
         lines = [f"virt {figure_line(vm, figures.get(vm.name, {}))}" for vm in vms]
         if t_cluster is not None:
             lines.append(
@@ -853,6 +1004,9 @@ def run_virt(
             )
     finally:
         stop(vms)
+        if share is not None:
+            share.stop()
+            lines += [f"virt {share.summary(vm)}" for vm in vms]
         if c.failed:
             console_tail(vms)
     return lines
@@ -868,6 +1022,7 @@ def run_raspi4b(
     )
     base_root_mib = root_mib_of(base)
     vm = Vm("pi4", 2, work, "edge-test-pi4", "10.0.2.15", None, link=False)
+    share: CpuShare | None = None
     try:
         boot = prepare(vm, base, pubkey, RASPI_CARD, dtb=RASPI_DTB)
         kernel = boot.kernel.name.split("-", 1)[1]
@@ -876,10 +1031,12 @@ def run_raspi4b(
         for change in qemu_pi4_dtb(boot.dtb):
             print(f"  .     test copy of {RASPI_DTB} for QEMU: {change}")
         boot.cmdline = boot.cmdline.replace(*RASPI_CONSOLE)
-        boot.cmdline += f" {RASPI_TEST_ARGS} {args.append}".rstrip()
-        extra = f"{RASPI_TEST_ARGS} {args.append}".rstrip()
+        extra = " ".join(filter(None, [RASPI_TEST_ARGS, allowance(args), args.append]))
+        boot.cmdline += f" {extra}"
         print(f"  .     kernel command line: {' -> '.join(RASPI_CONSOLE)}, + {extra}")
         start_raspi4b(vm, boot)
+        share = CpuShare([vm])
+        share.start()
         wait_up([vm], key, time.monotonic() + (args.raspi_timeout or args.timeout))
         if vm.proc is not None and vm.proc.poll() is not None:
             c.check(False, "raspi4b QEMU kept running", f"exit {vm.proc.returncode}")
@@ -887,13 +1044,21 @@ def run_raspi4b(
         if vm.t_ssh is not None:  # without ssh every guest check would only time out
             check_raspi4b(vm, key, c)
             run_pi_checks(vm, key, c, "raspi4b")
-        return [f"raspi4b {figure_line(vm, figures)}"]
+            still_running(vm, key, c)
+        return [f"raspi4b {figure_line(vm, figures)}", f"raspi4b {share.summary(vm)}"]
     finally:
         stop([vm])
+        if share is not None:
+            share.stop()
         with contextlib.suppress(OSError):
             (QEMU_ROOT / str(work).lstrip("/")).rmdir()  # the bind mount point
         if c.failed:
             console_tail([vm])
+
+
+def allowance(args: argparse.Namespace) -> str:
+    """What --watchdog-allowance adds to the test's kernel command lines (TCG_ALLOWANCE)."""
+    return TCG_ALLOWANCE if args.watchdog_allowance else ""
 
 
 def root_mib_of(image: Path) -> int:
@@ -922,6 +1087,12 @@ def main() -> int:
         "--append",
         default="",
         help="raspi4b: more kernel arguments after cmdline.txt's (e.g. 'earlycon keep_bootcon')",
+    )
+    ap.add_argument(
+        "--watchdog-allowance",
+        action="store_true",
+        help="on a loaded host: systemd logs the agent's late watchdog pings instead of "
+        "killing it (systemd.service_watchdogs=no on the test's kernel command lines)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from agent.shell.systemd import (
     setup_logging,
     watchdog_interval,
 )
-from tests.conftest import require
+from tests.conftest import AgentProcess, require
 
 
 class Receiver:
@@ -523,3 +524,35 @@ def test_journal_fields_reach_a_real_journald(tmp_path: Path) -> None:
 
 def test_syslog_priorities() -> None:
     assert [sd.syslog_priority(lv) for lv in (5, 10, 20, 25, 30, 40, 50)] == [7, 7, 6, 6, 4, 3, 2]
+
+
+def test_a_watchdog_kill_leaves_every_threads_stack_on_stderr(
+    agent_process: Callable[..., AgentProcess],
+) -> None:
+    """systemd's watchdog ends a stuck agent with SIGABRT (WatchdogSignal=). The agent runs
+    with faulthandler on, so before it dies it writes each thread's Python stack to stderr,
+    which under systemd is the journal: the kill then says what the event loop was doing."""
+    import resource
+
+    a = agent_process()
+
+    def no_core() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    a.proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.shell.cli", "run", "--config", str(a.config)],
+        env=a.env,
+        stdout=subprocess.DEVNULL,
+        stderr=a.stderr_path.open("wb"),
+        cwd=a.tmp,
+        preexec_fn=no_core,
+    )
+    a.wait_notify("READY=1", timeout=30)
+    a.signal(signal.SIGABRT)
+    assert a.proc.wait(10) == -signal.SIGABRT
+    err = a.stderr()
+    assert "Fatal Python error: Aborted" in err, err
+    # the main thread's stack, down to the event loop's wait for work
+    main = err.partition("(most recent call first):")[2]
+    assert "asyncio/base_events.py" in main and "run_forever" in main, err
+    assert "agent/shell/cli.py" in main and "cmd_run" in main, err

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import json
 import mimetypes
 import os
@@ -592,6 +594,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return EXIT_USAGE
     setup_logging(cfg.log.level)
+    # systemd's watchdog ends a stuck agent with SIGABRT (WatchdogSignal=): faulthandler
+    # then writes every thread's Python stack to stderr, the journal, so the kill says
+    # what the event loop was doing instead of leaving only "Watchdog timeout".
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # stderr without an fd
+        faulthandler.enable()
     try:
         asyncio.run(launch(cfg, path))
     except KeyboardInterrupt:

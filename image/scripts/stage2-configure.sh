@@ -18,7 +18,11 @@ usermod -p '*' root
 python3 -m venv --system-site-packages /opt/edge-agent/venv
 /opt/edge-agent/venv/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheels \
   --disable-pip-version-check -r /tmp/wheels/requirements.txt lgpio /tmp/wheels/edge_agent-*.whl
-/opt/edge-agent/venv/bin/python -c 'import agent, aiohttp, cryptography, gpiozero, lgpio, mmh3, msgpack, prometheus_client, systemd.daemon, systemd.journal, zeroconf; print("edge-agent", agent.__version__, "imports ok")'
+/opt/edge-agent/venv/bin/python -c 'import agent, aiohttp, gpiozero, lgpio, mmh3, msgpack, prometheus_client, systemd.daemon, systemd.journal, zeroconf; print("edge-agent", agent.__version__, "imports ok")'
+# Gossip encryption is AES-GCM from the libcrypto that Python's ssl/_hashlib map (no
+# cryptography package: agent/membership/aesgcm.py): seal and open one message here, so an
+# image whose Python lacks that libcrypto fails the build, not the first boot.
+/opt/edge-agent/venv/bin/python -c 'import os, ssl; from agent.membership.aesgcm import AesGcm, libcrypto_path; g = AesGcm(os.urandom(32)); n = os.urandom(12); assert g.open(n, g.seal(n, b"gossip", b"ad"), b"ad") == b"gossip"; assert g.open(n, g.seal(n, b"gossip"), b"other") is None; print("AES-GCM through", libcrypto_path())'
 # systemd-python is a dependency here, not an option: the agent must notify and log through
 # it, never through its fallback for machines without libsystemd.
 /opt/edge-agent/venv/bin/python -c 'import systemd.daemon, agent.shell.systemd as s; assert s.notify_function() is systemd.daemon.notify, "agent.shell.systemd fell back: systemd-python missing"'
