@@ -183,6 +183,19 @@ async def test_an_mdns_sighting_of_a_failed_member_is_tried_at_once_and_rate_lim
     assert a.rejoiner.trying == {"c"}
 
 
+def count_passes(c: Cluster, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The loop time of each joiner pass of ``c`` (each pass begins with ``follow``)."""
+    passes: list[float] = []
+    follow = c.follower.follow
+
+    async def counted() -> bool:
+        passes.append(asyncio.get_running_loop().time())
+        return await follow()
+
+    monkeypatch.setattr(c.follower, "follow", counted)
+    return passes
+
+
 async def test_the_joiner_makes_no_pass_while_there_is_nothing_to_do(
     clusters: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,14 +204,7 @@ async def test_the_joiner_makes_no_pass_while_there_is_nothing_to_do(
     a, b = await clusters("a"), await clusters("b")
     await a.node.join([("127.0.0.1", b.node.port)])
     await async_wait_for(lambda: a.peers() == 1 and a.peer_store.pending, 5, "a joined b")
-    passes: list[float] = []
-    follow = a.follower.follow
-
-    async def counted() -> bool:
-        passes.append(asyncio.get_running_loop().time())
-        return await follow()
-
-    monkeypatch.setattr(a.follower, "follow", counted)
+    passes = count_passes(a, monkeypatch)
     joiner = asyncio.create_task(a.run_joiner())
     try:
         await async_wait_for(lambda: passes and a.peer_store.writes == 1, 2, "the first pass")
@@ -226,14 +232,7 @@ async def test_peers_to_save_wake_the_joiner_once_when_the_write_is_allowed(
     await a.node.join([("127.0.0.1", b.node.port)])
     await async_wait_for(lambda: a.peers() == 1 and a.peer_store.pending, 5, "a joined b")
     a.peer_store.min_interval = 3 * FAST_INTERVAL
-    passes: list[float] = []
-    follow = a.follower.follow
-
-    async def counted() -> bool:
-        passes.append(asyncio.get_running_loop().time())
-        return await follow()
-
-    monkeypatch.setattr(a.follower, "follow", counted)
+    passes = count_passes(a, monkeypatch)
     joiner = asyncio.create_task(a.run_joiner())
     try:
         await async_wait_for(lambda: passes and a.peer_store.writes == 1, 2, "b saved")
